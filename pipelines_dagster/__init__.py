@@ -1,0 +1,1 @@
+"""pipelines-dagster: a GitOps pipeline for infrastructure-live repositories."""
