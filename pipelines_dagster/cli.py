@@ -1,0 +1,46 @@
+"""`pipelines-dagster` command line. Imports stay lazy: `changes` must start fast and never import Dagster."""
+
+import argparse
+import json
+import sys
+
+
+def _add_changes(sub) -> None:
+    p = sub.add_parser("changes", help="list the infrastructure changes between two refs")
+    p.add_argument("--repo", required=True, help="path or git URL of infrastructure-live")
+    p.add_argument("--base", required=True)
+    p.add_argument("--head", required=True)
+    p.add_argument("--event", required=True, choices=["pull_request", "push"])
+    p.add_argument("--format", default="json", choices=["json", "table"])
+    p.set_defaults(func=_cmd_changes)
+
+
+def _cmd_changes(args) -> int:
+    from .core.model import Event
+    from .core.orchestrator import detect_changes
+    from .core.report import changes_table
+    from .integrations.git import GitError, open_repo
+
+    try:
+        repo = open_repo(args.repo)
+        change_set = detect_changes(repo, args.base, args.head, Event(args.event))
+    except GitError as exc:
+        print(f"pipelines-dagster: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(change_set.to_dict(), indent=2))
+    else:
+        print(changes_table(change_set))
+    return 1 if change_set.errors else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pipelines-dagster")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_changes(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
