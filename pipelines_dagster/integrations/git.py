@@ -8,15 +8,11 @@ from pathlib import Path
 
 import git
 
+from ..core.repo_index import cache_root
+
 
 class GitError(Exception):
     """A git operation failed (unknown ref, unreachable remote, ...)."""
-
-
-def cache_root() -> Path:
-    base = os.environ.get("PIPELINES_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pipelines-dagster")
-    return Path(base)
 
 
 def _is_url(location: str) -> bool:

@@ -1,0 +1,429 @@
+"""The orchestrator: two refs -> the classified, ordered infrastructure changes and their actions."""
+
+import posixpath
+from dataclasses import dataclass, field
+
+from ..integrations import git as gitio
+from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
+                     load_pipelines_config)
+from .evaluate import Problem as EvalProblem
+from .model import Action, ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
+from .repo_index import IndexBuilder, RepoIndex, default_index_cache
+
+
+def _is_envcommon(path: str) -> bool:
+    return "_envcommon" in path.split("/")[:-1]
+
+
+def _dir_is_ancestor(ancestor: str, path: str) -> bool:
+    return ancestor == "" or path == ancestor or path.startswith(ancestor + "/")
+
+
+@dataclass
+class _Hit:
+    types: set[ChangeType] = field(default_factory=set)
+    triggers: set[str] = field(default_factory=set)
+
+    def add(self, change_type: ChangeType, trigger: str) -> None:
+        self.types.add(change_type)
+        self.triggers.add(trigger)
+
+
+@dataclass
+class _Snapshot:
+    """One side of the comparison: tree, configuration, accounts and (when needed) the unit index."""
+
+    sha: str
+    tree: gitio.Tree
+    config: PipelinesConfig
+    accounts: Accounts | None
+    account_problems: list[Problem]
+    config_problems: list[Problem]
+    index: RepoIndex | None = None
+
+
+def _read_text(repo, tree: gitio.Tree, path: str) -> str | None:
+    blob = tree.files.get(path)
+    if blob is None:
+        return None
+    return gitio.read_blobs(repo, [blob])[blob].decode("utf-8", errors="replace")
+
+
+def _load_side(repo, sha: str, accounts_file: str | None = None) -> _Snapshot:
+    tree = gitio.read_tree(repo, sha)
+    problems: list[Problem] = []
+    try:
+        config = load_pipelines_config(_read_text(repo, tree, PIPELINES_FILE))
+    except ConfigError as exc:
+        config, problems = PipelinesConfig(), list(exc.problems)
+    accounts, account_problems = None, []
+    text = _read_text(repo, tree, accounts_file or config.accounts_file)
+    if text is not None:
+        try:
+            accounts, account_problems = load_accounts(text, accounts_file or config.accounts_file)
+        except ConfigError as exc:
+            account_problems = list(exc.problems)
+            accounts = Accounts(file=config.accounts_file)
+    return _Snapshot(sha, tree, config, accounts, account_problems, problems)
+
+
+class Orchestrator:
+    """Detects changes in one repository; keeps its caches across calls."""
+
+    def __init__(self, repo, cache_dir=None):
+        self.repo = repo
+        self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs),
+                                    cache_dir if cache_dir is not None else default_index_cache())
+
+    def index(self, side: _Snapshot, hints: list[str] = ()) -> RepoIndex:
+        if side.index is None:
+            side.index = self.builder.build(side.tree.sha + ":" + ",".join(side.config.units), side.tree.files,
+                                            side.tree.dirs, side.config.units, hint_trees=list(hints))
+        return side.index
+
+    def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
+        base_sha = gitio.resolve(self.repo, base_ref)
+        head_sha = gitio.resolve(self.repo, head_ref)
+        head = _load_side(self.repo, head_sha)
+        base = _load_side(self.repo, base_sha, head.config.accounts_file)
+        result = ChangeSet(base=base_sha, head=head_sha, event=event)
+        result.errors.extend(head.config_problems)
+        ignore = head.config.ignore_spec()
+        changed = [c for c in gitio.diff(self.repo, base_sha, head_sha) if not ignore.match_file(c.path)]
+        if not changed:
+            return result
+        try:
+            return _Detection(self, base, head, changed, event, result).run()
+        finally:
+            self.builder.close()
+
+
+def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=None) -> ChangeSet:
+    return Orchestrator(repo, cache_dir).detect(base_ref, head_ref, event)
+
+
+class _Detection:
+    def __init__(self, orch: Orchestrator, base: _Snapshot, head: _Snapshot, changed, event: Event,
+                 result: ChangeSet):
+        self.orch, self.base, self.head, self.changed, self.event, self.result = \
+            orch, base, head, changed, event, result
+        self.hits: dict[str, _Hit] = {}
+        self.deleted_hits: dict[str, _Hit] = {}
+
+    def run(self) -> ChangeSet:
+        head_index = self.orch.index(self.head, hints=[self.base.sha])
+        # deleted units, and units that read a deleted file, are only visible at base
+        need_base = any(c.status == "D" for c in self.changed)
+        base_index = self.orch.index(self.base, hints=[self.head.sha]) if need_base else None
+        for change in self.changed:
+            self._classify_file(change, head_index, base_index)
+        self._account_changes()
+        changes = self._unit_changes(head_index, base_index)
+        self._order(changes, head_index, base_index)
+        return self.result
+
+    # ---- classification ----
+
+    def _hit(self, unit: str) -> _Hit:
+        return self.hits.setdefault(unit, _Hit())
+
+    @staticmethod
+    def _by_location(unit, path: str) -> ChangeType:
+        folder = posixpath.dirname(path)
+        if any(_dir_is_ancestor(d, folder) for d in unit.module_dirs):
+            return ChangeType.MODULE_SOURCE_CHANGED
+        if _is_envcommon(path):
+            return ChangeType.ENVCOMMON_CHANGED
+        return ChangeType.HCL_CHANGED
+
+    def _classify_file(self, change: gitio.FileChange, head: RepoIndex, base: RepoIndex | None) -> None:
+        path = change.path
+        owner = head.owner(path)
+        if owner is not None:
+            self._hit(owner).add(ChangeType.MODULE_CHANGED, path)
+        if base is not None:
+            base_owner = base.owner(path)
+            if base_owner is not None and base_owner not in head.units:
+                self.deleted_hits.setdefault(base_owner, _Hit()).add(ChangeType.MODULE_DELETED, path)
+        indexes = [head] + ([base] if base is not None and change.status != "A" else [])
+        for index in indexes:
+            for unit_path in index.readers(path):
+                if unit_path in head.units and unit_path != owner:
+                    self._hit(unit_path).add(self._by_location(head.units[unit_path], path), path)
+            for unit_path in index.module_users(path):
+                if unit_path in head.units and unit_path != owner:
+                    self._hit(unit_path).add(ChangeType.MODULE_SOURCE_CHANGED, path)
+        if path.endswith(".hcl"):
+            folder = posixpath.dirname(path)
+            for unit in head.units.values():
+                if unit.conservative and unit.path != owner and (
+                        _dir_is_ancestor(folder, unit.path) or _is_envcommon(path)):
+                    self._hit(unit.path).add(self._by_location(unit, path), path)
+
+    def _unit_changes(self, head: RepoIndex, base: RepoIndex | None) -> list[InfraChange]:
+        changes: list[InfraChange] = []
+        base_units = self._base_unit_paths(base)
+        for unit_path, hit in self.hits.items():
+            unit = head.units[unit_path]
+            types = set(hit.types)
+            if ChangeType.MODULE_CHANGED in types and unit_path not in base_units:
+                types.discard(ChangeType.MODULE_CHANGED)
+                types.add(ChangeType.MODULE_ADDED)
+            change_type = min(types, key=lambda t: t.precedence)
+            account = self._account(unit_path, self.head, unit.config_file)
+            changes.append(InfraChange(change_type, unit_path, account, action_for(change_type, self.event),
+                                       sorted(hit.triggers), kind=unit.kind))
+            self._unit_problems(unit.problems)
+            for dep, (file, line) in sorted(unit.dependencies.items()):
+                if dep not in head.units:
+                    self.result.errors.append(Problem(file, f"dependency {dep!r} is not a unit", line))
+        for unit_path, hit in self.deleted_hits.items():
+            unit = base.units[unit_path]
+            account = self._account(unit_path, self.base, unit.config_file)
+            changes.append(InfraChange(ChangeType.MODULE_DELETED, unit_path, account,
+                                       action_for(ChangeType.MODULE_DELETED, self.event), sorted(hit.triggers),
+                                       kind=unit.kind))
+        return changes
+
+    def _base_unit_paths(self, base: RepoIndex | None) -> set[str]:
+        if base is not None:
+            return set(base.units)
+        tree = self.base.tree
+        return set(self.orch.builder.candidates(tree.files, tree.dirs, self.base.config.units))
+
+    def _unit_problems(self, problems: list[EvalProblem]) -> None:
+        for p in problems:
+            target = self.result.errors if p.severity == "error" else self.result.warnings
+            problem = Problem(p.file, p.message, p.line)
+            if str(problem) not in {str(x) for x in target}:
+                target.append(problem)
+
+    def _account(self, unit_path: str, side: _Snapshot, config_file: str) -> str | None:
+        account = side.config.account_for(unit_path, side.accounts)
+        if account is None or side.accounts is None:
+            return account
+        if account not in side.accounts.entries and account not in side.accounts.raw:
+            self.result.errors.append(Problem(
+                config_file, f"unit {unit_path} belongs to account {account!r}, which is not in "
+                             f"{side.accounts.file}"))
+        return account
+
+    # ---- accounts ----
+
+    def _account_changes(self) -> None:
+        head, base = self.head, self.base
+        self.result.errors.extend(head.account_problems)
+        head_raw = head.accounts.raw if head.accounts else {}
+        base_raw = base.accounts.raw if base.accounts else {}
+        lines = head.accounts.lines if head.accounts else {}
+        file = head.config.accounts_file
+        self._account_entries: list[InfraChange] = []
+        for name in sorted(set(head_raw) | set(base_raw)):
+            if name in head_raw and name not in base_raw:
+                change_type = ChangeType.ACCOUNT_ADDED
+                entry = head_raw[name]
+                if isinstance(entry, dict) and not entry.get("email"):
+                    self.result.warnings.append(Problem(file, f"account {name!r} has no email", lines.get(name)))
+            elif name in base_raw and name not in head_raw:
+                change_type = ChangeType.ACCOUNT_DELETED
+                remaining = [u for u in (self.head.index.units if self.head.index else {})
+                             if u.split("/", 1)[0] == name]
+                note = f"; {len(remaining)} unit(s) under {name}/ remain and are not destroyed" if remaining else ""
+                self.result.warnings.append(Problem(file, f"account {name!r} was removed{note}"))
+            elif head_raw[name] != base_raw[name]:
+                change_type = ChangeType.ACCOUNT_CHANGED
+            else:
+                continue
+            self._account_entries.append(InfraChange(change_type, None, name, action_for(change_type, self.event),
+                                                     [file]))
+
+    # ---- ordering ----
+
+    def _order(self, changes: list[InfraChange], head: RepoIndex, base: RepoIndex | None) -> None:
+        applies = [c for c in changes if not c.action.is_destroy]
+        destroys = [c for c in changes if c.action.is_destroy]
+        apply_graph = _nearest_changed_deps({c.unit for c in applies}, head)
+        self._report_cycles(apply_graph, head)
+        tiers = None
+        if self.event is Event.PUSH and self.head.accounts is not None:
+            tiers = {c.unit: self._deploy_order(c.account, self.head) for c in applies}
+        waves = self._waves(apply_graph, tiers)
+        for c in applies:
+            c.depends_on = sorted(apply_graph[c.unit])
+            c.wave = waves[c.unit]
+        first_destroy_wave = max((c.wave for c in applies), default=-1) + 1
+        if destroys:
+            destroy_units = {c.unit for c in destroys}
+            forward = _nearest_changed_deps(destroy_units, base)
+            reverse: dict[str, set[str]] = {u: set() for u in destroy_units}
+            for unit, deps in forward.items():
+                for dep in deps:
+                    reverse[dep].add(unit)  # a unit is destroyed after the units that depend on it
+            dtiers = None
+            if self.event is Event.PUSH and self.base.accounts is not None:
+                dtiers = {c.unit: -self._deploy_order(c.account, self.base) for c in destroys}
+            dwaves = self._waves(reverse, dtiers)
+            for c in destroys:
+                c.depends_on = sorted(reverse[c.unit])
+                c.wave = first_destroy_wave + dwaves[c.unit]
+        ordered = sorted(changes, key=lambda c: (c.wave, c.unit or "", c.type.precedence))
+        self.result.changes = self._account_entries + ordered
+
+    def _deploy_order(self, account: str | None, side: _Snapshot) -> float:
+        entry = side.accounts.entries.get(account) if (side.accounts and account) else None
+        return float(entry.deploy_order) if entry is not None and entry.deploy_order is not None else float("inf")
+
+    def _waves(self, graph: dict[str, set[str]], tiers: dict[str, float] | None) -> dict[str, int]:
+        waves = _longest_path(graph, tiers)
+        if waves is None and tiers is not None:
+            self.result.warnings.append(Problem(None, "deploy_order conflicts with unit dependencies; "
+                                                      "dependency order is used"))
+            waves = _longest_path(graph, None)
+        if waves is None:  # a cycle (reported as an error): order what can be ordered, the rest last
+            waves = _longest_path(graph, None, break_cycles=True)
+        return waves
+
+    def _report_cycles(self, graph: dict[str, set[str]], index: RepoIndex) -> None:
+        for cycle in _cycles({u: set(index.units[u].dependencies) & set(index.units) for u in
+                              _reachable(set(graph), index)}):
+            first = index.units[cycle[0]]
+            self.result.errors.append(Problem(first.config_file,
+                                              "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
+
+
+def _reachable(start: set[str], index: RepoIndex) -> set[str]:
+    seen, stack = set(), list(start)
+    while stack:
+        unit = stack.pop()
+        if unit in seen or unit not in index.units:
+            continue
+        seen.add(unit)
+        stack.extend(index.units[unit].dependencies)
+    return seen
+
+
+def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[str]]:
+    """For each changed unit, the changed units it depends on, looking through unchanged ones."""
+    graph: dict[str, set[str]] = {}
+    for unit in changed:
+        found: set[str] = set()
+        seen = {unit}
+        stack = list(index.units[unit].dependencies) if unit in index.units else []
+        while stack:
+            dep = stack.pop()
+            if dep in seen:
+                continue
+            seen.add(dep)
+            if dep in changed:
+                found.add(dep)
+            elif dep in index.units:
+                stack.extend(index.units[dep].dependencies)
+        graph[unit] = found
+    return graph
+
+
+def _longest_path(graph: dict[str, set[str]], tiers: dict[str, float] | None,
+                  break_cycles: bool = False) -> dict[str, int] | None:
+    """Wave of each node: after all its dependencies and, with tiers, after every node of a lower tier."""
+    nodes = list(graph)
+    deps: dict[str, set[str]] = {n: set(graph[n]) for n in nodes}
+    if tiers is not None:
+        levels = sorted(set(tiers.values()))
+        for i, level in enumerate(levels):
+            barrier = f"\0barrier{i}"
+            deps[barrier] = {n for n in nodes if tiers[n] == level}
+            if i > 0:
+                deps[barrier].add(f"\0barrier{i - 1}")
+                for n in nodes:
+                    if tiers[n] == level:
+                        deps[n].add(f"\0barrier{i - 1}")
+    remaining = {n: len(d) for n, d in deps.items()}
+    dependents: dict[str, list[str]] = {n: [] for n in deps}
+    for n, ds in deps.items():
+        for d in ds:
+            dependents[d].append(n)
+    wave: dict[str, int] = {}
+    ready = sorted(n for n, k in remaining.items() if k == 0)
+    while True:
+        while ready:
+            n = ready.pop()
+            own = 0
+            for d in deps[n]:
+                if d in wave:
+                    own = max(own, wave[d] + (0 if d.startswith("\0") else 1))
+            wave[n] = own
+            for m in dependents[n]:
+                remaining[m] -= 1
+                if remaining[m] == 0:
+                    ready.append(m)
+        if len(wave) == len(deps):
+            break
+        if not break_cycles:
+            return None
+        stuck = sorted(n for n in deps if n not in wave)
+        remaining[stuck[0]] = 0
+        deps[stuck[0]] = {d for d in deps[stuck[0]] if d in wave}
+        ready.append(stuck[0])
+    return {n: wave[n] for n in nodes}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (or a self-loop), each as a path."""
+    index_of: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index_of:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index_of[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in graph:
+                    continue
+                if child not in index_of:
+                    index_of[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index_of[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index_of[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph[node]:
+                    found.append(_cycle_path(sorted(component), graph))
+    return found
+
+
+def _cycle_path(component: list[str], graph: dict[str, set[str]]) -> list[str]:
+    """A readable cycle through the component, starting at its first unit."""
+    members = set(component)
+    path = [component[0]]
+    while True:
+        nxt = sorted(d for d in graph[path[-1]] if d in members)
+        step = next((d for d in nxt if d not in path), None)
+        if step is None:
+            return path
+        path.append(step)
