@@ -67,6 +67,10 @@ def _load_side(repo, sha: str, accounts_file: str | None = None) -> _Snapshot:
     return _Snapshot(sha, tree, config, accounts, account_problems, problems)
 
 
+def _snapshot_key(side: _Snapshot) -> str:
+    return side.sha + ":" + ",".join(side.config.units)
+
+
 class Orchestrator:
     """Detects changes in one repository; keeps its caches across calls."""
 
@@ -75,10 +79,12 @@ class Orchestrator:
         self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs),
                                     cache_dir if cache_dir is not None else default_index_cache())
 
-    def index(self, side: _Snapshot, hints: list[str] = ()) -> RepoIndex:
+    def index(self, side: _Snapshot, other: _Snapshot | None = None) -> RepoIndex:
+        """The unit index of one side; the other side's stored evaluations are the best starting point."""
         if side.index is None:
-            side.index = self.builder.build(side.tree.sha + ":" + ",".join(side.config.units), side.tree.files,
-                                            side.tree.dirs, side.config.units, hint_trees=list(hints))
+            hints = [_snapshot_key(other)] if other is not None else []
+            side.index = self.builder.build(_snapshot_key(side), side.tree.files, side.tree.dirs,
+                                            side.config.units, hint_trees=hints)
         return side.index
 
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
@@ -111,10 +117,10 @@ class _Detection:
         self.deleted_hits: dict[str, _Hit] = {}
 
     def run(self) -> ChangeSet:
-        head_index = self.orch.index(self.head, hints=[self.base.sha])
+        head_index = self.orch.index(self.head, self.base)
         # deleted units, and units that read a deleted file, are only visible at base
         need_base = any(c.status == "D" for c in self.changed)
-        base_index = self.orch.index(self.base, hints=[self.head.sha]) if need_base else None
+        base_index = self.orch.index(self.base, self.head) if need_base else None
         for change in self.changed:
             self._classify_file(change, head_index, base_index)
         self._account_changes()
