@@ -47,9 +47,10 @@ def rel_dir(path: str) -> str:
 
 def resolve_path(base_dir_rel: str, value: str) -> str:
     """A path as written in configuration, relative to base_dir, as a repo-relative path."""
-    if value.startswith("/"):
-        return to_rel(value)
-    return to_rel(posixpath.join(to_abs(base_dir_rel), value))
+    try:
+        return to_rel(value if value.startswith("/") else posixpath.join(to_abs(base_dir_rel), value))
+    except EvalError:
+        raise EvalError(f"path {value!r} escapes the repository") from None
 
 
 def split_source(value: str) -> str | None:
