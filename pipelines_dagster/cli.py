@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -35,6 +36,7 @@ def _cmd_changes(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # plugin discovery costs start-up time
     parser = argparse.ArgumentParser(prog="pipelines-dagster")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_changes(sub)

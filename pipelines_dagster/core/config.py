@@ -1,9 +1,9 @@
 """`.pipelines.yml` and `accounts.yml`: loaded from text, validated, errors naming file, entry and line."""
 
+import functools
 import re
 from dataclasses import dataclass, field
 
-import pathspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -55,13 +55,13 @@ class PipelinesConfig(BaseModel):
                 raise ValueError(f"engine for {key!r} must be terraform, tofu or terragrunt, not {engine!r}")
         return value
 
-    def ignore_spec(self) -> pathspec.PathSpec:
-        return pathspec.PathSpec.from_lines("gitwildmatch", self.ignore)
+    def ignore_spec(self):
+        return _globs(tuple(self.ignore))
 
     def account_for(self, unit_path: str, accounts: "Accounts | None") -> str | None:
         """The account owning a unit: the first matching `account_paths` glob, else its top-level folder."""
         for pattern, account in self.account_paths.items():
-            if pathspec.PathSpec.from_lines("gitwildmatch", [pattern]).match_file(unit_path + "/"):
+            if _globs((pattern,)).match_file(unit_path + "/"):
                 return account
         if accounts is None:
             return None
@@ -72,11 +72,30 @@ class PipelinesConfig(BaseModel):
         for pattern, engine in self.engine.items():
             if pattern in ("default", "terragrunt", "terraform"):
                 continue
-            if pathspec.PathSpec.from_lines("gitwildmatch", [pattern]).match_file(unit_path + "/"):
+            if _globs((pattern,)).match_file(unit_path + "/"):
                 return engine
         if kind is UnitKind.TERRAGRUNT:
             return self.engine.get("terragrunt", "terragrunt")
         return self.engine.get("terraform", self.engine.get("default", "terraform"))
+
+
+@functools.lru_cache(maxsize=256)
+def _globs(patterns: tuple[str, ...]):
+    """gitignore-style globs (pathspec is imported only when a configuration uses globs)."""
+    if not patterns:
+        return _NO_GLOBS
+    import pathspec
+
+    return pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+
+
+class _NoGlobs:
+    @staticmethod
+    def match_file(_path: str) -> bool:
+        return False
+
+
+_NO_GLOBS = _NoGlobs()
 
 
 def normalize_unit_path(path: str) -> str:
@@ -112,7 +131,7 @@ class Accounts:
 def _key_lines(text: str) -> dict[str, int]:
     """Line (1-based) of each top-level mapping key, for error messages."""
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -122,7 +141,7 @@ def _key_lines(text: str) -> dict[str, int]:
 
 def _load_yaml(text: str, file: str):
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -19,7 +19,10 @@ class ChangeType(str, Enum):
 
     @property
     def precedence(self) -> int:
-        return list(ChangeType).index(self)
+        return _PRECEDENCE[self]
+
+
+_PRECEDENCE = {t: i for i, t in enumerate(ChangeType)}
 
 
 class Event(str, Enum):

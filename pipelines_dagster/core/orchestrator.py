@@ -29,46 +29,45 @@ class _Hit:
         self.triggers.add(trigger)
 
 
-@dataclass
-class _Snapshot:
-    """One side of the comparison: tree, configuration, accounts and (when needed) the unit index."""
+class _Side:
+    """One side of the comparison: configuration and accounts, and on demand the tree and the unit index."""
 
-    sha: str
-    tree: gitio.Tree
-    config: PipelinesConfig
-    accounts: Accounts | None
-    account_problems: list[Problem]
-    config_problems: list[Problem]
-    index: RepoIndex | None = None
-
-
-def _read_text(repo, tree: gitio.Tree, path: str) -> str | None:
-    blob = tree.files.get(path)
-    if blob is None:
-        return None
-    return gitio.read_blobs(repo, [blob])[blob].decode("utf-8", errors="replace")
-
-
-def _load_side(repo, sha: str, accounts_file: str | None = None) -> _Snapshot:
-    tree = gitio.read_tree(repo, sha)
-    problems: list[Problem] = []
-    try:
-        config = load_pipelines_config(_read_text(repo, tree, PIPELINES_FILE))
-    except ConfigError as exc:
-        config, problems = PipelinesConfig(), list(exc.problems)
-    accounts, account_problems = None, []
-    text = _read_text(repo, tree, accounts_file or config.accounts_file)
-    if text is not None:
+    def __init__(self, repo, sha: str, accounts_file: str | None = None):
+        self.repo, self.sha = repo, sha
+        self._tree: gitio.Tree | None = None
+        self.index: RepoIndex | None = None
+        self.config_problems: list[Problem] = []
+        self.account_problems: list[Problem] = []
+        texts = self._texts([PIPELINES_FILE] + ([accounts_file] if accounts_file else []))
         try:
-            accounts, account_problems = load_accounts(text, accounts_file or config.accounts_file)
+            self.config = load_pipelines_config(texts.get(PIPELINES_FILE))
         except ConfigError as exc:
-            account_problems = list(exc.problems)
-            accounts = Accounts(file=config.accounts_file)
-    return _Snapshot(sha, tree, config, accounts, account_problems, problems)
+            self.config, self.config_problems = PipelinesConfig(), list(exc.problems)
+        self.accounts_file = accounts_file or self.config.accounts_file
+        text = texts.get(self.accounts_file) if self.accounts_file in texts else \
+            self._texts([self.accounts_file]).get(self.accounts_file)
+        self.accounts: Accounts | None = None
+        if text is not None:
+            try:
+                self.accounts, self.account_problems = load_accounts(text, self.accounts_file)
+            except ConfigError as exc:
+                self.account_problems = list(exc.problems)
+                self.accounts = Accounts(file=self.accounts_file)
 
+    def _texts(self, paths: list[str]) -> dict[str, str]:
+        specs = [f"{self.sha}:{p}" for p in paths]
+        found = gitio.read_blobs(self.repo, specs)
+        return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs) if s in found}
 
-def _snapshot_key(side: _Snapshot) -> str:
-    return side.sha + ":" + ",".join(side.config.units)
+    @property
+    def tree(self) -> gitio.Tree:
+        if self._tree is None:
+            self._tree = gitio.read_tree(self.repo, self.sha)
+        return self._tree
+
+    @property
+    def key(self) -> str:
+        return self.sha + ":" + ",".join(self.config.units)
 
 
 class Orchestrator:
@@ -79,19 +78,18 @@ class Orchestrator:
         self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs),
                                     cache_dir if cache_dir is not None else default_index_cache())
 
-    def index(self, side: _Snapshot, other: _Snapshot | None = None) -> RepoIndex:
+    def index(self, side: _Side, other: _Side | None = None) -> RepoIndex:
         """The unit index of one side; the other side's stored evaluations are the best starting point."""
         if side.index is None:
-            hints = [_snapshot_key(other)] if other is not None else []
-            side.index = self.builder.build(_snapshot_key(side), side.tree.files, side.tree.dirs,
-                                            side.config.units, hint_trees=hints)
+            side.index = self.builder.build(side.key, lambda: side.tree, side.config.units,
+                                            hint_trees=[other.key] if other is not None else [])
         return side.index
 
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
         base_sha = gitio.resolve(self.repo, base_ref)
         head_sha = gitio.resolve(self.repo, head_ref)
-        head = _load_side(self.repo, head_sha)
-        base = _load_side(self.repo, base_sha, head.config.accounts_file)
+        head = _Side(self.repo, head_sha)
+        base = _Side(self.repo, base_sha, head.accounts_file)
         result = ChangeSet(base=base_sha, head=head_sha, event=event)
         result.errors.extend(head.config_problems)
         ignore = head.config.ignore_spec()
@@ -109,7 +107,7 @@ def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=N
 
 
 class _Detection:
-    def __init__(self, orch: Orchestrator, base: _Snapshot, head: _Snapshot, changed, event: Event,
+    def __init__(self, orch: Orchestrator, base: _Side, head: _Side, changed, event: Event,
                  result: ChangeSet):
         self.orch, self.base, self.head, self.changed, self.event, self.result = \
             orch, base, head, changed, event, result
@@ -161,10 +159,9 @@ class _Detection:
                     self._hit(unit_path).add(ChangeType.MODULE_SOURCE_CHANGED, path)
         if path.endswith(".hcl"):
             folder = posixpath.dirname(path)
-            for unit in head.units.values():
-                if unit.conservative and unit.path != owner and (
-                        _dir_is_ancestor(folder, unit.path) or _is_envcommon(path)):
-                    self._hit(unit.path).add(self._by_location(unit, path), path)
+            for unit_path in head.conservative:
+                if unit_path != owner and (_dir_is_ancestor(folder, unit_path) or _is_envcommon(path)):
+                    self._hit(unit_path).add(self._by_location(head.units[unit_path], path), path)
 
     def _unit_changes(self, head: RepoIndex, base: RepoIndex | None) -> list[InfraChange]:
         changes: list[InfraChange] = []
@@ -192,10 +189,15 @@ class _Detection:
         return changes
 
     def _base_unit_paths(self, base: RepoIndex | None) -> set[str]:
+        """Which of the hit units already were units at base (else they are ModuleAdded)."""
         if base is not None:
             return set(base.units)
-        tree = self.base.tree
-        return set(self.orch.builder.candidates(tree.files, tree.dirs, self.base.config.units))
+        if len(self.hits) > 256:
+            files, dirs = self.base.tree.files, self.base.tree.dirs
+        else:  # only the hit folders, not the whole base tree
+            files = gitio.list_folders(self.orch.repo, self.base.sha, list(self.hits))
+            dirs = set(self.hits)
+        return set(self.orch.builder.candidates(files, dirs, self.base.config.units)) & set(self.hits)
 
     def _unit_problems(self, problems: list[EvalProblem]) -> None:
         for p in problems:
@@ -204,7 +206,7 @@ class _Detection:
             if str(problem) not in {str(x) for x in target}:
                 target.append(problem)
 
-    def _account(self, unit_path: str, side: _Snapshot, config_file: str) -> str | None:
+    def _account(self, unit_path: str, side: _Side, config_file: str) -> str | None:
         account = side.config.account_for(unit_path, side.accounts)
         if account is None or side.accounts is None:
             return account
@@ -232,7 +234,7 @@ class _Detection:
                     self.result.warnings.append(Problem(file, f"account {name!r} has no email", lines.get(name)))
             elif name in base_raw and name not in head_raw:
                 change_type = ChangeType.ACCOUNT_DELETED
-                remaining = [u for u in (self.head.index.units if self.head.index else {})
+                remaining = [u for u in (self.head.index.units if self.head.index else ())
                              if u.split("/", 1)[0] == name]
                 note = f"; {len(remaining)} unit(s) under {name}/ remain and are not destroyed" if remaining else ""
                 self.result.warnings.append(Problem(file, f"account {name!r} was removed{note}"))
@@ -275,7 +277,7 @@ class _Detection:
         ordered = sorted(changes, key=lambda c: (c.wave, c.unit or "", c.type.precedence))
         self.result.changes = self._account_entries + ordered
 
-    def _deploy_order(self, account: str | None, side: _Snapshot) -> float:
+    def _deploy_order(self, account: str | None, side: _Side) -> float:
         entry = side.accounts.entries.get(account) if (side.accounts and account) else None
         return float(entry.deploy_order) if entry is not None and entry.deploy_order is not None else float("inf")
 
@@ -290,7 +292,7 @@ class _Detection:
         return waves
 
     def _report_cycles(self, graph: dict[str, set[str]], index: RepoIndex) -> None:
-        for cycle in _cycles({u: set(index.units[u].dependencies) & set(index.units) for u in
+        for cycle in _cycles({u: {d for d in index.dependencies(u) if d in index.units} for u in
                               _reachable(set(graph), index)}):
             first = index.units[cycle[0]]
             self.result.errors.append(Problem(first.config_file,
@@ -304,7 +306,7 @@ def _reachable(start: set[str], index: RepoIndex) -> set[str]:
         if unit in seen or unit not in index.units:
             continue
         seen.add(unit)
-        stack.extend(index.units[unit].dependencies)
+        stack.extend(index.dependencies(unit))
     return seen
 
 
@@ -314,7 +316,7 @@ def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[
     for unit in changed:
         found: set[str] = set()
         seen = {unit}
-        stack = list(index.units[unit].dependencies) if unit in index.units else []
+        stack = index.dependencies(unit)
         while stack:
             dep = stack.pop()
             if dep in seen:
@@ -322,8 +324,8 @@ def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[
             seen.add(dep)
             if dep in changed:
                 found.add(dep)
-            elif dep in index.units:
-                stack.extend(index.units[dep].dependencies)
+            else:
+                stack.extend(index.dependencies(dep))
         graph[unit] = found
     return graph
 

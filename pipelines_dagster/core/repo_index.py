@@ -12,7 +12,8 @@ import posixpath
 import sqlite3
 import time
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import hcl
@@ -125,9 +126,9 @@ class FactsStore:
 class UnitInfo:
     path: str
     kind: UnitKind
-    reads: frozenset[str]
-    included: frozenset[str]
-    module_dirs: frozenset[str]
+    reads: list[str]
+    included: list[str]
+    module_dirs: list[str]
     dependencies: dict[str, tuple[str, int | None]]
     conservative: bool
     problems: list[Problem]
@@ -145,28 +146,63 @@ def _encode(kind: UnitKind, result: UnitEval, inputs: dict[str, str]) -> tuple:
             [[p.severity, p.file, p.line, p.message] for p in result.problems], inputs)
 
 
+_KINDS = {k.value: k for k in UnitKind}
+
+
 def _decode(path: str, row) -> UnitInfo:
     kind, reads, included, module_dirs, deps, conservative, problems, _ = row
-    return UnitInfo(path, UnitKind(kind), frozenset(reads), frozenset(included), frozenset(module_dirs),
-                    {k: (f, ln) for k, f, ln in deps}, conservative, [Problem(*p) for p in problems])
+    return UnitInfo(path, _KINDS[kind], reads, included, module_dirs, {k: (f, ln) for k, f, ln in deps},
+                    conservative, [Problem(*p) for p in problems] if problems else [])
 
 
-@dataclass
+class _Units(Mapping):
+    """Units by path, decoded from their stored rows on first access."""
+
+    def __init__(self, rows: dict[str, tuple]):
+        self._rows = rows
+        self._decoded: dict[str, UnitInfo] = {}
+
+    def __getitem__(self, path: str) -> UnitInfo:
+        unit = self._decoded.get(path)
+        if unit is None:
+            unit = self._decoded[path] = _decode(path, self._rows[path])
+        return unit
+
+    def __contains__(self, path) -> bool:
+        return path in self._rows
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 class RepoIndex:
     """Units of one tree and the reverse maps change detection needs."""
 
-    tree_sha: str
-    files: dict[str, str]
-    units: dict[str, UnitInfo]
-    file_problems: list[Problem] = field(default_factory=list)
-    _readers: dict[str, set[str]] | None = None
-    _module_users: dict[str, set[str]] | None = None
+    def __init__(self, tree_sha: str, rows: dict[str, tuple]):
+        self.tree_sha = tree_sha
+        included = {f for row in rows.values() for f in row[2]}
+        # a terragrunt.hcl that other units include is configuration, not a unit
+        self._rows = {p: r for p, r in rows.items() if not (
+            r[0] == "terragrunt" and (f"{p}/{TERRAGRUNT_FILE}" if p else TERRAGRUNT_FILE) in included)}
+        self.units = _Units(self._rows)
+        self._readers: dict[str, set[str]] | None = None
+        self._module_users: dict[str, set[str]] | None = None
+
+    @property
+    def conservative(self) -> list[str]:
+        return [p for p, r in self._rows.items() if r[5]]
+
+    def dependencies(self, path: str) -> list[str]:
+        return [d[0] for d in self._rows[path][4]] if path in self._rows else []
 
     def owner(self, path: str) -> str | None:
         """The unit whose folder holds `path` (the deepest one when units nest)."""
         current = rel_dir(path)
         while True:
-            if current in self.units:
+            if current in self._rows:
                 return current
             if not current:
                 return None
@@ -175,19 +211,19 @@ class RepoIndex:
     def readers(self, path: str) -> set[str]:
         if self._readers is None:
             readers: dict[str, set[str]] = {}
-            for unit in self.units.values():
-                for f in unit.reads:
-                    readers.setdefault(f, set()).add(unit.path)
+            for unit_path, row in self._rows.items():
+                for f in row[1]:
+                    readers.setdefault(f, set()).add(unit_path)
             self._readers = readers
         return self._readers.get(path, set())
 
     def module_users(self, path: str) -> set[str]:
-        """Units that run Terraform code from a folder holding `path`, with that folder."""
+        """Units that run Terraform code from a folder holding `path`."""
         if self._module_users is None:
             users: dict[str, set[str]] = {}
-            for unit in self.units.values():
-                for d in unit.module_dirs:
-                    users.setdefault(d, set()).add(unit.path)
+            for unit_path, row in self._rows.items():
+                for d in row[3]:
+                    users.setdefault(d, set()).add(unit_path)
             self._module_users = users
         found: set[str] = set()
         current = rel_dir(path)
@@ -209,42 +245,40 @@ class IndexBuilder:
     def close(self) -> None:
         self.store.flush()
 
-    def build(self, tree_sha: str, files: dict[str, str], dirs, extra_units: list[str],
-              hint_trees: list[str] = ()) -> RepoIndex:
-        view = TreeView(files, dirs, self.store.get)
-        candidates = self.candidates(files, dirs, extra_units)
-        snapshot = self.store.load_snapshot([tree_sha, *hint_trees])
+    def build(self, key: str, load_tree, extra_units: list[str], hint_trees: list[str] = ()) -> RepoIndex:
+        """The index of the tree `load_tree()` returns (a gitio.Tree); stored evaluations make it cheap.
+
+        `key` names the tree (commit and configuration); `hint_trees` are keys of trees whose evaluations are a
+        good starting point (usually the other side of the diff).
+        """
+        snapshot = self.store.load_snapshot([key, *hint_trees])
+        if snapshot is not None and snapshot.get("tree") == key:
+            self.stats["reused"] += len(snapshot["units"])
+            self.store.touch_snapshot(key)
+            return RepoIndex(key, snapshot["units"])
+        tree = load_tree()
+        view = TreeView(tree.files, tree.dirs, self.store.get)
         cached = snapshot["units"] if snapshot else {}
-        fresh = snapshot is not None and snapshot.get("tree") == tree_sha
         rows: dict[str, tuple] = {}
         to_eval = []
-        for path, kind in candidates.items():
+        for path, kind in self.candidates(tree.files, tree.dirs, extra_units).items():
             row = cached.get(path)
-            if row is not None and row[0] == kind.value and (fresh or all(
-                    view.fingerprint(k) == fp for k, fp in row[7].items())):
+            if row is not None and row[0] == kind.value and all(
+                    view.fingerprint(k) == fp for k, fp in row[7].items()):
                 rows[path] = row
             else:
                 to_eval.append((path, kind))
         if len(to_eval) > 32:  # one batch beats many single reads
-            self.store.prefetch([b for p, b in files.items() if p.endswith((".hcl", ".tf"))])
+            self.store.prefetch([b for p, b in tree.files.items() if p.endswith((".hcl", ".tf"))])
         for path, kind in to_eval:
             ev = UnitEvaluator(view)
             result = ev.terragrunt_unit(path) if kind is UnitKind.TERRAGRUNT else ev.terraform_unit(path)
             rows[path] = _encode(kind, result, ev.inputs.keys)
         self.stats["evaluated"] += len(to_eval)
         self.stats["reused"] += len(rows) - len(to_eval)
-        if to_eval or not fresh:
-            self.store.save_snapshot(tree_sha, {"v": INDEX_VERSION, "tree": tree_sha, "units": rows})
-        else:
-            self.store.touch_snapshot(tree_sha)
+        self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows})
         self.store.flush()
-        units = {p: _decode(p, r) for p, r in rows.items()}
-        # a terragrunt.hcl that other units include is configuration, not a unit
-        included = {f for u in units.values() for f in u.included}
-        for path in [p for p, u in units.items()
-                     if u.kind is UnitKind.TERRAGRUNT and u.config_file in included]:
-            del units[path]
-        return RepoIndex(tree_sha, files, units)
+        return RepoIndex(key, rows)
 
     def candidates(self, files: dict[str, str], dirs, extra_units: list[str]) -> dict[str, UnitKind]:
         """Folders that may be units: a terragrunt.hcl, a Terraform backend block, or listed in config."""

@@ -1,12 +1,15 @@
-"""Git access through GitPython: open a local repository or a mirror of a remote, read trees, diff, check out."""
+"""Git access: a local repository or a cached mirror of a remote; trees, blobs, diffs and private checkouts.
+
+Read-only plumbing (rev-parse, ls-tree, cat-file, diff) runs `git` directly: it is three commands, and importing
+GitPython costs the `changes` command about 0.1 s of start-up. `open_repo` gives a GitPython `Repo` for the
+rest of the pipeline; every function here accepts either that or a plain git directory.
+"""
 
 import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import git
 
 from ..core.repo_index import cache_root
 
@@ -15,38 +18,60 @@ class GitError(Exception):
     """A git operation failed (unknown ref, unreachable remote, ...)."""
 
 
+def _git_dir(repo) -> str:
+    return str(getattr(repo, "git_dir", repo))
+
+
+def _run(repo, *args: str, input: bytes | None = None) -> bytes:
+    proc = subprocess.run(["git", "--git-dir", _git_dir(repo), *args], input=input, capture_output=True)
+    if proc.returncode != 0:
+        raise GitError(f"git {args[0]}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
 def _is_url(location: str) -> bool:
     return "://" in location or location.startswith("git@") or (":" in location and not os.path.exists(location))
 
 
-def open_repo(location: str, fetch: bool = True) -> git.Repo:
-    """A local repository as is, or a bare mirror of a remote URL under the cache (fetched when asked)."""
+def open_git_dir(location: str, fetch: bool = True) -> Path:
+    """The git directory of a local repository, or of a bare mirror of a remote URL under the cache."""
     if not _is_url(location):
-        try:
-            return git.Repo(location, search_parent_directories=False)
-        except (git.NoSuchPathError, git.InvalidGitRepositoryError) as exc:
-            raise GitError(f"{location}: not a git repository") from exc
+        proc = subprocess.run(["git", "-C", location, "rev-parse", "--absolute-git-dir"], capture_output=True,
+                              text=True) if os.path.isdir(location) else None
+        if proc is None or proc.returncode != 0:
+            raise GitError(f"{location}: not a git repository")
+        return Path(proc.stdout.strip())
     mirror = cache_root() / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
-    try:
-        if not (mirror / "HEAD").exists():
-            mirror.parent.mkdir(parents=True, exist_ok=True)
-            return git.Repo.clone_from(location, mirror, mirror=True)
-        repo = git.Repo(mirror)
-        if fetch:
-            repo.git.fetch("--prune", "origin", "+refs/heads/*:refs/heads/*", "+refs/pull/*/head:refs/pull/*/head")
-        return repo
-    except git.GitCommandError as exc:
-        raise GitError(f"{location}: {exc.stderr.strip() or exc}") from exc
+    if not (mirror / "HEAD").exists():
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(["git", "clone", "--quiet", "--mirror", location, str(mirror)], capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise GitError(f"{location}: {proc.stderr.strip()}")
+    elif fetch:
+        try:
+            _run(mirror, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*",
+                 "+refs/pull/*/head:refs/pull/*/head")
+        except GitError as exc:
+            raise GitError(f"{location}: {exc}") from exc
+    return mirror
 
 
-def resolve(repo: git.Repo, ref: str) -> str:
+def open_repo(location: str, fetch: bool = True):
+    """A GitPython Repo for a local repository or a mirror of a remote URL."""
+    import git
+
+    return git.Repo(open_git_dir(location, fetch))
+
+
+def resolve(repo, ref: str) -> str:
     """Full commit sha of a ref, branch, tag or sha; GitError when it does not exist."""
     for candidate in (ref, f"origin/{ref}"):
         try:
-            return repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}")
-        except git.GitCommandError:
+            return _run(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}").decode().strip()
+        except GitError:
             continue
-    raise GitError(f"unknown ref {ref!r} in {repo.git_dir}")
+    raise GitError(f"unknown ref {ref!r} in {_git_dir(repo)}")
 
 
 @dataclass(frozen=True)
@@ -58,18 +83,16 @@ class Tree:
     dirs: frozenset[str]
 
 
-def read_tree(repo: git.Repo, sha: str) -> Tree:
-    out = repo.git.ls_tree("-r", "-z", "--full-tree", sha, strip_newline_in_stdout=False)
+def read_tree(repo, sha: str) -> Tree:
     files: dict[str, str] = {}
     dirs = {""}
-    for entry in out.split("\0"):
+    for entry in _run(repo, "ls-tree", "-r", "-z", "--full-tree", sha).decode("utf-8", "surrogateescape").split("\0"):
         if not entry:
             continue
         meta, path = entry.split("\t", 1)
-        mode, kind, blob = meta.split(" ")
-        if kind != "blob":  # submodules (commit) are not files of this repository
+        if meta[7:11] != "blob":  # "<mode> blob <id>"; submodules are commits, not files of this repository
             continue
-        files[path] = blob
+        files[path] = meta[12:]
         slash = path.rfind("/")
         while slash > 0:
             parent = path[:slash]
@@ -80,25 +103,34 @@ def read_tree(repo: git.Repo, sha: str) -> Tree:
     return Tree(sha=sha, files=files, dirs=frozenset(dirs))
 
 
-def read_blobs(repo: git.Repo, blob_ids: list[str]) -> dict[str, bytes]:
-    """Contents of many blobs through one `git cat-file --batch` process."""
-    if not blob_ids:
+def list_folders(repo, sha: str, folders: list[str]) -> dict[str, str]:
+    """Files directly inside some folders of a commit: path -> blob id (cheaper than a whole tree)."""
+    specs = [f"{f}/" if f else "." for f in folders]
+    out = _run(repo, "ls-tree", "-z", "--full-tree", sha, "--", *specs).decode("utf-8", "surrogateescape")
+    files = {}
+    for entry in out.split("\0"):
+        if entry and entry[7:11] == "blob":
+            meta, path = entry.split("\t", 1)
+            files[path] = meta[12:]
+    return files
+
+
+def read_blobs(repo, specs: list[str]) -> dict[str, bytes]:
+    """Contents of many objects (blob ids or `<commit>:<path>`) through one `git cat-file --batch`."""
+    if not specs:
         return {}
-    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=repo.git_dir, input="\n".join(blob_ids).encode() + b"\n",
-                          capture_output=True, check=True)
-    data = proc.stdout
+    data = _run(repo, "cat-file", "--batch", input="\n".join(specs).encode() + b"\n")
     result: dict[str, bytes] = {}
     pos = 0
-    for blob in blob_ids:
+    for spec in specs:
         header_end = data.index(b"\n", pos)
         header = data[pos:header_end].split(b" ")
-        if header[-1] == b"missing":
-            pos = header_end + 1
+        pos = header_end + 1
+        if header[-1] == b"missing" or len(header) < 3:
             continue
         size = int(header[2])
-        start = header_end + 1
-        result[blob] = data[start:start + size]
-        pos = start + size + 1
+        result[spec] = data[pos:pos + size]
+        pos += size + 1
     return result
 
 
@@ -108,27 +140,26 @@ class FileChange:
     path: str
 
 
-def diff(repo: git.Repo, base: str, head: str) -> list[FileChange]:
+def diff(repo, base: str, head: str) -> list[FileChange]:
     """Files changed from base to head; renames are a delete plus an add."""
-    out = repo.git.diff("--no-renames", "--name-status", "-z", base, head, strip_newline_in_stdout=False)
-    parts = [p for p in out.split("\0") if p]
+    parts = [p for p in _run(repo, "diff", "--no-renames", "--name-status", "-z", base, head)
+             .decode("utf-8", "surrogateescape").split("\0") if p]
     return [FileChange(parts[i][0], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
 
 
-def checkout(repo: git.Repo, sha: str, dest: Path) -> Path:
+def checkout(repo, sha: str, dest: Path) -> Path:
     """A private working copy of one commit (no .git inside), for running tools without sharing state."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", sha], cwd=repo.git_dir, capture_output=True)
+    archive = subprocess.run(["git", "--git-dir", _git_dir(repo), "archive", "--format=tar", sha],
+                             capture_output=True)
     if archive.returncode != 0:
         raise GitError(f"cannot check out {sha}: {archive.stderr.decode(errors='replace').strip()}")
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
 
-def is_ancestor(repo: git.Repo, commit: str, of: str) -> bool:
+def is_ancestor(repo, commit: str, of: str) -> bool:
     """True when `commit` is reachable from `of` (e.g. a commit that is on the deploy branch)."""
-    try:
-        repo.git.merge_base("--is-ancestor", commit, of)
-        return True
-    except git.GitCommandError:
-        return False
+    proc = subprocess.run(["git", "--git-dir", _git_dir(repo), "merge-base", "--is-ancestor", commit, of],
+                          capture_output=True)
+    return proc.returncode == 0
