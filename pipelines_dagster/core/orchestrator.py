@@ -132,9 +132,9 @@ class _Detection:
         return self.hits.setdefault(unit, _Hit())
 
     @staticmethod
-    def _by_location(unit, path: str) -> ChangeType:
+    def _by_location(module_dirs, path: str) -> ChangeType:
         folder = posixpath.dirname(path)
-        if any(_dir_is_ancestor(d, folder) for d in unit.module_dirs):
+        if any(_dir_is_ancestor(d, folder) for d in module_dirs):
             return ChangeType.MODULE_SOURCE_CHANGED
         if _is_envcommon(path):
             return ChangeType.ENVCOMMON_CHANGED
@@ -150,36 +150,39 @@ class _Detection:
             if base_owner is not None and base_owner not in head.units:
                 self.deleted_hits.setdefault(base_owner, _Hit()).add(ChangeType.MODULE_DELETED, path)
         indexes = [head] + ([base] if base is not None and change.status != "A" else [])
+        read_type = ChangeType.ENVCOMMON_CHANGED if _is_envcommon(path) else ChangeType.HCL_CHANGED
         for index in indexes:
+            # a reader that also runs module code holding the file gets both; precedence picks the module
             for unit_path in index.readers(path):
-                if unit_path in head.units and unit_path != owner:
-                    self._hit(unit_path).add(self._by_location(head.units[unit_path], path), path)
+                if unit_path != owner and unit_path in head.units:
+                    self._hit(unit_path).add(read_type, path)
             for unit_path in index.module_users(path):
-                if unit_path in head.units and unit_path != owner:
+                if unit_path != owner and unit_path in head.units:
                     self._hit(unit_path).add(ChangeType.MODULE_SOURCE_CHANGED, path)
         if path.endswith(".hcl"):
             folder = posixpath.dirname(path)
             for unit_path in head.conservative:
                 if unit_path != owner and (_dir_is_ancestor(folder, unit_path) or _is_envcommon(path)):
-                    self._hit(unit_path).add(self._by_location(head.units[unit_path], path), path)
+                    self._hit(unit_path).add(self._by_location(head.module_dirs(unit_path), path), path)
 
     def _unit_changes(self, head: RepoIndex, base: RepoIndex | None) -> list[InfraChange]:
         changes: list[InfraChange] = []
-        base_units = self._base_unit_paths(base)
+        base_units = self._base_unit_paths(head, base)
         for unit_path, hit in self.hits.items():
-            unit = head.units[unit_path]
             types = set(hit.types)
             if ChangeType.MODULE_CHANGED in types and unit_path not in base_units:
                 types.discard(ChangeType.MODULE_CHANGED)
                 types.add(ChangeType.MODULE_ADDED)
             change_type = min(types, key=lambda t: t.precedence)
-            account = self._account(unit_path, self.head, unit.config_file)
+            account = self._account(unit_path, self.head, head.config_file(unit_path))
             changes.append(InfraChange(change_type, unit_path, account, action_for(change_type, self.event),
-                                       sorted(hit.triggers), kind=unit.kind))
-            self._unit_problems(unit.problems)
-            for dep, (file, line) in sorted(unit.dependencies.items()):
-                if dep not in head.units:
-                    self.result.errors.append(Problem(file, f"dependency {dep!r} is not a unit", line))
+                                       sorted(hit.triggers), kind=head.kind(unit_path)))
+            if head.has_problems(unit_path):
+                unit = head.units[unit_path]
+                self._unit_problems(unit.problems)
+                for dep, (file, line) in sorted(unit.dependencies.items()):
+                    if dep not in head.units:
+                        self.result.errors.append(Problem(file, f"dependency {dep!r} is not a unit", line))
         for unit_path, hit in self.deleted_hits.items():
             unit = base.units[unit_path]
             account = self._account(unit_path, self.base, unit.config_file)
@@ -188,16 +191,18 @@ class _Detection:
                                        kind=unit.kind))
         return changes
 
-    def _base_unit_paths(self, base: RepoIndex | None) -> set[str]:
+    def _base_unit_paths(self, head: RepoIndex, base: RepoIndex | None) -> set[str]:
         """Which of the hit units already were units at base (else they are ModuleAdded)."""
         if base is not None:
             return set(base.units)
-        if len(self.hits) > 256:
-            files, dirs = self.base.tree.files, self.base.tree.dirs
-        else:  # only the hit folders, not the whole base tree
-            files = gitio.list_folders(self.orch.repo, self.base.sha, list(self.hits))
-            dirs = set(self.hits)
-        return set(self.orch.builder.candidates(files, dirs, self.base.config.units)) & set(self.hits)
+        added = {c.path for c in self.changed if c.status == "A"}
+        existed = {u for u in self.hits if head.kind(u) is UnitKind.TERRAGRUNT and head.config_file(u) not in added}
+        terraform = [u for u in self.hits if head.kind(u) is UnitKind.TERRAFORM]
+        if terraform:  # plain root modules: look at just their folders at base
+            files = gitio.list_folders(self.orch.repo, self.base.sha, terraform)
+            existed |= set(self.orch.builder.candidates(files, set(terraform), self.base.config.units)) & set(
+                terraform)
+        return existed
 
     def _unit_problems(self, problems: list[EvalProblem]) -> None:
         for p in problems:
@@ -292,8 +297,12 @@ class _Detection:
         return waves
 
     def _report_cycles(self, graph: dict[str, set[str]], index: RepoIndex) -> None:
-        for cycle in _cycles({u: {d for d in index.dependencies(u) if d in index.units} for u in
-                              _reachable(set(graph), index)}):
+        if not index.cycles:
+            return
+        reachable = _reachable(set(graph), index)
+        for cycle in index.cycles:
+            if not reachable.intersection(cycle):
+                continue
             first = index.units[cycle[0]]
             self.result.errors.append(Problem(first.config_file,
                                               "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
@@ -373,65 +382,3 @@ def _longest_path(graph: dict[str, set[str]], tiers: dict[str, float] | None,
         deps[stuck[0]] = {d for d in deps[stuck[0]] if d in wave}
         ready.append(stuck[0])
     return {n: wave[n] for n in nodes}
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one node (or a self-loop), each as a path."""
-    index_of: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    found: list[list[str]] = []
-    counter = 0
-    for root in sorted(graph):
-        if root in index_of:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index_of[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            advanced = False
-            for child in children:
-                if child not in graph:
-                    continue
-                if child not in index_of:
-                    index_of[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                    advanced = True
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index_of[child])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index_of[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1 or node in graph[node]:
-                    found.append(_cycle_path(sorted(component), graph))
-    return found
-
-
-def _cycle_path(component: list[str], graph: dict[str, set[str]]) -> list[str]:
-    """A readable cycle through the component, starting at its first unit."""
-    members = set(component)
-    path = [component[0]]
-    while True:
-        nxt = sorted(d for d in graph[path[-1]] if d in members)
-        step = next((d for d in nxt if d not in path), None)
-        if step is None:
-            return path
-        path.append(step)

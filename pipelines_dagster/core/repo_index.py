@@ -20,7 +20,7 @@ from . import hcl
 from .evaluate import TERRAGRUNT_FILE, Problem, TreeView, UnitEval, UnitEvaluator, rel_dir
 from .model import UnitKind
 
-INDEX_VERSION = 4
+INDEX_VERSION = 6
 SNAPSHOTS_KEPT = 16
 
 
@@ -43,6 +43,7 @@ class FactsStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS facts (blob TEXT PRIMARY KEY, data BLOB)")
             self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (tree TEXT PRIMARY KEY, used REAL, data BLOB)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS snapshot_inputs (tree TEXT PRIMARY KEY, data BLOB)")
 
     def set_loader(self, loader) -> None:
         self._loader = loader
@@ -89,30 +90,44 @@ class FactsStore:
     # ---- unit evaluation snapshots ----
 
     def load_snapshot(self, trees: list[str]) -> dict | None:
-        """The stored evaluations of the first of `trees` that has one, else of the latest stored tree."""
+        """The stored evaluations of the first of `trees` that has one, else of the latest stored tree.
+
+        Inputs (needed only to reuse evaluations for another tree) load on demand: `data["inputs"]()`.
+        """
         if self._db is None:
             return None
         row = None
         for tree in trees:
-            row = self._db.execute("SELECT data FROM snapshots WHERE tree = ?", (tree,)).fetchone()
+            row = self._db.execute("SELECT tree, data FROM snapshots WHERE tree = ?", (tree,)).fetchone()
             if row:
                 break
         if row is None:
-            row = self._db.execute("SELECT data FROM snapshots ORDER BY used DESC LIMIT 1").fetchone()
+            row = self._db.execute("SELECT tree, data FROM snapshots ORDER BY used DESC LIMIT 1").fetchone()
         if row is None:
             return None
         try:
-            data = marshal.loads(zlib.decompress(row[0]))
+            data = marshal.loads(zlib.decompress(row[1]))
         except (ValueError, EOFError, zlib.error):
             return None
-        return data if data.get("v") == INDEX_VERSION else None
+        if data.get("v") != INDEX_VERSION:
+            return None
+        db, tree = self._db, row[0]
 
-    def save_snapshot(self, tree: str, data: dict) -> None:
+        def inputs() -> dict:
+            found = db.execute("SELECT data FROM snapshot_inputs WHERE tree = ?", (tree,)).fetchone()
+            return marshal.loads(zlib.decompress(found[0])) if found else {}
+        data["inputs"] = inputs
+        return data
+
+    def save_snapshot(self, tree: str, data: dict, inputs: dict) -> None:
         if self._db is None:
             return
         blob = zlib.compress(marshal.dumps(data), 1)
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)", (tree, time.time(), blob))
+            self._db.execute("INSERT OR REPLACE INTO snapshot_inputs VALUES (?, ?)",
+                             (tree, zlib.compress(marshal.dumps(inputs), 1)))
+            self._db.execute("DELETE FROM snapshot_inputs WHERE tree NOT IN (SELECT tree FROM snapshots)")
             self._db.execute("DELETE FROM snapshots WHERE tree NOT IN "
                              "(SELECT tree FROM snapshots ORDER BY used DESC LIMIT ?)", (SNAPSHOTS_KEPT,))
 
@@ -140,17 +155,17 @@ class UnitInfo:
         return self.path
 
 
-def _encode(kind: UnitKind, result: UnitEval, inputs: dict[str, str]) -> tuple:
+def _encode(kind: UnitKind, result: UnitEval) -> tuple:
     return (kind.value, sorted(result.reads), sorted(result.included), sorted(result.module_dirs),
             [[k, f, ln] for k, (f, ln) in sorted(result.dependencies.items())], result.conservative,
-            [[p.severity, p.file, p.line, p.message] for p in result.problems], inputs)
+            [[p.severity, p.file, p.line, p.message] for p in result.problems])
 
 
 _KINDS = {k.value: k for k in UnitKind}
 
 
 def _decode(path: str, row) -> UnitInfo:
-    kind, reads, included, module_dirs, deps, conservative, problems, _ = row
+    kind, reads, included, module_dirs, deps, conservative, problems = row
     return UnitInfo(path, _KINDS[kind], reads, included, module_dirs, {k: (f, ln) for k, f, ln in deps},
                     conservative, [Problem(*p) for p in problems] if problems else [])
 
@@ -181,13 +196,19 @@ class _Units(Mapping):
 class RepoIndex:
     """Units of one tree and the reverse maps change detection needs."""
 
-    def __init__(self, tree_sha: str, rows: dict[str, tuple]):
+    def __init__(self, tree_sha: str, rows: dict[str, tuple], cycles: list[list[str]] | None = None):
         self.tree_sha = tree_sha
         included = {f for row in rows.values() for f in row[2]}
         # a terragrunt.hcl that other units include is configuration, not a unit
         self._rows = {p: r for p, r in rows.items() if not (
             r[0] == "terragrunt" and (f"{p}/{TERRAGRUNT_FILE}" if p else TERRAGRUNT_FILE) in included)}
         self.units = _Units(self._rows)
+        self._deps = {p: [d[0] for d in r[4]] for p, r in self._rows.items()}
+        rows_ = self._rows
+        self._with_problems = {p for p, r in rows_.items() if r[6]} | {
+            p for p, ds in self._deps.items() if ds and any(d not in rows_ for d in ds)}
+        self.cycles = cycles if cycles is not None else find_cycles(
+            {p: {d for d in ds if d in self._rows} for p, ds in self._deps.items()})
         self._readers: dict[str, set[str]] | None = None
         self._module_users: dict[str, set[str]] | None = None
 
@@ -196,7 +217,22 @@ class RepoIndex:
         return [p for p, r in self._rows.items() if r[5]]
 
     def dependencies(self, path: str) -> list[str]:
-        return [d[0] for d in self._rows[path][4]] if path in self._rows else []
+        return self._deps.get(path, [])
+
+    def kind(self, path: str) -> UnitKind:
+        return _KINDS[self._rows[path][0]]
+
+    def config_file(self, path: str) -> str:
+        if self._rows[path][0] == "terragrunt":
+            return f"{path}/{TERRAGRUNT_FILE}" if path else TERRAGRUNT_FILE
+        return path
+
+    def module_dirs(self, path: str) -> list[str]:
+        return self._rows[path][3]
+
+    def has_problems(self, path: str) -> bool:
+        """Problems of its own, or a dependency that is not a unit."""
+        return path in self._with_problems
 
     def owner(self, path: str) -> str | None:
         """The unit whose folder holds `path` (the deepest one when units nest)."""
@@ -255,17 +291,19 @@ class IndexBuilder:
         if snapshot is not None and snapshot.get("tree") == key:
             self.stats["reused"] += len(snapshot["units"])
             self.store.touch_snapshot(key)
-            return RepoIndex(key, snapshot["units"])
+            return RepoIndex(key, snapshot["units"], snapshot["cycles"])
         tree = load_tree()
         view = TreeView(tree.files, tree.dirs, self.store.get)
         cached = snapshot["units"] if snapshot else {}
+        cached_inputs = snapshot["inputs"]() if snapshot else {}
         rows: dict[str, tuple] = {}
+        inputs: dict[str, dict[str, str]] = {}
         to_eval = []
         for path, kind in self.candidates(tree.files, tree.dirs, extra_units).items():
-            row = cached.get(path)
-            if row is not None and row[0] == kind.value and all(
-                    view.fingerprint(k) == fp for k, fp in row[7].items()):
-                rows[path] = row
+            row, keys = cached.get(path), cached_inputs.get(path)
+            if row is not None and keys is not None and row[0] == kind.value and all(
+                    view.fingerprint(k) == fp for k, fp in keys.items()):
+                rows[path], inputs[path] = row, keys
             else:
                 to_eval.append((path, kind))
         if len(to_eval) > 32:  # one batch beats many single reads
@@ -273,12 +311,14 @@ class IndexBuilder:
         for path, kind in to_eval:
             ev = UnitEvaluator(view)
             result = ev.terragrunt_unit(path) if kind is UnitKind.TERRAGRUNT else ev.terraform_unit(path)
-            rows[path] = _encode(kind, result, ev.inputs.keys)
+            rows[path], inputs[path] = _encode(kind, result), ev.inputs.keys
         self.stats["evaluated"] += len(to_eval)
         self.stats["reused"] += len(rows) - len(to_eval)
-        self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows})
+        index = RepoIndex(key, rows)
+        self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows, "cycles": index.cycles},
+                                 inputs)
         self.store.flush()
-        return RepoIndex(key, rows)
+        return index
 
     def candidates(self, files: dict[str, str], dirs, extra_units: list[str]) -> dict[str, UnitKind]:
         """Folders that may be units: a terragrunt.hcl, a Terraform backend block, or listed in config."""
@@ -316,3 +356,65 @@ def default_index_cache() -> Path | None:
     if os.environ.get("PIPELINES_NO_CACHE"):
         return None
     return cache_root() / "index"
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one node (or a self-loop), each as a path."""
+    index_of: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    found: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index_of:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index_of[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in graph:
+                    continue
+                if child not in index_of:
+                    index_of[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index_of[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index_of[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in graph[node]:
+                    found.append(_cycle_path(sorted(component), graph))
+    return found
+
+
+def _cycle_path(component: list[str], graph: dict[str, set[str]]) -> list[str]:
+    """A readable cycle through the component, starting at its first unit."""
+    members = set(component)
+    path = [component[0]]
+    while True:
+        nxt = sorted(d for d in graph[path[-1]] if d in members)
+        step = next((d for d in nxt if d not in path), None)
+        if step is None:
+            return path
+        path.append(step)
