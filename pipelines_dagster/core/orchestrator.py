@@ -1,7 +1,6 @@
 """The orchestrator: two refs -> the classified, ordered infrastructure changes and their actions."""
 
 import posixpath
-from dataclasses import dataclass, field
 
 from ..integrations import git as gitio
 from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
@@ -19,13 +18,26 @@ def _dir_is_ancestor(ancestor: str, path: str) -> bool:
     return ancestor == "" or path == ancestor or path.startswith(ancestor + "/")
 
 
-@dataclass
+_ORDER = list(ChangeType)
+_RANK = {t: i for i, t in enumerate(_ORDER)}
+
+
 class _Hit:
-    types: set[ChangeType] = field(default_factory=set)
-    triggers: set[str] = field(default_factory=set)
+    """How one unit is affected: its highest-precedence change type so far, and every trigger."""
+
+    __slots__ = ("rank", "triggers", "changed_in_folder")
+
+    def __init__(self):
+        self.rank = len(_ORDER)
+        self.triggers: set[str] = set()
+        self.changed_in_folder = False
 
     def add(self, change_type: ChangeType, trigger: str) -> None:
-        self.types.add(change_type)
+        rank = _RANK[change_type]
+        if rank < self.rank:
+            self.rank = rank
+        if change_type is ChangeType.MODULE_CHANGED:
+            self.changed_in_folder = True
         self.triggers.add(trigger)
 
 
@@ -169,11 +181,9 @@ class _Detection:
         changes: list[InfraChange] = []
         base_units = self._base_unit_paths(head, base)
         for unit_path, hit in self.hits.items():
-            types = set(hit.types)
-            if ChangeType.MODULE_CHANGED in types and unit_path not in base_units:
-                types.discard(ChangeType.MODULE_CHANGED)
-                types.add(ChangeType.MODULE_ADDED)
-            change_type = min(types, key=lambda t: t.precedence)
+            change_type = _ORDER[hit.rank]
+            if hit.changed_in_folder and unit_path not in base_units:
+                change_type = ChangeType.MODULE_ADDED
             account = self._account(unit_path, self.head, head.config_file(unit_path))
             changes.append(InfraChange(change_type, unit_path, account, action_for(change_type, self.event),
                                        sorted(hit.triggers), kind=head.kind(unit_path)))
@@ -279,7 +289,7 @@ class _Detection:
             for c in destroys:
                 c.depends_on = sorted(reverse[c.unit])
                 c.wave = first_destroy_wave + dwaves[c.unit]
-        ordered = sorted(changes, key=lambda c: (c.wave, c.unit or "", c.type.precedence))
+        ordered = sorted(changes, key=lambda c: (c.wave, c.unit or ""))
         self.result.changes = self._account_entries + ordered
 
     def _deploy_order(self, account: str | None, side: _Side) -> float:
@@ -323,9 +333,13 @@ def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[
     """For each changed unit, the changed units it depends on, looking through unchanged ones."""
     graph: dict[str, set[str]] = {}
     for unit in changed:
+        direct = index.dependencies(unit)
+        if all(d in changed for d in direct):  # the common case: nothing to look through
+            graph[unit] = set(direct) - {unit}
+            continue
         found: set[str] = set()
         seen = {unit}
-        stack = index.dependencies(unit)
+        stack = list(direct)
         while stack:
             dep = stack.pop()
             if dep in seen:
@@ -339,9 +353,34 @@ def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[
     return graph
 
 
+def _dependency_waves(graph: dict[str, set[str]]) -> dict[str, int] | None:
+    """1 + the latest wave among a node's dependencies (iterative depth-first); None on a cycle."""
+    wave: dict[str, int] = {}
+    for root in graph:
+        if root in wave:
+            continue
+        stack, on_path = [root], {root}
+        while stack:
+            node = stack[-1]
+            pending = next((d for d in graph[node] if d not in wave), None)
+            if pending is not None:
+                if pending in on_path:
+                    return None
+                stack.append(pending)
+                on_path.add(pending)
+                continue
+            stack.pop()
+            on_path.discard(node)
+            if node not in wave:
+                wave[node] = max((wave[d] + 1 for d in graph[node]), default=0)
+    return wave
+
+
 def _longest_path(graph: dict[str, set[str]], tiers: dict[str, float] | None,
                   break_cycles: bool = False) -> dict[str, int] | None:
     """Wave of each node: after all its dependencies and, with tiers, after every node of a lower tier."""
+    if tiers is None and not break_cycles:
+        return _dependency_waves(graph)
     nodes = list(graph)
     deps: dict[str, set[str]] = {n: set(graph[n]) for n in nodes}
     if tiers is not None:
