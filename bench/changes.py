@@ -2,7 +2,8 @@
 
 For a one-unit change, an _envcommon change and a root.hcl change, prints in one run: `git diff --name-only`
 for the same refs (the floor), cold detection (empty cache), warm detection (cache filled, new Orchestrator,
-same process) and the warm wall time of the `pipelines-dagster changes` command (new process).
+same process; best of 5) and the warm wall time of the `pipelines-dagster changes` command (new process; best
+of 5). This machine is shared and noisy: best-of figures are the repeatable ones.
 
     .venv/bin/python bench/changes.py [--units 1000 10000] [--work DIR]
 """
@@ -101,15 +102,17 @@ def bench(units: int, work: Path) -> None:
         cache = work / f"cache-{units}-{i}"
         shutil.rmtree(cache, ignore_errors=True)
         cold_s, result = timed(lambda: Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST))
-        warm_s, warm = timed(lambda: Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST))
-        assert warm.to_dict() == result.to_dict()
+        warm_runs = [timed(lambda: Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST))
+                     for _ in range(5)]
+        warm_s = min(t for t, _ in warm_runs)
+        assert all(w.to_dict() == result.to_dict() for _, w in warm_runs)
         env = dict(os.environ, PIPELINES_CACHE_DIR=str(work / f"cli-cache-{units}"))
         # the command's own disk cache, filled once
         subprocess.run(cli + ["changes", "--repo", str(repo_path), "--base", "main", "--head", head,
                               "--event", "pull_request"], env=env, capture_output=True, check=True)
         cli_s = min(timed(lambda: subprocess.run(
             cli + ["changes", "--repo", str(repo_path), "--base", "main", "--head", head, "--event", "pull_request"],
-            env=env, capture_output=True, check=True))[0] for _ in range(3))
+            env=env, capture_output=True, check=True))[0] for _ in range(5))
         print(f"{label:<12} {len(result.changes):>8} {diff_s:>9.3f} {cold_s:>8.3f} {warm_s:>8.3f} {cli_s:>9.3f} "
               f"{warm_s / diff_s:>10.1f} {cli_s - warm_s:>9.3f}", flush=True)
 

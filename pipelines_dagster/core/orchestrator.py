@@ -1,5 +1,6 @@
 """The orchestrator: two refs -> the classified, ordered infrastructure changes and their actions."""
 
+import gc
 import posixpath
 
 from ..integrations import git as gitio
@@ -98,6 +99,16 @@ class Orchestrator:
         return side.index
 
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
+        # detection allocates many small, acyclic objects: cyclic GC passes over them are pure overhead
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._detect(base_ref, head_ref, event)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
         base_sha = gitio.resolve(self.repo, base_ref)
         head_sha = gitio.resolve(self.repo, head_ref)
         head = _Side(self.repo, head_sha)
