@@ -28,6 +28,15 @@ def _cmd_changes(args) -> int:
     except GitError as exc:
         print(f"pipelines-dagster: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a bug of ours: say so plainly, keep the output machine-readable
+        if os.environ.get("PIPELINES_DEBUG"):
+            raise
+        message = f"internal error: {type(exc).__name__}: {exc} (PIPELINES_DEBUG=1 shows the traceback)"
+        print(f"pipelines-dagster: {message}", file=sys.stderr)
+        if args.format == "json":
+            sys.stdout.write(change_set_json({"base": args.base, "head": args.head, "event": args.event,
+                                              "changes": [], "warnings": [], "errors": [message]}))
+        return 1
     if args.format == "json":
         sys.stdout.write(change_set_json(change_set.to_dict()))
     else:

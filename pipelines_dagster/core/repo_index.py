@@ -38,12 +38,25 @@ class FactsStore:
         self._db: sqlite3.Connection | None = None
         self._loader = None  # callable(list[blob]) -> dict[blob, bytes]
         if cache_dir is not None:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(cache_dir / "index.sqlite3", timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS facts (blob TEXT PRIMARY KEY, data BLOB)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS snapshots (tree TEXT PRIMARY KEY, used REAL, data BLOB)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS snapshot_inputs (tree TEXT PRIMARY KEY, data BLOB)")
+            path = cache_dir / "index.sqlite3"
+            try:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                self._db = self._open(path)
+            except sqlite3.DatabaseError:  # a damaged cache is rebuilt, never fatal
+                for stale in cache_dir.glob("index.sqlite3*"):
+                    stale.unlink()
+                self._db = self._open(path)
+            except OSError:  # an unwritable cache folder: work without the disk cache
+                self._db = None
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS facts (blob TEXT PRIMARY KEY, data BLOB)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshots (tree TEXT PRIMARY KEY, used REAL, data BLOB)")
+        db.execute("CREATE TABLE IF NOT EXISTS snapshot_inputs (tree TEXT PRIMARY KEY, data BLOB)")
+        return db
 
     def set_loader(self, loader) -> None:
         self._loader = loader

@@ -331,3 +331,12 @@ def test_waves_with_shared_dependencies_and_diamonds():
     assert _dependency_waves({"a": {"b"}, "b": {"a"}}) is None
     tiers = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 2.0}
     assert _longest_path(graph, tiers)["e"] == 4
+
+
+def test_damaged_cache_is_rebuilt(live, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "index.sqlite3").write_bytes(b"this is not a database" * 100)
+    live.commit({f"{PROD_VPC}/terragrunt.hcl": unit("vpc") + "# x\n"})
+    assert triples(detect(live, cache_dir=cache)) == {("ModuleChanged", PROD_VPC, "plan")}
+    assert triples(detect(live, cache_dir=cache)) == {("ModuleChanged", PROD_VPC, "plan")}
