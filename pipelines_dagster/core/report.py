@@ -1,6 +1,15 @@
-"""Human-readable renderings of change sets and results."""
+"""Human-readable renderings: the change table of the CLI, and the markdown of PR comments and issues.
+
+A comment never exceeds GitHub's 65,536 characters whatever the number of units: outputs are shortened first
+(keeping their tail, where Terraform's summary and errors are), then dropped, then rows are folded with a note.
+"""
 
 from .model import ChangeSet
+
+GITHUB_COMMENT_LIMIT = 65536
+ICONS = {"succeeded": "✅", "no_changes": "➖", "failed": "❌", "state_locked": "🔒", "timed_out": "⏱️",
+         "tool_missing": "🧰", "skipped": "⏭️", "pending": "⏳", "running": "🔄", "validated": "✅"}
+FAILED_STATUSES = frozenset({"failed", "state_locked", "timed_out", "tool_missing"})
 
 
 def changes_table(change_set: ChangeSet) -> str:
@@ -19,3 +28,116 @@ def changes_table(change_set: ChangeSet) -> str:
     for label, problems in (("warning", change_set.warnings), ("error", change_set.errors)):
         out += [f"{label}: {p}" for p in problems]
     return "\n".join(out)
+
+
+def comment_marker(head_sha: str) -> str:
+    """Hidden marker that identifies the one comment per head sha (updated in place)."""
+    return f"<!-- pipelines-dagster:sha={head_sha} -->"
+
+
+def overall_status(outcomes: list[dict], errors: list[str]) -> str:
+    if errors or any(o.get("status") in FAILED_STATUSES for o in outcomes):
+        return "failed"
+    if any(o.get("status") in ("pending", "running") for o in outcomes):
+        return "running"
+    return "succeeded"
+
+
+def _summary_text(outcome: dict) -> str:
+    summary = outcome.get("summary") or {}
+    if not summary or outcome.get("status") in ("pending", "running", "skipped"):
+        return ""
+    return f"{summary.get('add', 0)} to add, {summary.get('change', 0)} to change, {summary.get('destroy', 0)} to destroy"
+
+
+def _cell(text) -> str:
+    return str(text if text is not None else "-").replace("|", "\\|").replace("\n", " ")
+
+
+def _row(outcome: dict) -> str:
+    change = outcome["change"]
+    status = outcome.get("status", "pending")
+    duration = outcome.get("duration_s")
+    return "| " + " | ".join([
+        f"{ICONS.get(status, '❔')} {status.replace('_', ' ')}", change["type"], f"`{_cell(change['unit'])}`"
+        if change.get("unit") else "-", _cell(change.get("account")), change["action"], _summary_text(outcome) or "-",
+        f"{duration:.0f}s" if isinstance(duration, (int, float)) else "-"]) + " |"
+
+
+def _shorten(text: str, limit: int) -> str:
+    """Keep the tail (Terraform's summary and errors), and say what was cut."""
+    if len(text) <= limit:
+        return text
+    if limit < 200:
+        return ""
+    keep = limit - 80
+    return f"... {len(text) - keep} characters cut; the run's logs have everything ...\n" + text[-keep:]
+
+
+def _details(outcome: dict, limit: int) -> str:
+    text = (outcome.get("output") or "").strip()
+    message = outcome.get("message")
+    if message:
+        text = f"{message}\n\n{text}" if text else message
+    text = _shorten(text.replace("```", "ˋˋˋ"), limit)
+    if not text:
+        return ""
+    change = outcome["change"]
+    title = change.get("unit") or f"account {change.get('account')}"
+    return f"<details><summary>{_cell(title)}: {change['action']}</summary>\n\n```\n{text}\n```\n</details>\n"
+
+
+def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: list[str] = (),
+                   warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
+                   limit: int = GITHUB_COMMENT_LIMIT) -> str:
+    """The PR comment (or issue body) for one run; never longer than `limit` characters."""
+    status = overall_status(outcomes, list(errors))
+    head = [comment_marker(head_sha),
+            f"### {ICONS.get(status, '❔')} pipelines-dagster {title}: {status.replace('_', ' ')}",
+            f"Commit `{head_sha[:12]}` · {len(outcomes)} change(s)" + (f" · [Dagster run]({run_url})" if run_url else ""),
+            ""]
+    if note:
+        head += [note, ""]
+    problems = []
+    if errors:
+        problems += ["**Errors**", ""] + [f"- {_cell(e)}" for e in errors] + [""]
+    if warnings:
+        problems += ["<details><summary>Warnings</summary>", ""] + [f"- {_cell(w)}" for w in warnings] + [
+            "", "</details>", ""]
+    table_head = ["| status | type | unit | account | action | plan | time |", "|---|---|---|---|---|---|---|"]
+    rows = [_row(o) for o in outcomes]
+
+    def assemble(rows_shown: list[str], folded: int, details: list[str]) -> str:
+        parts = head + problems
+        if rows_shown:
+            parts += table_head + rows_shown
+            if folded:
+                parts.append(f"| … | {folded} more change(s) not shown: the comment would exceed GitHub's limit; "
+                             "see the Dagster run | | | | | |")
+            parts.append("")
+        parts += details
+        return "\n".join(parts)
+
+    # 1. outputs (failures first), shortened evenly; when there are many, as many as fit at a readable length
+    budget = limit - len(assemble(rows, 0, [])) - 200
+    with_output = sorted((o for o in outcomes if (o.get("output") or o.get("message"))),
+                         key=lambda o: o.get("status") not in FAILED_STATUSES)
+    if with_output and budget > 0:
+        per = max(budget // len(with_output), 1500)
+        while per >= 200:
+            details = [d for d in (_details(o, per) for o in with_output[:max(1, budget // per)]) if d]
+            omitted = len(with_output) - len(details)
+            if omitted > 0:
+                details.append(f"_{omitted} more output(s) are in the Dagster run's logs._\n")
+            body = assemble(rows, 0, details)
+            if len(body) <= limit:
+                return body
+            per = per * 3 // 4
+    # 2. no outputs; 3. fold rows
+    shown = len(rows)
+    while shown >= 0:
+        body = assemble(rows[:shown], len(rows) - shown, [])
+        if len(body) <= limit:
+            return body
+        shown = shown * 9 // 10 if shown > 10 else shown - 1
+    return body[:limit]
