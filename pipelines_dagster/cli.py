@@ -44,6 +44,88 @@ def _cmd_changes(args) -> int:
     return 1 if change_set.errors else 0
 
 
+def _add_execute(sub) -> None:
+    p = sub.add_parser("execute", help="run one unit's action exactly as the pipeline would")
+    p.add_argument("--repo", required=True, help="path or git URL of infrastructure-live")
+    p.add_argument("--ref", required=True, help="the change's head commit (branch, tag or sha)")
+    p.add_argument("--unit", required=True, help="unit path relative to the repository root")
+    p.add_argument("--action", required=True, choices=["plan", "apply", "plan-destroy", "destroy"])
+    p.add_argument("--event", required=True, choices=["pull_request", "push"])
+    p.add_argument("--base", help="base commit; plan-destroy and destroy run from it")
+    p.add_argument("--pr", type=int, help="pull request number (for the STS session name)")
+    p.add_argument("--deploy-branch", help="deploy branch (default: $PIPELINES_DEPLOY_BRANCH, else .pipelines.yml)")
+    p.add_argument("--timeout", type=float, help="seconds for the whole action (default: "
+                                                 "$PIPELINES_ACTION_TIMEOUT_S, else 3600)")
+    p.add_argument("--format", default="json", choices=["json", "table"])
+    p.set_defaults(func=_cmd_execute)
+
+
+def _cmd_execute(args) -> int:
+    from .core.config import ConfigError, normalize_unit_path
+    from .core.credentials import CredentialProvider, token_source_from_env
+    from .core.engine import EngineSettings
+    from .core.executor import ExecuteRequest, Executor, load_repo_config
+    from .core.model import Action, Event
+    from .integrations.git import GitError, is_ancestor, open_git_dir, resolve
+
+    def usage(message: str) -> int:
+        print(f"pipelines-dagster execute: {message}", file=sys.stderr)
+        return 2
+
+    action, event = Action(args.action), Event(args.event)
+    unit = normalize_unit_path(args.unit)
+    if action.is_destroy and not args.base:
+        return usage(f"--action {action.value} runs from the base commit: --base is required")
+    try:
+        repo = open_git_dir(args.repo)
+        head = resolve(repo, args.ref)
+        base = resolve(repo, args.base) if args.base else None
+        at_ref = load_repo_config(repo, head)
+        deploy_branch = (args.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH")
+                         or at_ref.config.deploy_branch)
+        try:
+            deploy_sha = resolve(repo, deploy_branch)
+        except GitError:
+            deploy_sha = None
+        # Accounts and roles come from the deploy branch: a pull request must not choose its own credentials.
+        trusted = load_repo_config(repo, deploy_sha) if deploy_sha else at_ref
+    except GitError as exc:
+        return usage(str(exc))
+    except ConfigError as exc:
+        print(f"pipelines-dagster execute: {exc}", file=sys.stderr)
+        return 1
+    on_deploy_branch = deploy_sha is not None and is_ancestor(repo, head, deploy_sha)
+    token_source = token_source_from_env()
+    provider = None
+    if trusted.accounts is not None and token_source is not None:
+        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=deploy_branch)
+    settings = EngineSettings.from_env(**({"timeout_s": args.timeout} if args.timeout else {}))
+    executor = Executor(repo, config=at_ref.config, credentials_config=trusted, provider=provider, settings=settings)
+    result = executor.execute(ExecuteRequest(unit=unit, action=action, event=event, head=head, base=base,
+                                             pr=args.pr), on_deploy_branch=on_deploy_branch)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        print(result_table(result))
+    return 0 if result.ok else 1
+
+
+def result_table(result) -> str:
+    s = result.summary
+    rows = [("unit", result.unit), ("action", result.action), ("engine", result.engine),
+            ("commit", (result.commit or "")[:12]), ("account", result.account), ("role", result.role_arn),
+            ("status", result.status.value), ("summary", f"{s.add} to add, {s.change} to change, {s.destroy} to destroy"),
+            ("exit code", result.exit_code), ("duration", f"{result.duration_s:.1f}s")]
+    lines = [f"{k:<10} {v}" for k, v in rows if v is not None]
+    lines += [f"  {r['action']:<8} {r['address']}" for r in s.resources]
+    lines += [f"  {o['action']:<8} output.{o['name']}" for o in s.outputs]
+    if result.message:
+        lines += ["", result.message]
+    if result.output:
+        lines += ["", result.output.rstrip()]
+    return "\n".join(lines)
+
+
 def change_set_json(data: dict) -> str:
     """JSON with one change per line: readable, and fast (json's C encoder only runs without indent)."""
     head = ", ".join(f"{json.dumps(k)}: {json.dumps(data[k])}" for k in ("base", "head", "event"))
@@ -59,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipelines-dagster")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_changes(sub)
+    _add_execute(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
