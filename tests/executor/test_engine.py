@@ -1,0 +1,247 @@
+"""The executor running real Terraform 1.0.3 against an s3 backend on the AWS emulator, with OIDC credentials."""
+
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+from pipelines_dagster.core.engine import Status
+from pipelines_dagster.core.executor import ExecuteRequest
+from pipelines_dagster.core.model import Action, Event
+
+from .conftest import ACCOUNTS, LOCK_TABLE, Aws, env_file, null_unit
+
+DEV = ACCOUNTS["dev"]
+
+
+def request(unit: str, action: str, head: str, base: str | None = None, event: str | None = None,
+            pr: int | None = None) -> ExecuteRequest:
+    action = Action(action)
+    if event is None:
+        event = "push" if action in (Action.APPLY, Action.DESTROY) else "pull_request"
+    return ExecuteRequest(unit=unit, action=action, event=Event(event), head=head, base=base, pr=pr)
+
+
+def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_executor, settings):
+    head = repo.commit({"dev/app/main.tf": null_unit(aws.endpoint, "dev/app", count=3)})
+
+    result = make_executor().execute(request("dev/app", "plan", head, pr=7), on_deploy_branch=False)
+
+    assert result.status is Status.SUCCEEDED, result.message + result.output
+    assert (result.summary.add, result.summary.change, result.summary.destroy) == (3, 0, 0)
+    assert [r["address"] for r in result.summary.resources] == [f"null_resource.item[{i}]" for i in range(3)]
+    assert {r["action"] for r in result.summary.resources} == {"create"}
+    assert result.summary.outputs == [{"name": "items", "action": "create", "actions": ["create"]}]
+    assert result.exit_code == 0 and result.engine == "terraform" and result.commit == head
+    assert "Plan: 3 to add, 0 to change, 0 to destroy." in result.output
+    assert result.role_arn == f"arn:aws:iam::{DEV}:role/pipelines-plan" and result.account == "dev"
+    # a plan writes no state, and the private working copy is gone
+    assert aws.state(DEV, "dev/app/terraform.tfstate") is None
+    assert list(Path(settings.workdir_root).iterdir()) == []
+
+
+def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(repo, aws, make_executor):
+    unit = f"dev/apply-{uuid.uuid4().hex[:6]}"
+    first = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
+    executor = make_executor()
+
+    applied = executor.execute(request(unit, "apply", first), on_deploy_branch=True)
+    assert applied.status is Status.SUCCEEDED, applied.message + applied.output
+    assert (applied.summary.add, applied.summary.destroy) == (2, 0)
+    assert "Apply complete! Resources: 2 added, 0 changed, 0 destroyed." in applied.output
+    state = aws.state(DEV, f"{unit}/terraform.tfstate")
+    assert len(state["resources"][0]["instances"]) == 2
+
+    replanned = executor.execute(request(unit, "plan", first), on_deploy_branch=True)
+    assert replanned.status is Status.NO_CHANGES, replanned.message + replanned.output
+    assert replanned.summary.to_dict()["resources"] == [] and replanned.ok
+
+    second = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2, trigger="v2")})
+    changed = executor.execute(request(unit, "plan", second), on_deploy_branch=True)
+    assert changed.status is Status.SUCCEEDED
+    assert (changed.summary.add, changed.summary.change, changed.summary.destroy) == (2, 0, 2)
+    assert {r["action"] for r in changed.summary.resources} == {"replace"}
+
+
+def test_deleted_unit_is_planned_and_destroyed_from_the_base_commit(repo, aws, make_executor):
+    unit = f"dev/gone-{uuid.uuid4().hex[:6]}"
+    base = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
+    executor = make_executor()
+    assert executor.execute(request(unit, "apply", base), on_deploy_branch=True).status is Status.SUCCEEDED
+    head = repo.commit({unit: None}, "delete the unit")
+
+    plan = executor.execute(request(unit, "plan-destroy", head, base), on_deploy_branch=False)
+    assert plan.status is Status.SUCCEEDED, plan.message + plan.output
+    assert plan.commit == base and plan.role_arn.endswith(":role/pipelines-plan")
+    assert (plan.summary.add, plan.summary.change, plan.summary.destroy) == (0, 0, 2)
+    assert {r["action"] for r in plan.summary.resources} == {"delete"}
+    assert len(aws.state(DEV, f"{unit}/terraform.tfstate")["resources"][0]["instances"]) == 2  # plan only
+
+    destroyed = executor.execute(request(unit, "destroy", head, base), on_deploy_branch=True)
+    assert destroyed.status is Status.SUCCEEDED, destroyed.message + destroyed.output
+    assert destroyed.summary.destroy == 2 and destroyed.role_arn.endswith(":role/pipelines-apply")
+    assert "Resources: 0 added, 0 changed, 2 destroyed." in destroyed.output
+    assert aws.state(DEV, f"{unit}/terraform.tfstate")["resources"] == []
+
+    # from the head commit the unit does not exist: the executor says so instead of running anything
+    missing = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    assert missing.status is Status.FAILED and "does not exist" in missing.message
+
+
+def test_a_lock_held_by_someone_else_is_state_locked_with_id_and_holder(repo, aws, make_executor):
+    unit = f"dev/locked-{uuid.uuid4().hex[:6]}"
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    lock_id = str(uuid.uuid4())
+    path = f"{Aws.bucket(DEV)}/{unit}/terraform.tfstate"
+    info = {"ID": lock_id, "Operation": "OperationTypeApply", "Info": "", "Who": "alice@laptop",
+            "Version": "1.0.3", "Created": "2024-05-01T10:00:00Z", "Path": path}
+    aws.client("dynamodb", DEV).put_item(TableName=LOCK_TABLE, Item={"LockID": {"S": path},
+                                                                     "Info": {"S": json.dumps(info)}})
+
+    result = make_executor().execute(request(unit, "plan", head), on_deploy_branch=False)
+
+    assert result.status is Status.STATE_LOCKED, result.message + result.output
+    assert result.lock.id == lock_id and result.lock.who == "alice@laptop"
+    assert result.lock.operation == "OperationTypeApply"
+    assert lock_id in result.message and "alice@laptop" in result.message
+    assert result.exit_code == 1 and not result.ok
+    assert result.to_dict()["lock"]["id"] == lock_id
+
+
+def test_broken_terraform_fails_with_terraforms_message(repo, aws, make_executor):
+    unit = "dev/broken"
+    extra = 'resource "null_resource" "bad" {\n  triggers = { v = var.not_declared }\n}\n'
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, extra=extra)})
+
+    result = make_executor().execute(request(unit, "plan", head), on_deploy_branch=False)
+
+    assert result.status is Status.FAILED
+    assert result.exit_code == 1
+    assert "Reference to undeclared input variable" in result.message
+    assert 'variable "not_declared"' in result.message or "not_declared" in result.message
+    assert "Reference to undeclared input variable" in result.output
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state  # a zombie waiting for its reaper is dead
+
+
+def test_timeout_stops_the_whole_process_group(repo, aws, make_executor, settings, tmp_path):
+    pid_file = tmp_path / "sleeper.pid"
+    extra = f'''resource "null_resource" "slow" {{
+  provisioner "local-exec" {{
+    command = "echo $$ > {pid_file}; exec sleep 120"
+  }}
+}}
+'''
+    unit = f"dev/slow-{uuid.uuid4().hex[:6]}"
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=0, extra=extra)})
+    settings.timeout_s = 12
+    started = time.monotonic()
+
+    result = make_executor(settings=settings).execute(request(unit, "apply", head), on_deploy_branch=True)
+
+    elapsed = time.monotonic() - started
+    assert result.status is Status.TIMED_OUT, result.message + result.output
+    assert result.exit_code == 124 and "timed out after 12s" in result.message
+    assert elapsed < 12 + settings.kill_grace_s + 8
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), "the provisioner's sleep outlived the timeout"
+
+
+def test_credentials_reach_the_child_only_and_secrets_are_redacted(repo, aws, make_executor, monkeypatch, tmp_path):
+    ambient_key = "AKIAAMBIENTEXAMPLE12"
+    github_token = "ghp_" + "a1B2c3D4e5" * 4
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ambient_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ambient-secret-value-not-for-units")
+    monkeypatch.setenv("GITHUB_TOKEN", github_token)
+    environ_before = dict(os.environ)
+    env_dump = tmp_path / "child.env"
+    extra = f'''resource "null_resource" "probe" {{
+  provisioner "local-exec" {{
+    command = "env > {env_dump}; echo secret=$AWS_SECRET_ACCESS_KEY session=$AWS_SESSION_TOKEN key=$AWS_ACCESS_KEY_ID"
+  }}
+}}
+'''
+    head = repo.commit({"dev/probe/main.tf": null_unit(aws.endpoint, "dev/probe", count=0, extra=extra)})
+
+    result = make_executor().execute(request("dev/probe", "apply", head, pr=None), on_deploy_branch=True)
+
+    assert result.status is Status.SUCCEEDED, result.message + result.output
+    child = env_file(env_dump)
+    assert child["AWS_ACCESS_KEY_ID"].startswith("ASIA") and child["AWS_ACCESS_KEY_ID"] != ambient_key
+    assert child["AWS_REGION"] == "us-east-1" and child["TF_IN_AUTOMATION"] == "1"
+    assert "GITHUB_TOKEN" not in child and "PIPELINES_WEB_IDENTITY_TOKEN_FILE" not in child
+    assert aws.caller_arn(child) == f"arn:aws:sts::{DEV}:assumed-role/pipelines-apply/pipelines-{head[:12]}"
+    # nothing of it in our own environment
+    assert dict(os.environ) == environ_before
+    secrets = [child["AWS_ACCESS_KEY_ID"], child["AWS_SECRET_ACCESS_KEY"], child["AWS_SESSION_TOKEN"]]
+    assert not any(s in os.environ.values() for s in secrets)
+    # the child printed them: the captured output and the result hold none of them
+    dumped = json.dumps(result.to_dict())
+    assert "secret=[REDACTED] session=[REDACTED] key=[REDACTED]" in result.output
+    for secret in secrets:
+        assert secret not in dumped
+
+
+def test_a_unit_of_another_account_gets_that_accounts_plan_role(repo, aws, make_executor):
+    # prod's state bucket exists only in prod: the plan only works with prod's credentials
+    head = repo.commit({"prod/app/main.tf": null_unit(aws.endpoint, "prod/app", count=1)})
+
+    result = make_executor().execute(request("prod/app", "plan", head, pr=12), on_deploy_branch=False)
+
+    assert result.status is Status.SUCCEEDED, result.message + result.output
+    assert result.account == "prod" and result.role_arn == f"arn:aws:iam::{ACCOUNTS['prod']}:role/pipelines-plan"
+
+
+def test_secrets_printed_by_terraform_are_redacted(repo, aws, make_executor):
+    github_token = "ghp_" + "Z9y8X7w6V5" * 4
+    access_key = "AKIAIOSFODNN7EXAMPLE"
+    extra = f'''output "leaky" {{
+  value = "token {github_token} key {access_key}"
+}}
+'''
+    head = repo.commit({"dev/leaky/main.tf": null_unit(aws.endpoint, "dev/leaky", count=1, extra=extra)})
+
+    result = make_executor().execute(request("dev/leaky", "plan", head), on_deploy_branch=False)
+
+    assert result.status is Status.SUCCEEDED, result.message + result.output
+    assert "leaky" in result.output and "token [REDACTED] key [REDACTED]" in result.output
+    dumped = json.dumps(result.to_dict())
+    assert github_token not in dumped and access_key not in dumped
+
+
+def test_terragrunt_unit_without_terragrunt_is_tool_missing(repo, aws, make_executor, settings, tmp_path):
+    empty_bin = tmp_path / "bin"
+    empty_bin.mkdir()
+    settings.env["PATH"] = f"{empty_bin}:/usr/bin:/bin"
+    head = repo.commit({"dev/tg/terragrunt.hcl": 'terraform {\n  source = "../../modules//x"\n}\n'})
+
+    result = make_executor(settings=settings).execute(request("dev/tg", "plan", head), on_deploy_branch=False)
+
+    assert result.status is Status.TOOL_MISSING, result.message
+    assert result.engine == "terragrunt" and "terragrunt is not installed" in result.message
+    assert result.exit_code is None and not result.ok
+
+
+def test_apply_role_is_refused_off_the_deploy_branch_and_apply_is_refused_for_pull_requests(repo, aws,
+                                                                                             make_executor):
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({"dev/feature/main.tf": null_unit(aws.endpoint, "dev/feature", count=1)})
+    executor = make_executor()
+
+    refused = executor.execute(request("dev/feature", "apply", head), on_deploy_branch=False)
+    assert refused.status is Status.FAILED
+    assert "refusing to assume the apply role" in refused.message and "not on the deploy branch 'main'" in refused.message
+    assert refused.role_arn is None and refused.exit_code is None
+
+    on_pr = executor.execute(request("dev/feature", "apply", head, event="pull_request"), on_deploy_branch=False)
+    assert on_pr.status is Status.FAILED and "only runs for push events" in on_pr.message
