@@ -662,6 +662,7 @@ class GitHubFake:
         if int(claims.get("exp", 0)) - int(claims.get("iat", 0)) > 660:
             raise ApiError(401, "'Expiration time' claim ('exp') is too far in the future")
         ident = self.user(f"{app['slug']}", "Bot")
+        ident.app_id = str(claims["iss"])
         return ident
 
     def _bucket(self, login: str) -> RateBucket:
@@ -914,8 +915,10 @@ class GitHubFake:
         return 200, self._user_json(ident), {}
 
     def r_access_token(self, ident, query, data, installation_id):
+        if getattr(ident, "app_id", None) is None:  # a user or installation token, not the app's JWT
+            raise ApiError(401, "A JSON web token could not be decoded")
         inst = self._installations.get(int(installation_id))
-        if inst is None or ident.login != inst["slug"]:
+        if inst is None or inst["app_id"] != ident.app_id:
             raise not_found("https://docs.github.com/rest/apps/apps#create-an-installation-access-token-for-an-app")
         token = "ghs_" + secrets.token_urlsafe(27)[:36]
         bot = Identity(f"{inst['slug']}[bot]", self.user(f"{inst['slug']}[bot]", "Bot").id, "Bot",

@@ -277,6 +277,9 @@ def test_github_app_installation_token(github_fake):
     r = requests.post(f"{github_fake.url}/app/installations/77/access_tokens",
                       headers={"Authorization": f"Bearer {forged}", "User-Agent": "t"})
     assert r.status_code == 401
+    r = requests.post(f"{github_fake.url}/app/installations/77/access_tokens",
+                      headers={"Authorization": "token test-token", "User-Agent": "t"})
+    assert (r.status_code, r.json()["message"]) == (401, "A JSON web token could not be decoded")
     gh_unknown = Github(auth=Auth.AppAuth(4242, pem).get_installation_auth(78), base_url=github_fake.url,
                         seconds_between_requests=0, seconds_between_writes=0)
     with pytest.raises(GithubException) as e:

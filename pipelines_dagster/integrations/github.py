@@ -1,0 +1,495 @@
+"""GitHub access for the pipeline: a small client over PyGithub (no Dagster imports).
+
+What the pipeline needs and nothing more: open pull requests (with head sha, base branch and head repository, to
+tell forks apart), the pull requests of a commit, one comment per head sha updated in place, commit statuses, one
+issue per subject opened/updated/closed, an idempotent pull request for a branch, and a branch's head sha.
+
+Comments and issues are found again by a hidden HTML marker at the start of their body,
+``<!-- pipelines-dagster:<key> -->`` (for the per-sha comment the key is ``sha=<sha>``): the client updates the one
+it finds and never adds a second.
+
+Transient failures are retried inside PyGithub's HTTP layer by a ``GithubRetry`` (urllib3 ``Retry``) subclass:
+5xx answers with exponential backoff; rate-limit answers (403 or 429, as GitHub documents both) after the
+``Retry-After`` seconds or, for the primary limit, until ``X-RateLimit-Reset``. A wait longer than
+``RetryPolicy.max_rate_limit_wait`` is not slept: the call fails at once with a rate-limit ``GitHubError``.
+Every failure reaches the caller as one exception type, ``GitHubError``, carrying GitHub's status and message.
+"""
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import requests
+from github import Auth, Github, GithubException
+from github.GithubException import RateLimitExceededExceedsMaxWait
+from github.GithubRetry import GithubRetry
+from github.Requester import Requester
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+DEFAULT_API_URL = "https://api.github.com"
+BODY_LIMIT = 65536  # characters, for issue, pull request and comment bodies
+STATUS_DESCRIPTION_LIMIT = 140
+STATUS_CONTEXT = "pipelines-dagster"
+ISSUE_LABEL = "pipelines-dagster"
+MARKER_NAMESPACE = "pipelines-dagster"
+
+
+class GitHubError(Exception):
+    """A GitHub API call failed. `status` is the HTTP status (None when no answer came back), `message` GitHub's
+    message, `errors` GitHub's validation errors."""
+
+    def __init__(self, operation: str, status: int | None, message: str, errors: list | None = None,
+                 documentation_url: str | None = None, rate_limited: bool = False):
+        self.operation, self.status, self.message = operation, status, message
+        self.errors = list(errors or [])
+        self.documentation_url = documentation_url
+        self.rate_limited = rate_limited
+        details = "; ".join(_error_text(e) for e in self.errors)
+        text = f"{operation}: GitHub answered {status}: {message}" if status else f"{operation}: {message}"
+        super().__init__(f"{text} ({details})" if details else text)
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying later: no answer, a server error or a rate limit."""
+        return self.status is None or self.status >= 500 or self.status == 429 or self.rate_limited
+
+
+def _error_text(err) -> str:
+    if isinstance(err, dict):
+        return err.get("message") or " ".join(f"{k}={v}" for k, v in err.items() if k != "resource")
+    return str(err)
+
+
+def marker(key: str) -> str:
+    """The hidden marker identifying a comment or issue written by the pipeline."""
+    if "--" in key or ">" in key or "\n" in key:
+        raise ValueError(f"marker key must not contain '--', '>' or newlines: {key!r}")
+    return f"<!-- {MARKER_NAMESPACE}:{key} -->"
+
+
+def comment_key(sha: str) -> str:
+    """Key of the per-head-sha pull request comment."""
+    return f"sha={sha}"
+
+
+def body_budget(key: str) -> int:
+    """Characters left for a body once the marker line is added (GitHub's limit is 65,536 characters)."""
+    return BODY_LIMIT - len(marker(key)) - 1
+
+
+def _with_marker(key: str, body: str) -> str:
+    mark = marker(key)
+    return body if body.startswith(mark) else f"{mark}\n{body}"
+
+
+def _has_marker(key: str, body: str | None) -> bool:
+    return bool(body) and body.lstrip().startswith(marker(key))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. `total` attempts after the first; server errors back off `backoff_factor * 2**n` seconds
+    (at most `backoff_max`); a secondary rate limit without Retry-After waits `secondary_rate_wait`; no single
+    rate-limit wait may exceed `max_rate_limit_wait` (the call fails instead)."""
+
+    total: int = 5
+    backoff_factor: float = 1.0
+    backoff_max: float = 60.0
+    secondary_rate_wait: float = 60.0
+    max_rate_limit_wait: float = 900.0
+
+
+class _Retry(GithubRetry):
+    """PyGithub's GithubRetry, extended to what GitHub documents: rate limits come as 403 *or* 429, the primary limit
+    is recognised by ``X-RateLimit-Remaining: 0`` (not only by its message), ``Retry-After`` is honoured on both,
+    and idempotent PATCH updates are retried like GET/POST."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("status_forcelist", list(range(500, 600)) + [429])
+        kwargs.setdefault("allowed_methods", Retry.DEFAULT_ALLOWED_METHODS | {"GET", "POST", "PATCH"})
+        super().__init__(**kwargs)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if response is None or response.status not in (403, 429):
+            return super().increment(method, url, response, error, _pool, _stacktrace)
+        wait, content = self._rate_limit_wait(response, url)
+        headers = dict(response.headers)
+        if wait is None:  # a 403 that is no rate limit (permissions, ...): not retried
+            raise Requester.createException(response.status, headers, content)
+        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
+            raise RateLimitExceededExceedsMaxWait(response.status, content or {}, headers, wait=wait)
+        try:
+            retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
+        except MaxRetryError:
+            if content is None:
+                raise  # urllib3 hands the unread response back to PyGithub, which raises from it
+            raise Requester.createException(response.status, headers, content)
+        retry.get_backoff_time = lambda: wait  # slept by urllib3 (it sleeps Retry-After itself when present)
+        return retry
+
+    def _rate_limit_wait(self, response, url) -> tuple[float | None, dict | None]:
+        h = response.headers
+        if h.get("Retry-After"):
+            try:
+                return self.parse_retry_after(h["Retry-After"]), None
+            except Exception:
+                pass
+        reset = h.get("X-RateLimit-Reset")
+        if h.get("X-RateLimit-Remaining") == "0" and reset and reset.isdigit():
+            return max(0.0, int(reset) - time.time()) + 1, None
+        content = _json_content(self.get_content(response, url))
+        message = content.get("message") or ""
+        if Requester.isPrimaryRateLimitError(message):
+            return (max(0.0, int(reset) - time.time()) + 1 if reset and reset.isdigit()
+                    else self.secondary_rate_wait), content
+        if Requester.isSecondaryRateLimitError(message) or response.status == 429:
+            return self.secondary_rate_wait, content
+        return None, content
+
+
+def _json_content(raw: bytes) -> dict:
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        return {"message": raw.decode(errors="replace")}
+    return data if isinstance(data, dict) else {"data": data}
+
+
+@dataclass(frozen=True)
+class PullRequestInfo:
+    number: int
+    title: str
+    state: str
+    head_ref: str
+    head_sha: str
+    head_repo: str | None  # full name; None when the fork was deleted
+    base_ref: str
+    base_sha: str
+    base_repo: str
+    user: str
+    html_url: str
+    merged: bool
+    merge_commit_sha: str | None
+    draft: bool
+    body: str | None = None
+
+    @property
+    def is_fork(self) -> bool:
+        """From another repository than the one it targets (or from a deleted fork)."""
+        return self.head_repo is None or self.head_repo.lower() != self.base_repo.lower()
+
+
+@dataclass(frozen=True)
+class CommentInfo:
+    id: int
+    body: str
+    html_url: str
+    created: bool = False   # this call created it
+    updated: bool = False   # this call changed it
+
+
+@dataclass(frozen=True)
+class IssueInfo:
+    number: int
+    title: str
+    state: str
+    body: str | None
+    html_url: str
+    labels: tuple[str, ...]
+    created: bool = False
+    updated: bool = False
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    context: str
+    state: str
+    description: str | None
+    target_url: str | None
+
+
+@dataclass(frozen=True)
+class CombinedStatus:
+    sha: str
+    state: str
+    statuses: tuple[StatusInfo, ...]
+
+    def get(self, context: str) -> StatusInfo | None:
+        return next((s for s in self.statuses if s.context.lower() == context.lower()), None)
+
+
+def _pr_info(pr) -> PullRequestInfo:
+    # Only fields of GitHub's list shape ("pull-request-simple"): anything else makes PyGithub fetch the PR again.
+    head_repo = pr.head.repo
+    return PullRequestInfo(
+        number=pr.number, title=pr.title, state=pr.state, head_ref=pr.head.ref, head_sha=pr.head.sha,
+        head_repo=head_repo.full_name if head_repo is not None else None, base_ref=pr.base.ref,
+        base_sha=pr.base.sha, base_repo=pr.base.repo.full_name, user=pr.user.login if pr.user else "",
+        html_url=pr.html_url, merged=pr.merged_at is not None, merge_commit_sha=pr.merge_commit_sha,
+        draft=bool(pr.draft), body=pr.body)
+
+
+def _issue_info(issue, created: bool = False, updated: bool = False) -> IssueInfo:
+    return IssueInfo(number=issue.number, title=issue.title, state=issue.state, body=issue.body,
+                     html_url=issue.html_url, labels=tuple(label.name for label in issue.labels),
+                     created=created, updated=updated)
+
+
+class GitHubClient:
+    """The pipeline's GitHub operations on one repository (`owner/name`)."""
+
+    def __init__(self, repo: str, *, token: str | None = None, app_id: int | str | None = None,
+                 private_key: str | None = None, installation_id: int | str | None = None,
+                 base_url: str | None = None, retry: RetryPolicy | None = None, timeout: int = 15,
+                 per_page: int = 100, seconds_between_requests: float | None = 0.25,
+                 seconds_between_writes: float | None = 1.0, user_agent: str = "pipelines-dagster"):
+        if repo.count("/") != 1 or not all(repo.split("/")):
+            raise ValueError(f"GitHub repository must be 'owner/name', not {repo!r}")
+        self.repo_name = repo
+        self.owner = repo.split("/")[0]
+        self.base_url = (base_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        self.retry_policy = retry or RetryPolicy()
+        if app_id is not None or installation_id is not None or private_key is not None:
+            if app_id is None or installation_id is None or not private_key:
+                raise ValueError("GitHub App auth needs app id, private key and installation id together")
+            auth = Auth.AppAuth(str(app_id), _load_private_key(private_key)).get_installation_auth(
+                int(installation_id))
+        elif token:
+            auth = Auth.Token(token)
+        else:
+            raise ValueError("GitHub auth needs a token, or a GitHub App id, private key and installation id")
+        p = self.retry_policy
+        self._gh = Github(
+            auth=auth, base_url=self.base_url, timeout=timeout, per_page=per_page, user_agent=user_agent,
+            retry=_Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
+                         secondary_rate_wait=p.secondary_rate_wait, max_rate_limit_wait=p.max_rate_limit_wait,
+                         retry_after_max=int(max(1, p.max_rate_limit_wait)), raise_on_status=False),
+            seconds_between_requests=seconds_between_requests, seconds_between_writes=seconds_between_writes,
+            lazy=True)
+        self._repo = self._gh.get_repo(repo)  # lazy: no request
+
+    @classmethod
+    def from_env(cls, repo: str | None = None, environ: Mapping[str, str] | None = None, **kwargs) -> "GitHubClient":
+        """Configured from DESIGN.md's variables: PIPELINES_GITHUB_REPO, GITHUB_TOKEN or PIPELINES_GITHUB_APP_ID +
+        PIPELINES_GITHUB_APP_PRIVATE_KEY + PIPELINES_GITHUB_INSTALLATION_ID, GITHUB_API_URL."""
+        env = os.environ if environ is None else environ
+        repo = repo or env.get("PIPELINES_GITHUB_REPO")
+        if not repo:
+            raise ValueError("PIPELINES_GITHUB_REPO is not set (owner/name)")
+        kwargs.setdefault("base_url", env.get("GITHUB_API_URL") or DEFAULT_API_URL)
+        if env.get("PIPELINES_GITHUB_APP_ID"):
+            return cls(repo, app_id=env["PIPELINES_GITHUB_APP_ID"],
+                       private_key=env.get("PIPELINES_GITHUB_APP_PRIVATE_KEY"),
+                       installation_id=env.get("PIPELINES_GITHUB_INSTALLATION_ID"), **kwargs)
+        return cls(repo, token=env.get("GITHUB_TOKEN"), **kwargs)
+
+    @property
+    def github(self) -> Github:
+        """The underlying PyGithub client (lazy: objects are fetched only when read)."""
+        return self._gh
+
+    def close(self) -> None:
+        self._gh.close()
+
+    @contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except RateLimitExceededExceedsMaxWait as e:
+            raise GitHubError(operation, e.status, f"{_message(e)} (rate limited; the reset is {e.wait:.0f}s away, "
+                              f"more than the {self.retry_policy.max_rate_limit_wait:.0f}s allowed)",
+                              rate_limited=True) from e
+        except GithubException as e:
+            data = e.data if isinstance(e.data, dict) else {}
+            headers = {k.lower(): v for k, v in (e.headers or {}).items()}
+            rate_limited = e.status in (403, 429) and (
+                headers.get("x-ratelimit-remaining") == "0" or "retry-after" in headers
+                or Requester.isRateLimitError(_message(e)))
+            raise GitHubError(operation, e.status, _message(e), data.get("errors"), data.get("documentation_url"),
+                              rate_limited=rate_limited) from e
+        except requests.RequestException as e:
+            raise GitHubError(operation, None, f"no usable answer from {self.base_url}: {e}") from e
+
+    # ------------------------------------------------------------------ pull requests
+
+    def list_open_pull_requests(self, base: str | None = None) -> list[PullRequestInfo]:
+        """Open pull requests (oldest first), optionally only those into `base`."""
+        with self._call(f"list open pull requests of {self.repo_name}"):
+            kwargs = {"base": base} if base else {}
+            return [_pr_info(pr) for pr in self._repo.get_pulls(state="open", sort="created", direction="asc",
+                                                                 **kwargs)]
+
+    def get_pull_request(self, number: int) -> PullRequestInfo:
+        with self._call(f"get pull request {self.repo_name}#{number}"):
+            return _pr_info(self._repo.get_pull(number))
+
+    def pull_requests_for_commit(self, sha: str) -> list[PullRequestInfo]:
+        """Pull requests associated with a commit: on the default branch, the merged pull request that brought it;
+        elsewhere, the open pull requests that contain it."""
+        with self._call(f"find pull requests of commit {sha} in {self.repo_name}"):
+            return [_pr_info(pr) for pr in self._repo.get_commit(sha).get_pulls()]
+
+    def create_or_update_pull_request(self, head: str, base: str, title: str, body: str,
+                                      draft: bool = False) -> tuple[PullRequestInfo, bool]:
+        """The one open pull request from branch `head` (of this repository) into `base`, created or brought up to
+        date (title, body). Returns it and whether it was created."""
+        op = f"create or update the pull request {head} -> {base} in {self.repo_name}"
+        with self._call(op):
+            existing = self._open_pull_for(head, base)
+            if existing is None:
+                try:
+                    pr = self._repo.create_pull(base=base, head=head, title=title, body=body, draft=draft)
+                    return _pr_info(pr), True
+                except GithubException as e:
+                    if e.status != 422 or "already exists" not in str(e.data):
+                        raise
+                    existing = self._open_pull_for(head, base)  # created concurrently: update that one
+                    if existing is None:
+                        raise
+            if existing.title != title or (existing.body or "") != body:
+                existing.edit(title=title, body=body)
+            return _pr_info(existing), False
+
+    def _open_pull_for(self, head: str, base: str):
+        # the head filter needs the owner:branch form; GitHub ignores a bare branch name
+        return next(iter(self._repo.get_pulls(state="open", head=f"{self.owner}:{head}", base=base)), None)
+
+    # ------------------------------------------------------------------ comments
+
+    def find_comment(self, number: int, key: str) -> CommentInfo | None:
+        with self._call(f"find the comment {marker(key)} on {self.repo_name}#{number}"):
+            found = self._find_comment(number, key)
+            return CommentInfo(found.id, found.body, found.html_url) if found else None
+
+    def _find_comment(self, number: int, key: str):
+        for comment in self._repo.get_issue(number).get_comments():
+            if _has_marker(key, comment.body):
+                return comment
+        return None
+
+    def upsert_comment(self, number: int, body: str, *, key: str, comment_id: int | None = None) -> CommentInfo:
+        """The one comment on issue/pull request `number` marked with `key`, created or updated in place.
+
+        With `comment_id` (from an earlier call) the comment is updated directly, without listing comments;
+        if it is gone, it is looked for and created as usual. The body (with its marker line) must fit GitHub's
+        65,536 characters (see `body_budget`); GitHub's 422 comes back as a GitHubError otherwise."""
+        full = _with_marker(key, body)
+        with self._call(f"upsert the comment {marker(key)} on {self.repo_name}#{number}"):
+            if comment_id is not None:
+                try:
+                    _, data = self._gh.requester.requestJsonAndCheck(
+                        "PATCH", f"/repos/{self.repo_name}/issues/comments/{int(comment_id)}", input={"body": full})
+                    return CommentInfo(data["id"], data["body"], data["html_url"], updated=True)
+                except GithubException as e:
+                    if e.status != 404:
+                        raise
+            existing = self._find_comment(number, key)
+            if existing is None:
+                c = self._repo.get_issue(number).create_comment(full)
+                return CommentInfo(c.id, c.body, c.html_url, created=True)
+            if existing.body == full:
+                return CommentInfo(existing.id, existing.body, existing.html_url)
+            existing.edit(full)
+            return CommentInfo(existing.id, full, existing.html_url, updated=True)
+
+    # ------------------------------------------------------------------ statuses
+
+    def set_status(self, sha: str, state: str, *, context: str = STATUS_CONTEXT, description: str | None = None,
+                   target_url: str | None = None) -> StatusInfo:
+        """Set the commit status `context` of `sha` (state: pending, success, failure or error). A description
+        longer than GitHub's 140 characters is shortened."""
+        if state not in ("pending", "success", "failure", "error"):
+            raise ValueError(f"commit status state must be pending, success, failure or error, not {state!r}")
+        if description is not None and len(description) > STATUS_DESCRIPTION_LIMIT:
+            description = description[:STATUS_DESCRIPTION_LIMIT - 1] + "…"
+        kwargs = {"context": context}
+        if description is not None:
+            kwargs["description"] = description
+        if target_url:
+            kwargs["target_url"] = target_url
+        with self._call(f"set status {context}={state} on {sha} in {self.repo_name}"):
+            s = self._repo.get_commit(sha).create_status(state, **kwargs)
+            return StatusInfo(s.context, s.state, s.description, s.target_url)
+
+    def combined_status(self, ref: str) -> CombinedStatus:
+        with self._call(f"read the combined status of {ref} in {self.repo_name}"):
+            c = self._repo.get_commit(ref).get_combined_status()
+            return CombinedStatus(c.sha, c.state, tuple(StatusInfo(s.context, s.state, s.description, s.target_url)
+                                                        for s in c.statuses))
+
+    # ------------------------------------------------------------------ issues
+
+    def find_issue(self, key: str, *, labels: tuple[str, ...] = (ISSUE_LABEL,),
+                   state: str = "open") -> IssueInfo | None:
+        with self._call(f"find the issue {marker(key)} in {self.repo_name}"):
+            found = self._find_issue(key, labels, state)
+            return _issue_info(found) if found else None
+
+    def _find_issue(self, key: str, labels: tuple[str, ...], state: str):
+        kwargs = {"labels": list(labels)} if labels else {}
+        for issue in self._repo.get_issues(state=state, sort="created", direction="asc", **kwargs):
+            # the issues list holds pull requests too; their html_url names them (reading `pull_request` of a
+            # plain issue would make PyGithub fetch it again)
+            if "/pull/" not in (issue.html_url or "") and _has_marker(key, issue.body):
+                return issue
+        return None
+
+    def upsert_issue(self, key: str, title: str, body: str, *,
+                     labels: tuple[str, ...] = (ISSUE_LABEL,)) -> IssueInfo:
+        """The one open issue marked with `key`, created or brought up to date (title, body, labels). Issues are
+        looked for among open issues carrying `labels`."""
+        full = _with_marker(key, body)
+        with self._call(f"open or update the issue {marker(key)} in {self.repo_name}"):
+            existing = self._find_issue(key, labels, "open")
+            if existing is None:
+                issue = self._repo.create_issue(title=title, body=full, labels=list(labels))
+                return _issue_info(issue, created=True)
+            current_labels = {label.name for label in existing.labels}
+            if existing.title == title and existing.body == full and set(labels) <= current_labels:
+                return _issue_info(existing)
+            existing.edit(title=title, body=full, labels=sorted(current_labels | set(labels)))
+            return _issue_info(existing, updated=True)
+
+    def close_issue(self, key: str, *, comment: str | None = None,
+                    labels: tuple[str, ...] = (ISSUE_LABEL,)) -> IssueInfo | None:
+        """Close the open issue marked with `key` (after adding `comment`, if given). None when there is none."""
+        with self._call(f"close the issue {marker(key)} in {self.repo_name}"):
+            existing = self._find_issue(key, labels, "open")
+            if existing is None:
+                return None
+            if comment:
+                existing.create_comment(comment)
+            existing.edit(state="closed", state_reason="completed")
+            return _issue_info(existing, updated=True)
+
+    # ------------------------------------------------------------------ branches
+
+    def branch_sha(self, branch: str) -> str | None:
+        """The head sha of `branch`, or None when there is no such branch."""
+        with self._call(f"read branch {branch} of {self.repo_name}"):
+            try:
+                return self._repo.get_branch(branch).commit.sha
+            except GithubException as e:
+                if e.status == 404:
+                    return None
+                raise
+
+
+def _message(e: GithubException) -> str:
+    if isinstance(e.data, dict) and e.data.get("message"):
+        return str(e.data["message"])
+    return e.message or str(e.data or "") or f"HTTP {e.status}"
+
+
+def _load_private_key(value: str) -> str:
+    """A PEM key given inline (possibly with literal \\n, as environment variables often carry it) or as a path."""
+    if "-----BEGIN" in value:
+        return value.replace("\\n", "\n")
+    if os.path.isfile(value):
+        with open(value) as f:
+            return f.read()
+    raise ValueError("the GitHub App private key is neither a PEM text nor a readable file")
