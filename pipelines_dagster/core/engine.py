@@ -319,22 +319,37 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
     stream = proc.stderr if out_fh is not None else proc.stdout
     reader = threading.Thread(target=_pump, args=(stream, capture.feed), daemon=True)
     reader.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=max(deadline - time.monotonic(), 0.001))
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # A watchdog enforces the deadline, so that this thread can block in wait() (Popen.wait with a timeout polls
+    # with sleeps of up to 50 ms, which shows in the run time of short commands).
+    exited = threading.Event()
+    timed_out = threading.Event()
+
+    def watchdog() -> None:
+        if exited.wait(max(deadline - time.monotonic(), 0.0)):
+            return
+        timed_out.set()
         _kill_group(proc.pid, signal.SIGTERM)  # Terraform stops gracefully on SIGTERM (and releases its lock)
+        if not exited.wait(kill_grace_s):
+            _kill_group(proc.pid, signal.SIGKILL)
+
+    guard = threading.Thread(target=watchdog, daemon=True)
+    guard.start()
+    try:
+        proc.wait()
+    except BaseException:  # interrupted (run cancelled): the child must not outlive us
+        _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=kill_grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        _kill_group(proc.pid, signal.SIGKILL)
-        proc.wait()
+        finally:
+            _kill_group(proc.pid, signal.SIGKILL)
+            exited.set()
+        raise
+    exited.set()
+    guard.join()
     # Whatever the command left behind in its group (a provisioner's background job) does not outlive it.
     _kill_group(proc.pid, signal.SIGKILL)
     reader.join(timeout=5)
-    return _Completed(exit_code=proc.returncode, timed_out=timed_out)
+    return _Completed(exit_code=proc.returncode, timed_out=timed_out.is_set())
 
 
 # --------------------------------------------------------------------------------------------- diagnostics

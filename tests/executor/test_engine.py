@@ -133,9 +133,10 @@ def _alive(pid: int) -> bool:
 
 def test_timeout_stops_the_whole_process_group(repo, aws, make_executor, settings, tmp_path):
     pid_file = tmp_path / "sleeper.pid"
+    # a foreground sleep, and a background one that ignores SIGTERM: only killing the whole group stops it
     extra = f'''resource "null_resource" "slow" {{
   provisioner "local-exec" {{
-    command = "echo $$ > {pid_file}; exec sleep 120"
+    command = "(trap '' TERM; exec sleep 120) >/dev/null 2>&1 & echo $! $$ > {pid_file}; exec sleep 120"
   }}
 }}
 '''
@@ -150,11 +151,12 @@ def test_timeout_stops_the_whole_process_group(repo, aws, make_executor, setting
     assert result.status is Status.TIMED_OUT, result.message + result.output
     assert result.exit_code == 124 and "timed out after 12s" in result.message
     assert elapsed < 12 + settings.kill_grace_s + 8
-    pid = int(pid_file.read_text())
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
     deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid), "the provisioner's sleep outlived the timeout"
+    assert not any(_alive(p) for p in pids), "the provisioner's processes outlived the timeout"
 
 
 def test_credentials_reach_the_child_only_and_secrets_are_redacted(repo, aws, make_executor, monkeypatch, tmp_path):
