@@ -99,6 +99,10 @@ def _cmd_execute(args) -> int:
     provider = None
     if trusted.accounts is not None and token_source is not None:
         provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=deploy_branch)
+    elif trusted.accounts is not None:
+        print("pipelines-dagster execute: no OIDC token source configured "
+              "(PIPELINES_WEB_IDENTITY_TOKEN_FILE, AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, "
+              "PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): using ambient credentials", file=sys.stderr)
     settings = EngineSettings.from_env(**({"timeout_s": args.timeout} if args.timeout else {}))
     executor = Executor(repo, config=at_ref.config, credentials_config=trusted, provider=provider, settings=settings)
     result = executor.execute(ExecuteRequest(unit=unit, action=action, event=event, head=head, base=base,
