@@ -62,11 +62,10 @@ def _add_execute(sub) -> None:
 
 def _cmd_execute(args) -> int:
     from .core.config import ConfigError, normalize_unit_path
-    from .core.credentials import CredentialProvider, token_source_from_env
     from .core.engine import EngineSettings
-    from .core.executor import ExecuteRequest, Executor, load_repo_config
+    from .core.executor import ExecuteRequest, prepare
     from .core.model import Action, Event
-    from .integrations.git import GitError, is_ancestor, open_git_dir, resolve
+    from .integrations.git import GitError, open_git_dir, resolve
 
     def usage(message: str) -> int:
         print(f"pipelines-dagster execute: {message}", file=sys.stderr)
@@ -80,33 +79,17 @@ def _cmd_execute(args) -> int:
         repo = open_git_dir(args.repo)
         head = resolve(repo, args.ref)
         base = resolve(repo, args.base) if args.base else None
-        at_ref = load_repo_config(repo, head)
-        deploy_branch = (args.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH")
-                         or at_ref.config.deploy_branch)
-        try:
-            deploy_sha = resolve(repo, deploy_branch)
-        except GitError:
-            deploy_sha = None
-        # Accounts and roles come from the deploy branch: a pull request must not choose its own credentials.
-        trusted = load_repo_config(repo, deploy_sha) if deploy_sha else at_ref
+        prepared = prepare(repo, head, deploy_branch=args.deploy_branch,
+                           settings=EngineSettings.from_env(**({"timeout_s": args.timeout} if args.timeout else {})))
     except GitError as exc:
         return usage(str(exc))
     except ConfigError as exc:
         print(f"pipelines-dagster execute: {exc}", file=sys.stderr)
         return 1
-    on_deploy_branch = deploy_sha is not None and is_ancestor(repo, head, deploy_sha)
-    token_source = token_source_from_env()
-    provider = None
-    if trusted.accounts is not None and token_source is not None:
-        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=deploy_branch)
-    elif trusted.accounts is not None:
-        print("pipelines-dagster execute: no OIDC token source configured "
-              "(PIPELINES_WEB_IDENTITY_TOKEN_FILE, AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, "
-              "PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): using ambient credentials", file=sys.stderr)
-    settings = EngineSettings.from_env(**({"timeout_s": args.timeout} if args.timeout else {}))
-    executor = Executor(repo, config=at_ref.config, credentials_config=trusted, provider=provider, settings=settings)
-    result = executor.execute(ExecuteRequest(unit=unit, action=action, event=event, head=head, base=base,
-                                             pr=args.pr), on_deploy_branch=on_deploy_branch)
+    for notice in prepared.notices:
+        print(f"pipelines-dagster execute: {notice}", file=sys.stderr)
+    result = prepared.executor.execute(ExecuteRequest(unit=unit, action=action, event=event, head=head, base=base,
+                                                      pr=args.pr), on_deploy_branch=prepared.on_deploy_branch)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

@@ -139,3 +139,45 @@ class Executor:
                 shutil.rmtree(run_dir, ignore_errors=True)
         result.account, result.role_arn = account_name, role_arn
         return result
+
+
+@dataclass
+class Prepared:
+    """An executor for one head commit, with the deploy-branch facts that decide its credentials."""
+
+    executor: Executor
+    on_deploy_branch: bool
+    deploy_branch: str
+    notices: list[str]
+
+
+def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
+            token_source=None) -> Prepared:
+    """Everything between "run this commit" and an Executor: engines from the commit's `.pipelines.yml`,
+    accounts and roles from the deploy branch (a pull request must not choose its own credentials), whether
+    the commit is on the deploy branch, and the deployment's OIDC token source. ConfigError when the
+    configuration is unusable."""
+    import os
+
+    from ..integrations.git import GitError, is_ancestor, resolve
+    from .credentials import token_source_from_env
+
+    at_ref = load_repo_config(repo, head)
+    deploy_branch = deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH") or at_ref.config.deploy_branch
+    try:
+        deploy_sha = resolve(repo, deploy_branch)
+    except GitError:
+        deploy_sha = None
+    trusted = load_repo_config(repo, deploy_sha) if deploy_sha else at_ref
+    on_deploy_branch = deploy_sha is not None and is_ancestor(repo, head, deploy_sha)
+    token_source = token_source if token_source is not None else token_source_from_env()
+    notices, provider = [], None
+    if trusted.accounts is not None and token_source is not None:
+        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=deploy_branch)
+    elif trusted.accounts is not None:
+        notices.append("no OIDC token source configured (PIPELINES_WEB_IDENTITY_TOKEN_FILE, "
+                       "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "
+                       "using ambient credentials")
+    executor = Executor(repo, config=at_ref.config, credentials_config=trusted, provider=provider,
+                        settings=settings or EngineSettings.from_env())
+    return Prepared(executor, on_deploy_branch, deploy_branch, notices)
