@@ -9,7 +9,7 @@ conservative and a warning names the file, line and expression.
 import posixpath
 from dataclasses import dataclass, field
 
-ROOT = "/repo"  # where the repository root appears to evaluated expressions (get_repo_root())
+ROOT = "/.pipelines-repo"  # where the repository root appears to evaluated expressions (get_repo_root())
 TERRAGRUNT_FILE = "terragrunt.hcl"
 
 
@@ -47,6 +47,11 @@ def rel_dir(path: str) -> str:
 
 def resolve_path(base_dir_rel: str, value: str) -> str:
     """A path as written in configuration, relative to base_dir, as a repo-relative path."""
+    embedded = value.rfind(ROOT + "/")
+    if embedded > 0 or (embedded < 0 and value.endswith(ROOT) and len(value) > len(ROOT)):
+        # "${get_terragrunt_dir()}/${find_in_parent_folders("x")}": written for Terragrunt versions whose
+        # find_in_parent_folders returned a relative path; the absolute part is the file meant
+        value = value[embedded:] if embedded > 0 else ROOT
     try:
         return to_rel(value if value.startswith("/") else posixpath.join(to_abs(base_dir_rel), value))
     except EvalError:
@@ -404,8 +409,13 @@ class UnitEvaluator:
                 return
             self._process_config(target, target, read=True)
         else:
-            self.inputs.file(target)
             self.result.reads.add(target)
+            if self.inputs.file(target) is None and not self.inputs.isdir(target):
+                self.result.conservative = True
+                self.result.problems.append(Problem(
+                    "warning", scope.file, site["line"],
+                    f"{fname}() reads {target}, which does not exist at this commit (generated or ignored file?); "
+                    "the unit is planned for any .hcl change in its parent folders or in _envcommon"))
 
     def _config_target(self, target: str) -> str:
         if self.inputs.isdir(target):
@@ -655,6 +665,20 @@ def _flatten(items):
     return out
 
 
+def _regex(pattern: str, text: str):
+    """Terraform's regex(): the match, a list of its groups, or a map of its named groups."""
+    import re
+
+    match = re.search(pattern, text)
+    if match is None:
+        raise ValueError(f"pattern {pattern!r} does not match")
+    if match.re.groupindex:
+        return match.groupdict()
+    if match.re.groups:
+        return list(match.groups())
+    return match.group(0)
+
+
 def _replace(s, old, new):
     if old.startswith("/") and old.endswith("/") and len(old) > 1:
         raise ValueError("regular-expression replace")
@@ -679,6 +703,14 @@ _FUNCTIONS = {
     "trimsuffix": lambda s, p: s[:-len(p)] if p and s.endswith(p) else s,
     "trim": lambda s, chars: s.strip(chars),
     "replace": _replace,
+    "regex": _regex,
+    "substr": lambda s, offset, length: s[offset:] if length == -1 else s[offset:offset + length],
+    "compact": lambda items: [x for x in items if x not in ("", None)],
+    "reverse": lambda items: list(reversed(items)),
+    "slice": lambda items, start, end: items[start:end],
+    "contains": lambda items, value: value in items,
+    "keys": lambda m: sorted(m),
+    "values": lambda m: [m[k] for k in sorted(m)],
     "split": lambda sep, s: s.split(sep),
     "element": lambda lst, i: lst[int(i) % len(lst)],
     "length": len,

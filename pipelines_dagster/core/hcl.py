@@ -18,7 +18,7 @@ _CALLS = tree_sitter.Query(LANGUAGE, "(function_call (identifier) @fn)")
 # Functions whose argument names a file the configuration depends on.
 READ_FUNCTIONS = frozenset({"read_terragrunt_config", "file", "templatefile", "filebase64", "sops_decrypt_file",
                             "read_tfvars_file", "filesha256", "filemd5"})
-FACTS_VERSION = 3
+FACTS_VERSION = 4
 
 
 def _text(node) -> str:
@@ -30,35 +30,44 @@ def _snippet(node, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _literal(node) -> str:
+    """Template literal text with HCL's escapes undone: `$${` and `%%{` stand for `${` and `%{`."""
+    return _text(node).replace("$${", "${").replace("%%{", "%{")
+
+
 def _string_lit(node) -> str:
-    return "".join(_text(c) for c in node.children if c.type == "template_literal")
+    return "".join(_literal(c) for c in node.children if c.type == "template_literal")
+
+
+def _chain(nodes: list, whole) -> list:
+    """A primary expression followed by its postfix `.attr` and `[index]` nodes (tree-sitter keeps them siblings)."""
+    if not nodes:
+        return ["unk", _snippet(whole)]
+    value = _expr(nodes[0])
+    for postfix in nodes[1:]:
+        if postfix.type == "get_attr":
+            ident = next((c for c in postfix.children if c.type == "identifier"), None)
+            value = ["attr", value, _text(ident)] if ident else ["unk", _snippet(whole)]
+        elif postfix.type == "index":
+            inner = postfix.children[0] if postfix.children else None
+            key = next((c for c in inner.children if c.type == "expression"), None) if inner else None
+            if inner is not None and inner.type == "legacy_index":
+                digits = "".join(ch for ch in _text(inner) if ch.isdigit())
+                value = ["idx", value, ["lit", int(digits or 0)]]
+            elif key is not None:
+                value = ["idx", value, _expr(key)]
+            else:
+                return ["unk", _snippet(whole)]
+        else:  # splats and anything newer than this reader
+            return ["unk", _snippet(whole)]
+    return value
 
 
 def _expr(node) -> list:
     """Convert an `expression` (or any expression-like node) to IR."""
     t = node.type
     if t == "expression":
-        children = [c for c in node.children if c.is_named and c.type != "comment"]
-        if not children:
-            return ["unk", _snippet(node)]
-        value = _expr(children[0])
-        for postfix in children[1:]:
-            if postfix.type == "get_attr":
-                ident = next((c for c in postfix.children if c.type == "identifier"), None)
-                value = ["attr", value, _text(ident)] if ident else ["unk", _snippet(node)]
-            elif postfix.type == "index":
-                inner = postfix.children[0] if postfix.children else None
-                key = next((c for c in inner.children if c.type == "expression"), None) if inner else None
-                if inner is not None and inner.type == "legacy_index":
-                    digits = next((c for c in inner.children if c.type == "numeric_lit"), None) or inner
-                    value = ["idx", value, ["lit", int("".join(ch for ch in _text(digits) if ch.isdigit()) or 0)]]
-                elif key is not None:
-                    value = ["idx", value, _expr(key)]
-                else:
-                    return ["unk", _snippet(node)]
-            else:  # splats and anything newer than this reader
-                return ["unk", _snippet(node)]
-        return value
+        return _chain([c for c in node.children if c.is_named and c.type != "comment"], node)
     if t == "literal_value":
         inner = node.children[0]
         if inner.type == "numeric_lit":
@@ -84,7 +93,7 @@ def _expr(node) -> list:
         literals = [c for c in node.children if c.type == "template_literal"]
         for child in node.children:
             if child.type == "template_literal":
-                parts.append(["lit", _text(child)])
+                parts.append(["lit", _literal(child)])
             elif child.type == "template_interpolation":
                 inner = next((c for c in child.children if c.type == "expression"), None)
                 parts.append(_expr(inner) if inner is not None else ["unk", _snippet(child)])
@@ -102,7 +111,7 @@ def _expr(node) -> list:
         args_node = next((c for c in node.children if c.type == "function_arguments"), None)
         args = []
         if args_node is not None:
-            if any(c.type == "..." or _text(c) == "..." for c in args_node.children if not c.is_named):
+            if any(c.type in ("ellipsis", "...") for c in args_node.children):
                 return ["unk", _snippet(node)]
             args = [_expr(c) for c in args_node.children if c.type == "expression"]
         return ["call", name, args]
@@ -130,15 +139,16 @@ def _expr(node) -> list:
     if t == "operation":
         return _expr(node.children[0])
     if t == "binary_operation":
-        named = [c for c in node.children if c.is_named]
-        ops = [c for c in node.children if not c.is_named]
-        if len(named) == 2 and ops:
-            return ["bin", _text(ops[0]), _expr(named[0]), _expr(named[1])]
+        split = next((i for i, c in enumerate(node.children) if not c.is_named and c.type != "comment"), None)
+        if split is not None:
+            left = [c for c in node.children[:split] if c.is_named and c.type != "comment"]
+            right = [c for c in node.children[split + 1:] if c.is_named and c.type != "comment"]
+            return ["bin", _text(node.children[split]), _chain(left, node), _chain(right, node)]
     if t == "unary_operation":
-        named = [c for c in node.children if c.is_named]
         ops = [c for c in node.children if not c.is_named]
-        if len(named) == 1 and ops:
-            return ["un", _text(ops[0]), _expr(named[0])]
+        operand = [c for c in node.children if c.is_named and c.type != "comment"]
+        if ops:
+            return ["un", _text(ops[0]), _chain(operand, node)]
     if t in ("parenthesized_expression",):
         inner = next((c for c in node.children if c.type == "expression"), None)
         if inner is not None:

@@ -20,13 +20,16 @@ from . import hcl
 from .evaluate import TERRAGRUNT_FILE, Problem, TreeView, UnitEval, UnitEvaluator, rel_dir
 from .model import UnitKind
 
-INDEX_VERSION = 6
+INDEX_VERSION = 7
 SNAPSHOTS_KEPT = 16
 
 
+NON_UNIT_FOLDERS = frozenset({"_envcommon", "_templates", "_template", "_modules"})
+
+
 def _skipped_folder(path: str) -> bool:
-    """Folders that never hold units: hidden ones, tool caches, `_envcommon`, `_templates` and the like."""
-    return any(part.startswith((".", "_")) for part in path.split("/")[:-1])
+    """Folders that never hold units: hidden ones (tool caches included), `_envcommon`, `_templates`."""
+    return any(part.startswith(".") or part in NON_UNIT_FOLDERS for part in path.split("/")[:-1])
 
 
 class FactsStore:
@@ -248,11 +251,12 @@ class RepoIndex:
         return path in self._with_problems
 
     def owner(self, path: str) -> str | None:
-        """The unit whose folder holds `path` (the deepest one when units nest)."""
+        """The unit whose folder holds `path` (the deepest one when units nest). A unit at the repository root
+        owns only the files directly in it, not the whole repository."""
         current = rel_dir(path)
         while True:
             if current in self._rows:
-                return current
+                return current if current or "/" not in path else None
             if not current:
                 return None
             current = rel_dir(current)

@@ -164,3 +164,36 @@ def test_missing_local_source_folder_is_an_error():
 def test_read_past_the_repository_root_is_an_error():
     result = evaluate({"u/terragrunt.hcl": 'locals {\n  x = file("../../secret.txt")\n}\n'}, "u")
     assert messages(result, "error") == ["u/terragrunt.hcl:2: file(): path '../../secret.txt' escapes the repository"]
+
+
+def test_comparisons_and_negation_on_references():
+    unit = ('locals {\n  env = "prod"\n  flag = false\n'
+            '  cfg = read_terragrunt_config(local.env == "prod" && !local.flag ? "../p.hcl" : "../d.hcl")\n}\n')
+    result = evaluate({"p.hcl": "", "d.hcl": "", "u/terragrunt.hcl": unit}, "u")
+    assert result.reads == {"p.hcl"} and result.problems == []
+
+
+def test_regex_named_groups_in_a_source():
+    unit = ('locals {\n  parsed = regex(".*/live/(?P<env>[^/]+)/(?P<mod>[^/]+)$", get_terragrunt_dir())\n}\n'
+            'terraform {\n  source = "${get_repo_root()}/modules//${local.parsed.mod}"\n}\n')
+    result = evaluate({"modules/vpc/main.tf": "", "live/dev/vpc/terragrunt.hcl": unit}, "live/dev/vpc")
+    assert result.module_dirs == {"modules/vpc"} and result.problems == []
+
+
+def test_missing_file_read_is_a_warning_and_conservative():
+    unit = 'locals {\n  o = try(yamldecode(file("${get_terragrunt_dir()}/override.yaml")), {})\n}\n'
+    result = evaluate({"u/terragrunt.hcl": unit}, "u")
+    assert result.conservative
+    assert messages(result, "warning")[0].startswith("u/terragrunt.hcl:2: file() reads u/override.yaml, which does not exist")
+
+
+def test_absolute_path_pasted_after_a_folder_is_recovered():
+    unit = 'inputs = yamldecode(file("${get_terragrunt_dir()}/${find_in_parent_folders("global.yaml")}"))\n'
+    result = evaluate({"global.yaml": "", "a/b/terragrunt.hcl": unit}, "a/b")
+    assert result.reads == {"global.yaml"} and result.problems == []
+
+
+def test_template_escapes_are_literal():
+    unit = 'locals {\n  x = read_terragrunt_config("../$${weird}.hcl")\n}\n'
+    result = evaluate({"${weird}.hcl": "", "u/terragrunt.hcl": unit}, "u")
+    assert result.reads == {"${weird}.hcl"}

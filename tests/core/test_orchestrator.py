@@ -340,3 +340,22 @@ def test_damaged_cache_is_rebuilt(live, tmp_path):
     live.commit({f"{PROD_VPC}/terragrunt.hcl": unit("vpc") + "# x\n"})
     assert triples(detect(live, cache_dir=cache)) == {("ModuleChanged", PROD_VPC, "plan")}
     assert triples(detect(live, cache_dir=cache)) == {("ModuleChanged", PROD_VPC, "plan")}
+
+
+def test_units_under_underscore_folders_other_than_envcommon(live):
+    live.commit({"prod/_global/iam/terragrunt.hcl": unit("vpc"),
+                 "prod/_global/region.hcl": 'locals {\n  aws_region = "us-east-1"\n}\n',
+                 "prod/_global/env.hcl": 'locals {\n  env = "global"\n}\n'}, "global unit")
+    live.commit({"prod/_global/iam/terragrunt.hcl": live.read("prod/_global/iam/terragrunt.hcl") + "# x\n"})
+    assert triples(detect(live)) == {("ModuleChanged", "prod/_global/iam", "plan")}
+    live.commit({"prod/account.hcl": 'locals {\n  account_name = "prod2"\n}\n'})
+    assert "prod/_global/iam" in {c.unit for c in detect(live).changes}
+
+
+def test_root_unit_owns_only_its_own_files(tmp_path):
+    repo = make_live_repo(tmp_path / "live", {"main.tf": 'terraform {\n  backend "local" {}\n}\n',
+                                              "app/terragrunt.hcl": "", "docs/readme.txt": "x\n"})
+    repo.commit({"docs/readme.txt": "y\n", "app/terragrunt.hcl": "# x\n"})
+    assert triples(detect(repo)) == {("ModuleChanged", "app", "plan")}
+    repo.commit({"main.tf": 'terraform {\n  backend "local" {}\n}\n# y\n'})
+    assert triples(detect(repo)) == {("ModuleChanged", "", "plan")}
