@@ -30,11 +30,6 @@ def changes_table(change_set: ChangeSet) -> str:
     return "\n".join(out)
 
 
-def comment_marker(head_sha: str) -> str:
-    """Hidden marker that identifies the one comment per head sha (updated in place)."""
-    return f"<!-- pipelines-dagster:sha={head_sha} -->"
-
-
 def overall_status(outcomes: list[dict], errors: list[str]) -> str:
     if errors or any(o.get("status") in FAILED_STATUSES for o in outcomes):
         return "failed"
@@ -92,8 +87,7 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: l
                    limit: int = GITHUB_COMMENT_LIMIT) -> str:
     """The PR comment (or issue body) for one run; never longer than `limit` characters."""
     status = overall_status(outcomes, list(errors))
-    head = [comment_marker(head_sha),
-            f"### {ICONS.get(status, '❔')} pipelines-dagster {title}: {status.replace('_', ' ')}",
+    head = [f"### {ICONS.get(status, '❔')} pipelines-dagster {title}: {status.replace('_', ' ')}",
             f"Commit `{head_sha[:12]}` · {len(outcomes)} change(s)" + (f" · [Dagster run]({run_url})" if run_url else ""),
             ""]
     if note:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ACCOUNTS, null_unit, terraform_binary
+from tests.conftest import ACCOUNTS, null_unit, terraform_binary
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pipelines_dagster.core.credentials import (CommandTokenSource, CredentialPr
                                                 FileTokenSource, GitHubActionsTokenSource, role_arn_for,
                                                 session_name, token_source_from_env)
 
-from .conftest import ACCOUNTS, OIDC_TOKEN
+from tests.conftest import ACCOUNTS, OIDC_TOKEN
 
 DEV = Account(id=ACCOUNTS["dev"])
 PROD = Account(id=ACCOUNTS["prod"])

@@ -10,7 +10,7 @@ from pipelines_dagster.core.engine import Status
 from pipelines_dagster.core.executor import ExecuteRequest
 from pipelines_dagster.core.model import Action, Event
 
-from .conftest import ACCOUNTS, LOCK_TABLE, Aws, env_file, null_unit
+from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, env_file, null_unit
 
 DEV = ACCOUNTS["dev"]
 

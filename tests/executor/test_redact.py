@@ -3,7 +3,7 @@
 from pipelines_dagster.core.engine import OutputCapture, PlanSummary, error_message, parse_lock_info
 from pipelines_dagster.core.redact import MASK, Redactor
 
-from .conftest import OIDC_TOKEN
+from tests.conftest import OIDC_TOKEN
 
 
 def test_known_values_are_masked_exactly_and_short_values_are_left_alone():

@@ -1,4 +1,4 @@
-"""Real parts for executor tests: Terraform 1.0.3 with the null provider offline, a moto server (STS, S3 state,
+"""Real parts shared by the tests: Terraform 1.0.3 with the null provider offline, a moto server (STS, S3 state,
 DynamoDB locks) on 127.0.0.1, and real git repositories."""
 
 import json

@@ -1,0 +1,150 @@
+"""The dispatcher: one run's plan of changes, its waves, and each change run to an outcome.
+
+An outcome is a JSON-able dict: the change, and the executor's result fields (status, summary, duration_s,
+exit_code, output, message). Dispatching never raises for a failed change: a failed change is an outcome.
+"""
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from .config import ConfigError, load_accounts, load_pipelines_config, PIPELINES_FILE
+from .engine import Result, Status
+from .executor import ExecuteRequest, Prepared
+from .model import Action, ChangeSet, ChangeType, Event
+
+OK_STATUSES = frozenset({"succeeded", "no_changes", "validated"})
+
+
+@dataclass
+class RunSpec:
+    """What one pipeline run is about."""
+
+    event: str
+    base: str  # full shas
+    head: str
+    pr: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mapping_key(change: dict) -> str:
+    """Dagster mapping keys: [A-Za-z0-9_], unique per change, not a keyword."""
+    name = change["unit"] if change.get("unit") is not None else f"account {change.get('account')}"
+    digest = hashlib.sha1(f"{change['type']}:{name}".encode()).hexdigest()[:8]
+    return "c_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[-48:] + "_" + digest
+
+
+def make_plan(spec: RunSpec, change_set: ChangeSet, blocked: str | None = None) -> dict:
+    """The run's plan: every change, the repository's errors and warnings, and outcomes as they arrive."""
+    if blocked is None and change_set.errors and spec.event == Event.PUSH.value:
+        blocked = "the repository has errors at this commit: nothing is applied until they are fixed"
+    return {"spec": spec.to_dict(), "changes": [c.to_dict() for c in change_set.changes],
+            "errors": [str(e) for e in change_set.errors], "warnings": [str(w) for w in change_set.warnings],
+            "blocked": blocked, "outcomes": {}}
+
+
+def outcome(change: dict, status: str, message: str = "", **fields) -> dict:
+    return {"change": change, "status": status, "message": message,
+            "summary": fields.pop("summary", {"add": 0, "change": 0, "destroy": 0}), "duration_s": 0.0,
+            "output": "", **fields}
+
+
+def record(plan: dict, outcomes: list[dict]) -> dict:
+    plan = dict(plan, outcomes=dict(plan["outcomes"]))
+    for o in outcomes:
+        plan["outcomes"][mapping_key(o["change"])] = o
+    return plan
+
+
+def wave_items(plan: dict, wave: int, last: bool = False) -> tuple[list[dict], list[dict]]:
+    """Changes of one wave to dispatch (each a list of changes, in order), and outcomes for those skipped.
+
+    On push, a change whose dependency failed or was skipped is skipped. `last`: this stage also takes every
+    later wave, as one item run in wave order (the job holds a fixed number of stages).
+    """
+    changes = [c for c in plan["changes"] if c["wave"] == wave or (last and c["wave"] > wave)]
+    if plan.get("blocked"):
+        return [], [outcome(c, "skipped", plan["blocked"]) for c in changes]
+    if last and any(c["wave"] > wave for c in changes):
+        return [changes], []
+    items, skipped = [], []
+    for change in changes:
+        reason = skip_reason(plan, change, plan["outcomes"])
+        if reason:
+            skipped.append(outcome(change, "skipped", reason))
+        else:
+            items.append([change])
+    return items, skipped
+
+
+def skip_reason(plan: dict, change: dict, outcomes: dict) -> str | None:
+    if plan["spec"]["event"] != Event.PUSH.value:
+        return None  # plans change nothing: every plan runs
+    by_unit = {o["change"]["unit"]: o for o in outcomes.values() if o["change"].get("unit") is not None}
+    bad = [d for d in change.get("depends_on", []) if d in by_unit and by_unit[d]["status"] not in OK_STATUSES]
+    if bad:
+        return f"skipped: it depends on {', '.join(bad)}, which did not succeed"
+    return None
+
+
+def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_parallel: int = 4) -> list[dict]:
+    """Run changes in wave order, each wave's changes in parallel (bounded), skipping dependents of failures."""
+    results: list[dict] = []
+    plan = {"spec": spec.to_dict(), "outcomes": {}}
+    for wave in sorted({c["wave"] for c in items}):
+        todo = []
+        for change in (c for c in items if c["wave"] == wave):
+            reason = skip_reason(plan, change, plan["outcomes"])
+            if reason:
+                results.append(outcome(change, "skipped", reason))
+            else:
+                todo.append(change)
+        with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo), todo))
+        results += done
+        plan = record(plan, results)
+    return results
+
+
+def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
+    """One change to its outcome; never raises."""
+    try:
+        if change.get("unit") is None:
+            return _account_change(change, spec, repo)
+        result = prepared.executor.execute(
+            ExecuteRequest(unit=change["unit"], action=Action(change["action"]), event=Event(spec.event),
+                           head=spec.head, base=spec.base, pr=spec.pr),
+            on_deploy_branch=prepared.on_deploy_branch)
+    except Exception as exc:  # a bug or an unexpected tool failure: the change fails, the run goes on
+        result = Result(status=Status.FAILED, unit=change.get("unit"), action=change.get("action"),
+                        message=f"internal error: {type(exc).__name__}: {exc}")
+    data = result.to_dict()
+    return outcome(change, data.pop("status"), data.pop("message"), summary=data.pop("summary"),
+                   **{k: v for k, v in data.items() if k not in ("unit", "action")})
+
+
+def _account_change(change: dict, spec: RunSpec, repo) -> dict:
+    from ..integrations.git import read_blobs
+
+    name, action = change["account"], Action(change["action"])
+    if change["type"] == ChangeType.ACCOUNT_DELETED.value:
+        return outcome(change, "validated", f"account {name!r} was removed from the accounts file; its "
+                                            "infrastructure is not destroyed by this")
+    if action is Action.BASELINE:
+        return outcome(change, "skipped", f"account {name!r}: opening the baseline pull request is not built yet")
+    try:
+        spec_file = f"{spec.head}:{PIPELINES_FILE}"
+        raw = read_blobs(repo, [spec_file]).get(spec_file)
+        config = load_pipelines_config(raw.decode() if raw is not None else None)
+        accounts_spec = f"{spec.head}:{config.accounts_file}"
+        text = read_blobs(repo, [accounts_spec]).get(accounts_spec)
+        accounts, problems = load_accounts(text.decode() if text is not None else "", config.accounts_file)
+    except ConfigError as exc:
+        return outcome(change, "failed", str(exc))
+    if name in accounts.entries:
+        return outcome(change, "validated", f"account {name!r} ({accounts.entries[name].id}) is valid")
+    mine = [str(p) for p in problems if f"account {name!r}" in p.message] or [f"account {name!r} is not valid"]
+    return outcome(change, "failed", "; ".join(mine))

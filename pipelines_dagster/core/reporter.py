@@ -1,0 +1,123 @@
+"""Reporting a run: the PR comment (one per head sha, updated in place), the commit status, and an issue when an
+apply or destroy on the deploy branch fails. Without GitHub (local mode) the markdown is returned for Dagster."""
+
+import logging
+
+from .dispatch import OK_STATUSES
+from .report import render_comment
+
+log = logging.getLogger(__name__)
+STATUS_CONTEXT = "pipelines-dagster"
+FAILED = frozenset({"failed", "state_locked", "timed_out", "tool_missing"})
+
+
+def title_for(event: str) -> str:
+    return "apply" if event == "push" else "plan"
+
+
+def failed_outcomes(outcomes: list[dict]) -> list[dict]:
+    return [o for o in outcomes if o["status"] in FAILED]
+
+
+def run_failed(plan: dict, outcomes: list[dict]) -> bool:
+    return bool(plan["errors"]) or bool(failed_outcomes(outcomes))
+
+
+class Reporter:
+    """Writes one run's report. `client` is an integrations.github.GitHubClient, or None in local mode."""
+
+    def __init__(self, client, spec: dict, run_url: str | None):
+        self.client, self.spec, self.run_url = client, spec, run_url
+        self.problems: list[str] = []  # GitHub errors met while reporting
+        self._pr: int | None = spec.get("pr")
+        self._comment_id: int | None = None
+
+    # -- what to write
+
+    def _body(self, plan: dict | None, outcomes: list[dict], note: str | None = None) -> str:
+        from ..integrations.github import body_budget, comment_key
+
+        limit = body_budget(comment_key(self.spec["head"]))
+        return render_comment(title=title_for(self.spec["event"]), head_sha=self.spec["head"], outcomes=outcomes,
+                              errors=plan["errors"] if plan else [], warnings=plan["warnings"] if plan else [],
+                              run_url=self.run_url, note=note, limit=limit)
+
+    # -- GitHub calls, each one guarded: reporting problems never stop the run
+
+    def _guard(self, what: str, fn):
+        if self.client is None:
+            return None
+        from ..integrations.github import GitHubError
+
+        try:
+            return fn()
+        except GitHubError as exc:
+            message = f"{what}: {exc}"
+            log.warning("GitHub: %s", message)
+            self.problems.append(message)
+            return None
+
+    def pull_request(self) -> int | None:
+        """The PR to comment on: the run's own, or for a push the merged PR the commit came from."""
+        if self._pr is None and self.client is not None and self.spec["event"] == "push":
+            prs = self._guard("finding the pull request of the commit",
+                              lambda: self.client.pull_requests_for_commit(self.spec["head"])) or []
+            self._pr = prs[0].number if prs else None
+        return self._pr
+
+    def _comment(self, body: str) -> None:
+        number = self.pull_request()
+        if number is None or self.client is None:
+            return
+        from ..integrations.github import comment_key
+
+        info = self._guard("updating the pull request comment",
+                           lambda: self.client.upsert_comment(number, body, key=comment_key(self.spec["head"]),
+                                                              comment_id=self._comment_id))
+        if info is not None:
+            self._comment_id = info.id
+
+    def _status(self, state: str, description: str) -> None:
+        self._guard("setting the commit status",
+                    lambda: self.client.set_status(self.spec["head"], state, context=STATUS_CONTEXT,
+                                                   description=description, target_url=self.run_url))
+
+    # -- the run's moments
+
+    def started(self) -> None:
+        self._status("pending", "detecting changes")
+        self._comment(self._body(None, [], note="⏳ Detecting changes…"))
+
+    def planned(self, plan: dict) -> None:
+        pending = [{"change": c, "status": "pending"} for c in plan["changes"]]
+        note = f"⛔ {plan['blocked']}" if plan.get("blocked") else None
+        self._comment(self._body(plan, pending, note=note))
+
+    def finished(self, plan: dict, outcomes: list[dict]) -> str:
+        """Final comment, status and (push with failures) issue; returns the markdown report."""
+        failed = run_failed(plan, outcomes)
+        note = f"⛔ {plan['blocked']}" if plan.get("blocked") else None
+        body = self._body(plan, outcomes, note=note)
+        self._comment(body)
+        bad = failed_outcomes(outcomes)
+        description = (f"{len(bad)} of {len(outcomes)} change(s) failed" if bad else
+                       "repository errors" if plan["errors"] else f"{len(outcomes)} change(s) ok")
+        self._status("failure" if failed else "success", description)
+        if self.spec["event"] == "push" and bad:
+            units = ", ".join(o["change"]["unit"] or o["change"]["account"] for o in bad)
+            title = f"pipelines-dagster: {title_for('push')} failed for {self.spec['head'][:12]}: {units}"
+            if len(title) > 250:
+                title = title[:247] + "..."
+            self._guard("opening the failure issue", lambda: self.client.upsert_issue(
+                f"apply-failed={self.spec['head']}", title, body))
+        return body
+
+
+def summary_counts(outcomes: list[dict]) -> dict:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o["status"]] = counts.get(o["status"], 0) + 1
+    return counts
+
+
+__all__ = ["Reporter", "run_failed", "failed_outcomes", "summary_counts", "OK_STATUSES"]

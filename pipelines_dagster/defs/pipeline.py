@@ -1,0 +1,153 @@
+"""The job: orchestrate -> dispatch (mapped, wave by wave) -> report.
+
+A Dagster graph is fixed when the code loads, so dependency order has a deliberate shape: `orchestrate` emits
+wave 0, and each `wave_N` stage takes the previous wave's collected outcomes and emits wave N (skipping
+dependents of failed applies). The last stage takes every remaining wave as one item run in order.
+"""
+
+import os
+
+import dagster as dg
+
+from ..core import dispatch as core
+from ..core.model import Event
+from ..core.orchestrator import Orchestrator
+from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
+from .resources import EngineResource, GitHubResource, InfraRepoResource
+
+MAX_STAGES = max(2, int(os.environ.get("PIPELINES_MAX_WAVES", "6")))
+LOCK_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
+LOCK_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
+JOB_NAME = "infrastructure_pipeline"
+
+
+class OrchestrateConfig(dg.Config):
+    event: str = "pull_request"
+    base_ref: str
+    head_ref: str
+    pr_number: int | None = None
+
+
+def _emit(context, plan: dict, wave: int, last: bool):
+    items, skipped = core.wave_items(plan, wave, last=last)
+    plan = core.record(plan, skipped)
+    yield dg.Output(plan, "plan")
+    for changes in items:
+        key = core.mapping_key(changes[0]) if len(changes) == 1 else f"remaining_waves_from_{wave}"
+        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"]}, mapping_key=key, output_name="items",
+                               metadata={"units": ", ".join(str(c["unit"] or c["account"]) for c in changes)[:500],
+                                         "type": changes[0]["type"], "action": changes[0]["action"],
+                                         "account": str(changes[0]["account"])})
+    if skipped:
+        context.log.info(f"wave {wave}: {len(skipped)} change(s) skipped")
+
+
+@dg.op(out={"plan": dg.Out(dict), "items": dg.DynamicOut(dict)}, tags={"kind": "orchestrator"})
+def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
+                github: GitHubResource, engine: EngineResource):
+    """Detect and classify the changes between base and head; emit wave 0."""
+    from ..integrations.git import resolve
+
+    repo = infra_repo.git_dir()
+    event = Event(config.event)
+    spec = core.RunSpec(event=event.value, base=resolve(repo, config.base_ref), head=resolve(repo, config.head_ref),
+                        pr=config.pr_number)
+    reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
+    reporter.started()
+    blocked = None
+    if config.pr_number is not None and reporter.client is not None:
+        pr = reporter._guard("reading the pull request", lambda: reporter.client.get_pull_request(config.pr_number))
+        if pr is not None and pr.is_fork:
+            blocked = "this pull request comes from a fork: it gets no plan and no credentials"
+    change_set = Orchestrator(repo).detect(spec.base, spec.head, event)
+    plan = core.make_plan(spec, change_set, blocked)
+    reporter.planned(plan)
+    context.add_output_metadata({"changes": len(plan["changes"]), "errors": len(plan["errors"]),
+                                 "warnings": len(plan["warnings"]),
+                                 "waves": 1 + max((c["wave"] for c in plan["changes"]), default=-1)},
+                                output_name="plan")
+    for problem in plan["errors"]:
+        context.log.error(problem)
+    yield from _emit(context, plan, 0, last=MAX_STAGES == 1)
+
+
+def _make_stage(wave: int):
+    @dg.op(name=f"wave_{wave}", out={"plan": dg.Out(dict), "items": dg.DynamicOut(dict)},
+           tags={"kind": "orchestrator"})
+    def stage(context: dg.OpExecutionContext, plan: dict, results: list):
+        """Record the previous wave's outcomes; emit this wave, skipping dependents of failed applies."""
+        plan = core.record(plan, [o for batch in results for o in batch])
+        yield from _emit(context, plan, wave, last=wave == MAX_STAGES - 1)
+
+    return stage
+
+
+STAGES = [_make_stage(n) for n in range(1, MAX_STAGES)]
+
+
+@dg.op(tags={"kind": "dispatcher"})
+def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoResource,
+             engine: EngineResource) -> list:
+    """Run one change (or the remaining waves, in order) with its account's credentials; never fails the step."""
+    from ..core.config import ConfigError
+    from ..core.executor import prepare
+
+    spec = core.RunSpec(**item["spec"])
+    repo = infra_repo.git_dir(fetch=False)
+    try:
+        prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings())
+    except ConfigError as exc:
+        return [core.outcome(c, "failed", f"configuration: {exc}") for c in item["changes"]]
+    for notice in prepared.notices:
+        context.log.warning(notice)
+    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel)
+    locked = [o for o in outcomes if o["status"] == "state_locked"]
+    if locked and context.retry_number < LOCK_RETRIES:
+        raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
+    for o in outcomes:
+        change = o["change"]
+        log = context.log.info if o["status"] in core.OK_STATUSES | {"skipped"} else context.log.error
+        log(f"{change['unit'] or change['account']}: {change['action']} {o['status']}"
+            + (f": {o['message']}" if o.get("message") else ""))
+    context.add_output_metadata({"statuses": ", ".join(o["status"] for o in outcomes),
+                                 "summary": ", ".join(f"+{o['summary']['add']} ~{o['summary']['change']} "
+                                                      f"-{o['summary']['destroy']}" for o in outcomes)})
+    return outcomes
+
+
+@dg.op(tags={"kind": "reporter"})
+def report(context: dg.OpExecutionContext, plan: dict, results: list, github: GitHubResource,
+           engine: EngineResource) -> dict:
+    """The final PR comment, commit status and failure issue (GitHub), or the report as run metadata (local)."""
+    plan = core.record(plan, [o for batch in results for o in batch])
+    outcomes = [plan["outcomes"][core.mapping_key(c)] for c in plan["changes"]
+                if core.mapping_key(c) in plan["outcomes"]]
+    reporter = Reporter(github.client(), plan["spec"], engine.run_url(context.run_id))
+    body = reporter.finished(plan, outcomes)
+    context.add_output_metadata({"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
+                                 "github_problems": reporter.problems})
+    return {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
+            "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
+            "github_problems": reporter.problems}
+
+
+@dg.op(tags={"kind": "reporter"})
+def verdict(summary: dict) -> None:
+    """Fails the run (after everything is reported) when a change failed or the repository has errors."""
+    if summary["run_failed"]:
+        raise dg.Failure(description="; ".join(
+            ([f"failed: {', '.join(summary['failed'])}"] if summary["failed"] else [])
+            + ([f"{len(summary['errors'])} repository error(s)"] if summary["errors"] else [])),
+            metadata={"reported": True})
+
+
+@dg.job(name=JOB_NAME, tags={"pipelines/job": JOB_NAME},
+        executor_def=dg.multiprocess_executor.configured(
+            {"max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4"))}))
+def infrastructure_pipeline():
+    plan, items = orchestrate()
+    results = items.map(dispatch).collect()
+    for stage in STAGES:
+        plan, items = stage(plan, results)
+        results = items.map(dispatch).collect()
+    verdict(report(plan, results))
