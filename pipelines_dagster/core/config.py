@@ -38,6 +38,7 @@ class PipelinesConfig(BaseModel):
     accounts_file: str = DEFAULT_ACCOUNTS_FILE
     ignore: list[str] = Field(default_factory=list)
     units: list[str] = Field(default_factory=list)
+    dependencies: dict[str, list[str]] = Field(default_factory=dict)  # unit -> units it runs after
     account_paths: dict[str, str] = Field(default_factory=dict)
     engine: dict[str, str] = Field(default_factory=dict)
     roles: RolesConfig = Field(default_factory=RolesConfig)
@@ -46,6 +47,11 @@ class PipelinesConfig(BaseModel):
     @classmethod
     def _clean_units(cls, value: list[str]) -> list[str]:
         return [normalize_unit_path(v) for v in value]
+
+    @field_validator("dependencies")
+    @classmethod
+    def _clean_dependencies(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {normalize_unit_path(k): [normalize_unit_path(d) for d in v] for k, v in value.items()}
 
     @field_validator("engine")
     @classmethod

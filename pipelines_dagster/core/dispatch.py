@@ -6,6 +6,7 @@ exit_code, output, message). Dispatching never raises for a failed change: a fai
 
 import hashlib
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -110,7 +111,14 @@ def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_pa
 
 
 def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
-    """One change to its outcome; never raises."""
+    """One change to its outcome (with wall-clock start and end); never raises."""
+    started = time.time()
+    result = _dispatch(change, spec, prepared, repo)
+    result.update(started_at=started, finished_at=time.time())
+    return result
+
+
+def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
     try:
         if change.get("unit") is None:
             return _account_change(change, spec, repo)

@@ -95,7 +95,8 @@ class Orchestrator:
         """The unit index of one side; the other side's stored evaluations are the best starting point."""
         if side.index is None:
             side.index = self.builder.build(side.key, lambda: side.tree, side.config.units,
-                                            hint_trees=[other.key] if other is not None else [])
+                                            hint_trees=[other.key] if other is not None else [],
+                                            extra_dependencies=side.config.dependencies)
         return side.index
 
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:

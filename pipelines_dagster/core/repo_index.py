@@ -298,7 +298,8 @@ class IndexBuilder:
     def close(self) -> None:
         self.store.flush()
 
-    def build(self, key: str, load_tree, extra_units: list[str], hint_trees: list[str] = ()) -> RepoIndex:
+    def build(self, key: str, load_tree, extra_units: list[str], hint_trees: list[str] = (),
+              extra_dependencies: dict[str, list[str]] | None = None) -> RepoIndex:
         """The index of the tree `load_tree()` returns (a gitio.Tree); stored evaluations make it cheap.
 
         `key` names the tree (commit and configuration); `hint_trees` are keys of trees whose evaluations are a
@@ -308,7 +309,7 @@ class IndexBuilder:
         if snapshot is not None and snapshot.get("tree") == key:
             self.stats["reused"] += len(snapshot["units"])
             self.store.touch_snapshot(key)
-            return RepoIndex(key, snapshot["units"], snapshot["cycles"])
+            return _with_dependencies(key, snapshot["units"], snapshot["cycles"], extra_dependencies)
         tree = load_tree()
         view = TreeView(tree.files, tree.dirs, self.store.get)
         cached = snapshot["units"] if snapshot else {}
@@ -335,7 +336,7 @@ class IndexBuilder:
         self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows, "cycles": index.cycles},
                                  inputs)
         self.store.flush()
-        return index
+        return _with_dependencies(key, rows, index.cycles, extra_dependencies)
 
     def candidates(self, files: dict[str, str], dirs, extra_units: list[str]) -> dict[str, UnitKind]:
         """Folders that may be units: a terragrunt.hcl, a Terraform backend block, or listed in config."""
@@ -359,6 +360,20 @@ class IndexBuilder:
             if d not in found and (d in view.dirs):
                 found[d] = UnitKind.TERRAFORM
         return found
+
+
+def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str, list[str]] | None) -> RepoIndex:
+    """Dependencies declared in `.pipelines.yml` (for plain Terraform units) added to the evaluated ones."""
+    if not extra:
+        return RepoIndex(key, rows, cycles)
+    rows = dict(rows)
+    for unit, deps in extra.items():
+        if unit in rows:
+            row = rows[unit]
+            known = {d[0] for d in row[4]}
+            added = [[d, ".pipelines.yml", None] for d in deps if d not in known]
+            rows[unit] = row[:4] + (row[4] + added,) + row[5:]
+    return RepoIndex(key, rows)
 
 
 def cache_root() -> Path:

@@ -359,3 +359,13 @@ def test_root_unit_owns_only_its_own_files(tmp_path):
     assert triples(detect(repo)) == {("ModuleChanged", "app", "plan")}
     repo.commit({"main.tf": 'terraform {\n  backend "local" {}\n}\n# y\n'})
     assert triples(detect(repo)) == {("ModuleChanged", "", "plan")}
+
+
+def test_dependencies_declared_for_plain_terraform_units(tmp_path):
+    backend = 'terraform {\n  backend "local" {}\n}\n'
+    repo = make_live_repo(tmp_path / "live", {"net/main.tf": backend, "app/main.tf": backend, "db/main.tf": backend,
+                                              ".pipelines.yml": "dependencies:\n  app: [db]\n  db: [net]\n"})
+    repo.commit({p: backend + "# x\n" for p in ("net/main.tf", "app/main.tf", "db/main.tf")})
+    units = by_unit(detect(repo))
+    assert [(u, units[u].wave, units[u].depends_on) for u in ("net", "db", "app")] == [
+        ("net", 0, []), ("db", 1, ["net"]), ("app", 2, ["db"])]

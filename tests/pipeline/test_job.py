@@ -1,0 +1,135 @@
+"""The job, run in-process by Dagster with real git, Terraform, the AWS emulator and the GitHub fake."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines_dagster.defs.pipeline import infrastructure_pipeline
+from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
+from tests.conftest import ACCOUNTS, null_unit, terraform_binary
+from tests.fakes.github_fake import GitHubFake
+
+GH_REPO = "acme/infrastructure-live"
+
+
+@pytest.fixture
+def env(aws, plugin_dir, tf_cli_config, token_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", f"{Path(terraform_binary()).parent}:/usr/bin:/bin")
+    monkeypatch.setenv("PIPELINES_WEB_IDENTITY_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("PIPELINES_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(tf_cli_config))
+    for account_id in ACCOUNTS.values():
+        aws.prepare_account(account_id)
+    return {"plugin_dir": str(plugin_dir)}
+
+
+@pytest.fixture
+def github(monkeypatch):
+    with GitHubFake() as fake:
+        fake.add_repo(GH_REPO)
+        monkeypatch.setenv("GITHUB_API_URL", fake.url)
+        monkeypatch.setenv("GITHUB_TOKEN", fake.token)
+        yield fake
+
+
+def run_job(repo, env, event, base, head, pr=None, github_repo=None):
+    resources = {"infra_repo": InfraRepoResource(location=str(repo.path)),
+                 "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
+                 "engine": EngineResource(max_parallel=4, plugin_dir=env["plugin_dir"])}
+    config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
+                                                 "pr_number": pr}}}}
+    result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources,
+                                                        raise_on_error=False)
+    summary = result.output_for_node("report")
+    return result, summary
+
+
+def report_markdown(result) -> str:
+    return next(e.event_specific_data.metadata["report"].value for e in result.all_node_events
+                if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT")
+
+
+def units(summary):
+    return {o["change"]["unit"]: o for o in summary["outcomes"]}
+
+
+def test_pull_request_plans_three_units_and_reports_in_dagster(repo, aws, env):
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({f"dev/u{i}/main.tf": null_unit(aws.endpoint, f"dev/u{i}", count=i + 1) for i in range(3)})
+    result, summary = run_job(repo, env, "pull_request", base, "feature")
+    assert result.success, summary
+    plans = units(summary)
+    assert set(plans) == {"dev/u0", "dev/u1", "dev/u2"}
+    assert {u: (o["status"], o["summary"]["add"]) for u, o in plans.items()} == {
+        "dev/u0": ("succeeded", 1), "dev/u1": ("succeeded", 2), "dev/u2": ("succeeded", 3)}
+    assert all(o["role_arn"].endswith(":role/pipelines-plan") for o in plans.values())
+    md = report_markdown(result)  # local mode: the report is markdown metadata on the report step
+    assert md.count("| ✅ succeeded | ModuleAdded |") == 3 and "2 to add, 0 to change, 0 to destroy" in md
+
+
+def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo, aws, env):
+    repo.commit({".pipelines.yml": "deploy_branch: main\ndependencies:\n  dev/app: [dev/db]\n  dev/db: [dev/net]\n"
+                                   "  dev/worker: [dev/broken]\n"})
+    base = repo.git("rev-parse", "HEAD")
+    repo.commit({"dev/net/main.tf": null_unit(aws.endpoint, "dev/net"),
+                 "dev/db/main.tf": null_unit(aws.endpoint, "dev/db"),
+                 "dev/app/main.tf": null_unit(aws.endpoint, "dev/app"),
+                 "dev/broken/main.tf": null_unit(aws.endpoint, "dev/broken", extra='resource "nope" "x" {}\n'),
+                 "dev/worker/main.tf": null_unit(aws.endpoint, "dev/worker")})
+    result, summary = run_job(repo, env, "push", base, "main")
+    assert not result.success  # the verdict step fails the run after reporting
+    by = units(summary)
+    assert {u: o["status"] for u, o in by.items()} == {
+        "dev/net": "succeeded", "dev/db": "succeeded", "dev/app": "succeeded", "dev/broken": "failed",
+        "dev/worker": "skipped"}
+    assert by["dev/net"]["finished_at"] <= by["dev/db"]["started_at"]
+    assert by["dev/db"]["finished_at"] <= by["dev/app"]["started_at"]
+    assert "dev/broken" in by["dev/worker"]["message"]
+    assert aws.state(ACCOUNTS["dev"], "dev/app/terraform.tfstate") is not None
+    assert aws.state(ACCOUNTS["dev"], "dev/worker/terraform.tfstate") is None
+    assert summary["failed"] == ["dev/broken"]
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failure] == ["verdict"]
+
+
+def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, github):
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"prod/p{i}/main.tf": null_unit(aws.endpoint, f"prod/p{i}") for i in range(3)})
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    github.clear_log()
+    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert result.success
+    comments = github.comments(GH_REPO, number)
+    assert len(comments) == 1
+    body = comments[0]["body"]
+    assert body.count("| ✅ succeeded | ModuleAdded | `prod/p") == 3 and head[:12] in body
+    statuses = github.statuses(GH_REPO, head)
+    assert [s["state"] for s in statuses] == ["pending", "success"]
+    assert statuses[-1]["context"] == "pipelines-dagster"
+    assert len(github.writes()) <= 6
+
+
+def test_github_push_failure_opens_one_issue(repo, aws, env, github):
+    base = repo.git("rev-parse", "HEAD")
+    head = repo.commit({"prod/bad/main.tf": null_unit(aws.endpoint, "prod/bad", extra='resource "nope" "x" {}\n')})
+    github.add_commit(GH_REPO, head)
+    result, summary = run_job(repo, env, "push", base, "main", github_repo=GH_REPO)
+    assert summary["failed"] == ["prod/bad"]
+    issues = [i for i in github.issues(GH_REPO) if "prod/bad" in i["title"]]
+    assert len(issues) == 1 and head[:12] in issues[0]["title"]
+    assert "❌ failed" in issues[0]["body"]
+
+
+def test_fork_pull_request_gets_no_credentials(repo, aws, env, github):
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({"prod/f/main.tf": null_unit(aws.endpoint, "prod/f")})
+    github.add_repo("mallory/infrastructure-live", fork_of=GH_REPO)
+    number = github.add_pull_request(GH_REPO, "feature", head_repo="mallory/infrastructure-live", head_sha=head)
+    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert {o["status"] for o in summary["outcomes"]} == {"skipped"}
+    assert all("fork" in o["message"] for o in summary["outcomes"])
+    assert "role_arn" not in summary["outcomes"][0]
