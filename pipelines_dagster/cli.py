@@ -97,6 +97,43 @@ def _cmd_execute(args) -> int:
     return 0 if result.ok else 1
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run the Dagster job in-process for two refs")
+    p.add_argument("--repo", required=True, help="path or git URL of infrastructure-live")
+    p.add_argument("--event", required=True, choices=["pull_request", "push"])
+    p.add_argument("--base", required=True)
+    p.add_argument("--head", required=True)
+    p.add_argument("--pr", type=int, default=None)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    import dagster as dg
+
+    from .defs.pipeline import infrastructure_pipeline
+    from .defs.resources import InfraRepoResource, resources_from_env
+
+    resources = resources_from_env()
+    resources["infra_repo"] = InfraRepoResource(location=args.repo,
+                                                deploy_branch=os.environ.get("PIPELINES_DEPLOY_BRANCH") or None)
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    config = {"ops": {"orchestrate": {"config": {"event": args.event, "base_ref": args.base, "head_ref": args.head,
+                                                 "pr_number": args.pr}}}}
+    result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources, instance=instance,
+                                                        raise_on_error=False,
+                                                        tags={"pipelines/event": args.event, "pipelines/source": "cli"})
+    report = next((e.event_specific_data.metadata["report"].value for e in result.all_node_events
+                   if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+    if report is not None:
+        print(report)
+    else:
+        failure = next((e for e in result.all_events if e.event_type_value == "STEP_FAILURE"), None)
+        print(f"pipelines-dagster run: the run failed before reporting: "
+              f"{failure.message if failure else 'see the Dagster run'}", file=sys.stderr)
+    print(f"\nDagster run {result.run_id}: {'success' if result.success else 'failure'}", file=sys.stderr)
+    return 0 if result.success else 1
+
+
 def result_table(result) -> str:
     s = result.summary
     rows = [("unit", result.unit), ("action", result.action), ("engine", result.engine),
@@ -128,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipelines-dagster")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_changes(sub)
+    _add_run(sub)
     _add_execute(sub)
     args = parser.parse_args(argv)
     return args.func(args)

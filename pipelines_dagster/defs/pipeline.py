@@ -46,12 +46,15 @@ def _emit(context, plan: dict, wave: int, last: bool):
 def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
                 github: GitHubResource, engine: EngineResource):
     """Detect and classify the changes between base and head; emit wave 0."""
-    from ..integrations.git import resolve
+    from ..integrations.git import GitError, resolve
 
-    repo = infra_repo.git_dir()
-    event = Event(config.event)
-    spec = core.RunSpec(event=event.value, base=resolve(repo, config.base_ref), head=resolve(repo, config.head_ref),
-                        pr=config.pr_number)
+    try:
+        repo = infra_repo.git_dir()
+        event = Event(config.event)
+        spec = core.RunSpec(event=event.value, base=resolve(repo, config.base_ref),
+                            head=resolve(repo, config.head_ref), pr=config.pr_number)
+    except (GitError, ValueError) as exc:
+        raise dg.Failure(description=f"cannot start: {exc}") from None
     reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
     reporter.started()
     blocked = None

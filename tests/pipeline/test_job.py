@@ -133,3 +133,17 @@ def test_fork_pull_request_gets_no_credentials(repo, aws, env, github):
     assert {o["status"] for o in summary["outcomes"]} == {"skipped"}
     assert all("fork" in o["message"] for o in summary["outcomes"])
     assert "role_arn" not in summary["outcomes"][0]
+
+
+def test_github_502_and_rate_limit_during_a_run_are_retried(repo, aws, env, github):
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({"prod/r/main.tf": null_unit(aws.endpoint, "prod/r")})
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    github.fail(r".*/issues/\d+/comments", status=502, times=1)
+    github.secondary_rate_limit(r".*/statuses/.*", retry_after=1, times=1)
+    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert result.success and summary["github_problems"] == []
+    assert len(github.comments(GH_REPO, number)) == 1
+    assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["pending", "success"]
+    assert github.count(path=r".*/issues/\d+/comments") >= 3  # the failed request was repeated
