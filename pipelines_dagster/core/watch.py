@@ -1,0 +1,176 @@
+"""What the sensors decide, without Dagster: which pull requests, branches and deploy-branch commits need a run,
+what each run is given, how the sensors' cursors look, and what is written when a run crashes.
+
+Cursors are JSON objects (small, readable in the UI):
+- pull requests / branches: ``{"prs": {"<number>": "<head sha>"}, "branches": {"<name>": "<head sha>"}}``: the head
+  last handled for each open pull request (GitHub mode) or branch (local mode); closed ones drop out;
+- deploy branch: ``{"branch": "<name>", "sha": "<last commit handed to a run>"}``.
+"""
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .model import Event
+
+TAG_PR = "pipelines/pr"
+TAG_SHA = "pipelines/sha"
+TAG_EVENT = "pipelines/event"
+TAG_BRANCH = "pipelines/branch"
+TAG_BASE_BRANCH = "pipelines/base-branch"
+TAG_APPLY_LOCK = "pipelines/apply-lock"
+TAG_FORCE_PUSH = "pipelines/force-push"
+ERROR_TEXT_LIMIT = 4000
+
+
+@dataclass(frozen=True)
+class RunWanted:
+    """One run of the job, as a sensor asks for it."""
+
+    run_key: str
+    event: str
+    base_ref: str
+    head_ref: str
+    pr_number: int | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def run_config(self) -> dict:
+        return {"ops": {"orchestrate": {"config": {"event": self.event, "base_ref": self.base_ref,
+                                                   "head_ref": self.head_ref, "pr_number": self.pr_number}}}}
+
+
+def load_cursor(text: str | None) -> dict:
+    """A cursor's state; an empty or unreadable cursor is an empty state."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def dump_cursor(state: dict) -> str:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+def repo_identity(name: str) -> str:
+    """A tag value naming a repository (owner/name or URL): at most 63 of [A-Za-z0-9_.-], stable, unique."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip().rstrip("/")).strip("_") or "repo"
+    if len(clean) <= 63:
+        return clean
+    return f"{clean[-50:].lstrip('_.-')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+# ---------------------------------------------------------------------------------------------- pull requests
+
+
+def pull_request_run(pr, base_ref: str) -> RunWanted:
+    """The plan run for a pull request's head (`pr` an integrations.github.PullRequestInfo). `base_ref` is what
+    the diff starts from: the merge base of head and base branch when known, else the base branch."""
+    return RunWanted(run_key=f"pr-{pr.number}-{pr.head_sha}", event=Event.PULL_REQUEST.value, base_ref=base_ref,
+                     head_ref=pr.head_sha, pr_number=pr.number,
+                     tags={TAG_PR: str(pr.number), TAG_SHA: pr.head_sha, TAG_EVENT: Event.PULL_REQUEST.value,
+                           TAG_BASE_BRANCH: pr.base_ref})
+
+
+def new_heads(current: Mapping[str, str], seen: Mapping[str, str]) -> list[str]:
+    """Keys (pull request numbers or branch names) whose head differs from the one last handled, in order."""
+    return [key for key, sha in current.items() if seen.get(key) != sha]
+
+
+def fork_comment_key(sha: str) -> str:
+    return f"fork={sha}"
+
+
+def fork_comment(pr) -> str:
+    source = pr.head_repo or "a deleted repository"
+    return (f"### ⛔ pipelines-dagster: no plan for this pull request\n\n"
+            f"Commit `{pr.head_sha[:12]}` comes from a fork ({source}). Plans run the pull request's code with "
+            "credentials for the infrastructure accounts, so pull requests from forks get no run and no "
+            "credentials.\n\nTo get a plan, a maintainer can push this branch to the repository itself and open the "
+            "pull request from there.")
+
+
+# ---------------------------------------------------------------------------------------------- local mode
+
+
+def branch_run(name: str, sha: str, base_ref: str, deploy_branch: str) -> RunWanted:
+    """The plan run for a branch of a plain git remote (local mode: every branch is a change request)."""
+    return RunWanted(run_key=f"branch-{name}-{sha}", event=Event.PULL_REQUEST.value, base_ref=base_ref, head_ref=sha,
+                     tags={TAG_BRANCH: name[:200], TAG_SHA: sha, TAG_EVENT: Event.PULL_REQUEST.value,
+                           TAG_BASE_BRANCH: deploy_branch})
+
+
+# ---------------------------------------------------------------------------------------------- deploy branch
+
+
+def push_runs(previous: str, commits: Iterable[str], lock: str, force_push: bool = False) -> list[RunWanted]:
+    """One apply run per new deploy-branch commit, oldest first, each starting where the previous one ended."""
+    runs, base = [], previous
+    for sha in commits:
+        tags = {TAG_SHA: sha, TAG_EVENT: Event.PUSH.value, TAG_APPLY_LOCK: lock}
+        if force_push:
+            tags[TAG_FORCE_PUSH] = "true"
+        runs.append(RunWanted(run_key=f"push-{sha}", event=Event.PUSH.value, base_ref=base, head_ref=sha,
+                              tags=tags))
+        base = sha
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------- crashed runs
+
+
+@dataclass(frozen=True)
+class CrashTarget:
+    event: str | None
+    pr: int | None
+    sha: str | None
+
+
+def crash_target(tags: Mapping[str, str], run_config: Mapping | None) -> CrashTarget:
+    """What a failed run was about: from the sensors' tags, else from its run config (runs launched by hand)."""
+    config = ((run_config or {}).get("ops") or {}).get("orchestrate", {}).get("config") or {}
+    event = tags.get(TAG_EVENT) or config.get("event")
+    pr = tags.get(TAG_PR) or config.get("pr_number")
+    try:
+        pr = int(pr) if pr not in (None, "") else None
+    except (TypeError, ValueError):
+        pr = None
+    sha = tags.get(TAG_SHA) or config.get("head_ref")
+    return CrashTarget(event=event, pr=pr, sha=sha)
+
+
+def already_reported(failed_steps: Iterable[str], reported_step: str = "verdict") -> bool:
+    """A run whose only failed step is the verdict has reported everything before failing on purpose."""
+    steps = set(failed_steps)
+    return steps == {reported_step}
+
+
+def crash_issue_key(sha: str) -> str:
+    return f"run-crashed={sha}"
+
+
+def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors: list[tuple[str, str]],
+               redact=None) -> str:
+    """Markdown for a run that failed outside the dispatcher (so its own report never came)."""
+    what = "apply" if target.event == Event.PUSH.value else "plan"
+    link = f"[Dagster run `{run_id[:8]}`]({run_url})" if run_url else f"Dagster run `{run_id}`"
+    lines = [f"### 💥 pipelines-dagster {what}: the run crashed",
+             (f"Commit `{target.sha[:12]}` · " if target.sha else "") + link, "",
+             "The run stopped before it could report its results. The changes below were not (all) run; "
+             "see the run's logs, then re-execute it from the Dagster UI.", ""]
+    budget = ERROR_TEXT_LIMIT
+    for step, text in errors or [("run", "the run failed without a step failure (see the run's logs)")]:
+        text = redact(text) if redact else text
+        if len(text) > budget:
+            text = text[:max(budget, 200)] + "\n… (shortened)"
+        budget = max(0, budget - len(text))
+        lines += [f"**{step}**", "", "```", text.replace("```", "ʼʼʼ").rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def crash_issue_title(target: CrashTarget) -> str:
+    return f"pipelines-dagster: apply run crashed for {(target.sha or 'unknown commit')[:12]}"

@@ -1,0 +1,247 @@
+"""Sensors: pull requests (or, in local mode, branches of the git remote), the deploy branch, and crashed runs.
+
+Thin: the decisions (what is new, what a run is given, what a crash report says) are in core.watch; git refs in
+integrations.refs; GitHub calls through integrations.github. One factory per sensor, taking the job.
+
+Every tick stays well inside Dagster's 60 s: GitHub calls made by sensors use a short timeout and a retry policy
+that never waits long, and work that does not fit the tick budget is left (unrecorded) for the next tick.
+"""
+
+import os
+import time
+
+import dagster as dg
+
+from ..core import watch
+from .resources import EngineResource, GitHubResource, InfraRepoResource
+
+INTERVAL_S = int(os.environ.get("PIPELINES_SENSOR_INTERVAL_S", "30"))
+TICK_BUDGET_S = float(os.environ.get("PIPELINES_SENSOR_TICK_BUDGET_S", "35"))
+MAX_PUSH_RUNS_PER_TICK = max(1, int(os.environ.get("PIPELINES_MAX_PUSH_RUNS_PER_TICK", "25")))
+DEFAULT_STATUS = (dg.DefaultSensorStatus.STOPPED
+                  if os.environ.get("PIPELINES_SENSORS_DEFAULT_STATUS", "running").lower() == "stopped"
+                  else dg.DefaultSensorStatus.RUNNING)
+REPORTED_STEP = "verdict"  # fails on purpose after the report op has reported everything
+
+
+def _github_client(github: GitHubResource):
+    """A client for sensor ticks: at most one quick retry, no long rate-limit sleeps (the next tick retries)."""
+    from ..integrations.github import GitHubClient, RetryPolicy
+
+    policy = RetryPolicy(total=1, backoff_factor=0.5, backoff_max=2, secondary_rate_wait=2, max_rate_limit_wait=5)
+    return GitHubClient.from_env(github.repo, retry=policy, timeout=10, seconds_between_requests=0,
+                                 seconds_between_writes=github.seconds_between_writes)
+
+
+def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
+    from ..integrations.refs import configured_deploy_branch
+
+    return infra_repo.deploy_branch or configured_deploy_branch(git_dir)
+
+
+def _request(run: watch.RunWanted) -> dg.RunRequest:
+    return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags=dict(run.tags))
+
+
+# ------------------------------------------------------------------------------------------------ pull requests
+
+
+def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, github: GitHubResource):
+    from ..integrations.git import GitError
+    from ..integrations.github import GitHubError
+    from ..integrations.refs import branch_sha, merge_base
+
+    deadline = time.monotonic() + TICK_BUDGET_S
+    client = _github_client(github)
+    try:
+        prs = client.list_open_pull_requests()
+    except GitHubError as exc:
+        return dg.SkipReason(f"GitHub: {exc}")  # cursor unchanged: the next tick tries again
+    by_number = {str(pr.number): pr for pr in prs}
+    seen = state.get("prs") or {}
+    handled = {n: seen[n] for n in by_number if n in seen}  # closed pull requests drop out
+    new = [by_number[n] for n in watch.new_heads({n: pr.head_sha for n, pr in by_number.items()}, seen)]
+    requests, git_dir, left = [], None, 0
+    for pr in new:
+        if time.monotonic() > deadline:
+            left += 1
+            continue
+        if pr.is_fork:
+            try:
+                client.upsert_comment(pr.number, watch.fork_comment(pr), key=watch.fork_comment_key(pr.head_sha))
+            except GitHubError as exc:
+                context.log.warning(f"#{pr.number}: could not explain the missing plan: {exc}")
+                continue
+            context.log.info(f"#{pr.number} comes from a fork ({pr.head_repo}): no run")
+            handled[str(pr.number)] = pr.head_sha
+            continue
+        base = pr.base_ref
+        try:  # the diff starts at the merge base, as GitHub's "files changed" does
+            git_dir = git_dir or infra_repo.git_dir(fetch=True)
+            base_sha = branch_sha(git_dir, pr.base_ref)
+            base = (merge_base(git_dir, pr.head_sha, base_sha) if base_sha else None) or pr.base_ref
+        except GitError as exc:
+            context.log.warning(f"#{pr.number}: merge base unknown ({exc}); the plan starts at {pr.base_ref}")
+        requests.append(_request(watch.pull_request_run(pr, base)))
+        handled[str(pr.number)] = pr.head_sha
+    if left:
+        context.log.warning(f"{left} pull request(s) left for the next tick (tick budget {TICK_BUDGET_S:.0f}s)")
+    cursor = watch.dump_cursor({**state, "prs": handled})
+    if not requests:
+        return dg.SensorResult(skip_reason=f"{len(prs)} open pull request(s), no new head", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
+    from ..integrations.git import GitError
+    from ..integrations.refs import branch_heads, is_ancestor, merge_base
+
+    try:
+        git_dir = infra_repo.git_dir(fetch=True)
+        deploy = _deploy_branch(infra_repo, git_dir)
+        heads = branch_heads(git_dir)
+    except GitError as exc:
+        return dg.SkipReason(f"git: {exc}")
+    deploy_sha = heads.pop(deploy, None)
+    if deploy_sha is None:
+        return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+    seen = state.get("branches") or {}
+    handled = {name: seen[name] for name in heads if name in seen}  # deleted branches drop out
+    requests = []
+    for name in watch.new_heads(heads, seen):
+        sha = heads[name]
+        handled[name] = sha
+        if is_ancestor(git_dir, sha, deploy_sha):
+            context.log.info(f"branch {name} at {sha[:12]} is already on {deploy}: no run")
+            continue
+        base = merge_base(git_dir, sha, deploy_sha) or deploy_sha
+        requests.append(_request(watch.branch_run(name, sha, base, deploy)))
+    cursor = watch.dump_cursor({**state, "branches": handled})
+    if not requests:
+        return dg.SensorResult(skip_reason=f"{len(heads)} branch(es) besides {deploy}, no new head", cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def make_pull_request_sensor(job, name: str = "pull_request_sensor",
+                             minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+               description="A plan run for every new head of an open pull request (GitHub), or of a branch other "
+                           "than the deploy branch (local mode). Forks get a comment instead of a run.")
+    def pull_request_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
+                            github: GitHubResource):
+        state = watch.load_cursor(context.cursor)
+        if github.local_mode:
+            return _branches_tick(context, state, infra_repo)
+        return _pull_requests_tick(context, state, infra_repo, github)
+
+    return pull_request_sensor
+
+
+# ------------------------------------------------------------------------------------------------ deploy branch
+
+
+def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
+                              minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+               description="An apply run for every new commit on the deploy branch, in order, each from the "
+                           "previous one; applies to one repository never overlap (run-queue tag limit).")
+    def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
+                             github: GitHubResource):
+        from ..integrations.git import GitError
+        from ..integrations.refs import branch_sha, first_parent_commits, has_commit, is_ancestor
+
+        try:
+            git_dir = infra_repo.git_dir(fetch=True)
+            deploy = _deploy_branch(infra_repo, git_dir)
+            head = branch_sha(git_dir, deploy)
+        except GitError as exc:
+            return dg.SkipReason(f"git: {exc}")
+        if head is None:
+            return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        state = watch.load_cursor(context.cursor)
+        last = state.get("sha") if state.get("branch") == deploy else None
+        record = watch.dump_cursor({"branch": deploy, "sha": head})
+        if not last:  # first look (or a new deploy branch): history is not applied
+            return dg.SensorResult(skip_reason=f"recorded {deploy} at {head[:12]}; later commits will be applied",
+                                   cursor=record)
+        if last == head:
+            return dg.SkipReason(f"{deploy} is still at {head[:12]}")
+        if not has_commit(git_dir, last):
+            context.log.error(f"the last applied commit {last} is gone from {deploy}; recording {head[:12]} without "
+                              "applying: apply by hand from the Launchpad if needed")
+            return dg.SensorResult(skip_reason=f"last applied commit {last[:12]} unknown", cursor=record)
+        force_push = not is_ancestor(git_dir, last, head)
+        if force_push:
+            context.log.warning(f"{deploy} was rewritten ({last[:12]} is no longer in its history): one run from "
+                                f"{last[:12]} to {head[:12]}")
+            commits = [head]
+        else:
+            commits = first_parent_commits(git_dir, last, head)
+        batch = commits[:MAX_PUSH_RUNS_PER_TICK]
+        if len(commits) > len(batch):
+            context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
+        lock = watch.repo_identity(github.repo or infra_repo.location)
+        runs = watch.push_runs(last, batch, lock, force_push=force_push)
+        return dg.SensorResult(run_requests=[_request(r) for r in runs],
+                               cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
+
+    return deploy_branch_sensor
+
+
+# ------------------------------------------------------------------------------------------------ crashed runs
+
+
+def _error_text(error) -> str:
+    """The message of a serialized error and of its causes (no stack: it goes to a PR comment)."""
+    parts, seen = [], 0
+    while error is not None and seen < 5:
+        parts.append((error.message or "").strip())
+        error, seen = error.cause or getattr(error, "context", None), seen + 1
+    return "\n\ncaused by: ".join(p for p in parts if p) or "unknown error"
+
+
+def make_run_failure_sensor(job, name: str = "run_failure_sensor",
+                            minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=minimum_interval_seconds,
+                           default_status=DEFAULT_STATUS,
+                           description="Reports runs that failed before reporting (a crash outside dispatch) to "
+                                       "their pull request, or as an issue for deploy-branch runs.")
+    def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
+        from ..core.redact import default_redactor
+        from ..integrations.github import GitHubError, comment_key
+
+        run = context.dagster_run
+        failures = context.get_step_failure_events()
+        if watch.already_reported([e.step_key for e in failures], REPORTED_STEP):
+            context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
+            return
+        errors = [(e.step_key, _error_text(e.event_specific_data.error)) for e in failures
+                  if e.event_specific_data is not None and e.event_specific_data.error is not None]
+        if not errors:
+            errors = [("run", context.failure_event.message or "the run failed")]
+        target = watch.crash_target(run.tags, run.run_config)
+        body = watch.crash_body(run_id=run.run_id, run_url=engine.run_url(run.run_id), target=target, errors=errors,
+                                redact=default_redactor())
+        if github.local_mode:
+            context.log.error(f"run {run.run_id} crashed before reporting:\n{body}")
+            return
+        if not target.sha:
+            context.log.error(f"run {run.run_id} crashed and names no commit; not reported on GitHub:\n{body}")
+            return
+        client = _github_client(github)
+        try:
+            if target.event == "push":
+                issue = client.upsert_issue(watch.crash_issue_key(target.sha), watch.crash_issue_title(target), body)
+                context.log.info(f"run {run.run_id}: reported in issue #{issue.number}")
+            elif target.pr is not None:
+                # the per-sha comment: the crash replaces its stale progress note
+                client.upsert_comment(target.pr, body, key=comment_key(target.sha))
+                client.set_status(target.sha, "error", description="the pipeline run crashed",
+                                  target_url=engine.run_url(run.run_id))
+                context.log.info(f"run {run.run_id}: reported on #{target.pr}")
+            else:
+                context.log.error(f"run {run.run_id} crashed; it has no pull request to report to:\n{body}")
+        except GitHubError as exc:
+            context.log.error(f"run {run.run_id}: the crash could not be reported on GitHub: {exc}")
+
+    return run_failure_sensor
