@@ -1,0 +1,207 @@
+"""End to end: `dagster dev` with a temporary DAGSTER_HOME, the job launched over GraphQL for a pull request, real
+git and Terraform, and the plan comment found on the GitHub fake."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GitRepo
+from tests.fakes.github_fake import GitHubFake
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+GH_REPO = "acme/infrastructure-live"
+JOB = "infrastructure_pipeline"
+# Usually about 70 s here (about 20 s for `dagster dev` to serve the location, about 40 s for the run); the bound
+# only keeps a stuck run from hanging the suite.
+DEADLINE_S = 150
+
+UNIT = '''terraform {{
+  backend "local" {{}}
+}}
+
+resource "null_resource" "item" {{
+  count    = {count}
+  triggers = {{ version = "v1" }}
+}}
+'''
+
+WORKSPACE_QUERY = """
+{ workspaceOrError { __typename
+    ... on Workspace { locationEntries { name
+        locationOrLoadError { __typename
+          ... on RepositoryLocation { name repositories { name jobs { name } sensors { name } } }
+          ... on PythonError { message stack } } } }
+    ... on PythonError { message } } }
+"""
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) { __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message stack }
+    ... on Error { message } } }
+"""
+
+RUN_STATUS = "query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+
+RUN_LOGS = """
+query Logs($id: ID!) { logsForRun(runId: $id) { __typename
+  ... on EventConnection { events { __typename
+      ... on MessageEvent { message stepKey level }
+      ... on ErrorEvent { error { message stack } } } } } }
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class GraphQL:
+    def __init__(self, url: str):
+        self.url = url
+
+    def __call__(self, query: str, variables: dict | None = None, timeout: float = 10) -> dict:
+        request = urllib.request.Request(self.url, data=json.dumps({"query": query, "variables": variables or {}})
+                                         .encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+        assert not payload.get("errors"), payload["errors"]
+        return payload["data"]
+
+
+@pytest.fixture
+def infra(tmp_path):
+    """infrastructure-live with two plain Terraform units (local state) added by a pull request branch."""
+    work = GitRepo(tmp_path / "work")
+    base = work.commit({".pipelines.yml": "deploy_branch: main\n", "README.md": "live\n"}, "init")
+    work.git("checkout", "-q", "-b", "feature")
+    head = work.commit({"units/alpha/main.tf": UNIT.format(count=1), "units/beta/main.tf": UNIT.format(count=2)},
+                       "two units")
+    bare = tmp_path / "remote.git"
+    work.git("clone", "-q", "--bare", str(work.path), str(bare))
+    return {"bare": bare, "base": base, "head": head, "work": work}
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
+    fake = GitHubFake().start()
+    fake.add_repo(GH_REPO)
+    number = fake.add_pull_request(GH_REPO, "feature", head_sha=infra["head"], title="Two units")
+    subprocess.run(["git", "--git-dir", str(infra["bare"]), "update-ref", f"refs/pull/{number}/head", infra["head"]],
+                   check=True)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "DAGSTER_", "GITHUB_"))}
+    env.update(DAGSTER_HOME=str(home), PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+               PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
+               PIPELINES_GITHUB_REPO=GH_REPO, GITHUB_API_URL=fake.url, GITHUB_TOKEN=fake.token,
+               PIPELINES_UI_URL=ui, PIPELINES_CACHE_DIR=str(tmp_path / "cache"), PIPELINES_MAX_WAVES="2",
+               TF_CLI_CONFIG_FILE=str(tf_cli_config), TF_IN_AUTOMATION="1",
+               # the GraphQL launch is the subject here: sensors would add runs of their own for the same PR
+               PIPELINES_SENSORS_DEFAULT_STATUS="stopped")
+    log = (tmp_path / "dagster-dev.log").open("w")
+    proc = subprocess.Popen([str(VENV_BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
+                             "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        yield {"proc": proc, "graphql": GraphQL(f"{ui}/graphql"), "ui": ui, "fake": fake, "pr": number,
+               "log": tmp_path / "dagster-dev.log"}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # dagster dev leaves children behind on SIGTERM
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+        log.close()
+        fake.stop()
+
+
+def wait_for_location(dev: dict, deadline: float) -> dict:
+    """The loaded code location (GraphQL answers, and the workspace has loaded our definitions)."""
+    last = None
+    while time.monotonic() < deadline:
+        assert dev["proc"].poll() is None, f"dagster dev exited:\n{dev['log'].read_text()[-4000:]}"
+        try:
+            data = dev["graphql"](WORKSPACE_QUERY, timeout=5)["workspaceOrError"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            last = exc
+        else:
+            last = data
+            for entry in data.get("locationEntries", []):
+                location = entry.get("locationOrLoadError") or {}
+                assert location.get("__typename") != "PythonError", location
+                if location.get("__typename") == "RepositoryLocation":
+                    return location
+        time.sleep(0.5)
+    pytest.fail(f"GraphQL did not serve the code location in time (last answer: {last}):\n"
+                f"{dev['log'].read_text()[-4000:]}")
+
+
+def run_logs(dev: dict, run_id: str) -> str:
+    events = dev["graphql"](RUN_LOGS, {"id": run_id})["logsForRun"].get("events", [])
+    lines = []
+    for e in events:
+        error = (e.get("error") or {})
+        lines.append(f"{e['__typename']} {e.get('stepKey') or ''}: {e.get('message') or ''} "
+                     f"{error.get('message') or ''}".rstrip())
+    return "\n".join(lines[-80:])
+
+
+def test_pull_request_run_launched_over_graphql_comments_on_the_pull_request(dagster_dev, infra):
+    dev = dagster_dev
+    deadline = time.monotonic() + DEADLINE_S
+    location = wait_for_location(dev, deadline)
+    repository = next(r for r in location["repositories"] if JOB in [j["name"] for j in r["jobs"]])
+    assert {s["name"] for s in repository["sensors"]} >= {"pull_request_sensor", "deploy_branch_sensor",
+                                                          "run_failure_sensor"}
+
+    params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"],
+                           "jobName": JOB},
+              "runConfigData": {"ops": {"orchestrate": {"config": {
+                  "event": "pull_request", "base_ref": infra["base"], "head_ref": infra["head"],
+                  "pr_number": dev["pr"]}}}},
+              "executionMetadata": {"tags": [{"key": "pipelines/pr", "value": str(dev["pr"])},
+                                             {"key": "pipelines/sha", "value": infra["head"]}]}}
+    launched = dev["graphql"](LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    status = None
+    while time.monotonic() < deadline:
+        status = dev["graphql"](RUN_STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", (f"run {run_id} ended {status} (or did not end within {DEADLINE_S}s); its events:\n"
+                                 f"{run_logs(dev, run_id)}")
+
+    comments = dev["fake"].comments(GH_REPO, dev["pr"])
+    assert len(comments) == 1, comments
+    body = comments[0]["body"]
+    assert infra["head"][:12] in body and f"{dev['ui']}/runs/{run_id}" in body
+    assert "| ✅ succeeded | ModuleAdded | `units/alpha`" in body, body
+    assert "| ✅ succeeded | ModuleAdded | `units/beta`" in body, body
+    assert "1 to add, 0 to change, 0 to destroy" in body and "2 to add, 0 to change, 0 to destroy" in body, body
+    assert [s["state"] for s in dev["fake"].statuses(GH_REPO, infra["head"])] == ["pending", "success"]
