@@ -341,3 +341,44 @@ def test_verdict_failure_was_reported_already_and_local_mode_only_logs(remote, g
         assert github.log == []  # nothing to add: the report op has reported
         failure_tick(crashed, instance, resources(remote.bare))  # local mode: logged only
         assert github.log == []
+
+
+def test_dagster_yaml_serialises_push_runs_per_repository_only(remote):
+    """The run queue's own tag-limit counter, configured from dagster.yaml, on runs shaped by the sensors."""
+    from pathlib import Path
+
+    import yaml
+    from dagster._utils.tags import TagConcurrencyLimitsCounter
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
+    _, cursor, _ = tick(deploy_sensor, resources(remote.bare))
+    remote.work.commit({"dev/a/main.tf": "# a1\n"})
+    remote.work.commit({"dev/a/main.tf": "# a2\n"})
+    remote.push("main:refs/heads/main")
+    first, second = tick(deploy_sensor, resources(remote.bare), cursor)[0]
+    other_repo = sensors.watch.push_runs("0" * 40, ["1" * 40], sensors.watch.repo_identity("acme/other"))[0]
+    with dg.instance_for_test(overrides={"run_coordinator": conf["run_coordinator"]}) as instance:
+        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+
+    def run(tags):
+        return dg.DagsterRun(job_name=infrastructure_pipeline.name, tags=dict(tags))
+
+    counter = TagConcurrencyLimitsCounter(limits, [run(first.tags)])
+    assert counter.is_blocked(run(second.tags))            # same repository: waits for the running apply
+    assert not counter.is_blocked(run(other_repo.tags))    # another repository: runs
+    assert not counter.is_blocked(run({"pipelines/pr": "1", "pipelines/event": "pull_request"}))  # plans: run
+
+
+def test_deploy_branch_comes_from_the_resource_or_the_repository_config(remote):
+    remote.work.commit({".pipelines.yml": "deploy_branch: live\n"})
+    remote.work.git("branch", "live", "main")
+    remote.push("main:refs/heads/main", "live:refs/heads/live")
+    assert json.loads(tick(deploy_sensor, resources(remote.bare))[1])["branch"] == "live"
+    pinned = {**resources(remote.bare), "infra_repo": InfraRepoResource(location=str(remote.bare),
+                                                                        deploy_branch="main")}
+    assert json.loads(tick(deploy_sensor, pinned)[1])["branch"] == "main"
+    # local mode: main is now a change request against live
+    head = remote.work.commit({"dev/z/main.tf": "# z\n"})
+    remote.push("main:refs/heads/main")
+    runs, _, _ = tick(pr_sensor, resources(remote.bare))
+    assert [(r.run_key, r.tags["pipelines/base-branch"]) for r in runs] == [(f"branch-main-{head}", "live")]
