@@ -60,25 +60,44 @@ def record(plan: dict, outcomes: list[dict]) -> dict:
     return plan
 
 
-def wave_items(plan: dict, wave: int, last: bool = False) -> tuple[list[dict], list[dict]]:
-    """Changes of one wave to dispatch (each a list of changes, in order), and outcomes for those skipped.
+def work_items(plan: dict) -> tuple[list[list[dict]], list[dict]]:
+    """The plan's changes grouped into items that can run in parallel, and outcomes for changes not run.
 
-    On push, a change whose dependency failed or was skipped is skipped. `last`: this stage also takes every
-    later wave, as one item run in wave order (the job holds a fixed number of stages).
+    An item is a chain: changes connected by dependencies, run in wave order inside one dispatch step.
+    Independent chains are separate items. On push, when ordering crosses chains (accounts with different
+    deploy_order, or destroys that must follow every apply), the whole plan is one item run wave by wave.
     """
-    changes = [c for c in plan["changes"] if c["wave"] == wave or (last and c["wave"] > wave)]
+    changes = plan["changes"]
     if plan.get("blocked"):
         return [], [outcome(c, "skipped", plan["blocked"]) for c in changes]
-    if last and any(c["wave"] > wave for c in changes):
-        return [changes], []
-    items, skipped = [], []
-    for change in changes:
-        reason = skip_reason(plan, change, plan["outcomes"])
-        if reason:
-            skipped.append(outcome(change, "skipped", reason))
-        else:
-            items.append([change])
-    return items, skipped
+    if not changes:
+        return [], []
+    by_unit = {c["unit"]: i for i, c in enumerate(changes) if c.get("unit") is not None}
+    parent = list(range(len(changes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, change in enumerate(changes):
+        for dep in change.get("depends_on", []):
+            if dep in by_unit:
+                parent[find(i)] = find(by_unit[dep])
+    groups: dict[int, list[dict]] = {}
+    for i, change in enumerate(changes):
+        groups.setdefault(find(i), []).append(change)
+    items = list(groups.values())
+    if plan["spec"]["event"] == Event.PUSH.value and len(items) > 1 and _crossing_order(items):
+        items = [changes]
+    return [sorted(item, key=lambda c: c["wave"]) for item in items], []
+
+
+def _crossing_order(items: list[list[dict]]) -> bool:
+    """True when some chain must wait for another: its first wave is later than another chain's last."""
+    spans = [(min(c["wave"] for c in item), max(c["wave"] for c in item)) for item in items]
+    return any(start > 0 for start, _ in spans)
 
 
 def skip_reason(plan: dict, change: dict, outcomes: dict) -> str | None:

@@ -1,8 +1,8 @@
-"""The job: orchestrate -> dispatch (mapped, wave by wave) -> report.
+"""The job: orchestrate -> dispatch (mapped over chains) -> report -> verdict.
 
 A Dagster graph is fixed when the code loads, so dependency order has a deliberate shape: `orchestrate` emits
-wave 0, and each `wave_N` stage takes the previous wave's collected outcomes and emits wave N (skipping
-dependents of failed applies). The last stage takes every remaining wave as one item run in order.
+one item per chain of changes connected by dependencies; `dispatch` runs a chain in wave order (skipping the
+dependents of a failed apply), and independent chains run in parallel as separate steps.
 """
 
 import os
@@ -15,7 +15,6 @@ from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import EngineResource, GitHubResource, InfraRepoResource
 
-MAX_STAGES = max(2, int(os.environ.get("PIPELINES_MAX_WAVES", "6")))
 LOCK_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
 LOCK_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
 JOB_NAME = "infrastructure_pipeline"
@@ -28,31 +27,20 @@ class OrchestrateConfig(dg.Config):
     pr_number: int | None = None
 
 
-def _emit(context, plan: dict, wave: int, last: bool):
-    items, skipped = core.wave_items(plan, wave, last=last)
-    plan = core.record(plan, skipped)
-    yield dg.Output(plan, "plan")
-    for changes in items:
-        key = core.mapping_key(changes[0]) if len(changes) == 1 else f"remaining_waves_from_{wave}"
-        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"]}, mapping_key=key, output_name="items",
-                               metadata={"units": ", ".join(str(c["unit"] or c["account"]) for c in changes)[:500],
-                                         "type": changes[0]["type"], "action": changes[0]["action"],
-                                         "account": str(changes[0]["account"])})
-    if skipped:
-        context.log.info(f"wave {wave}: {len(skipped)} change(s) skipped")
-
-
 @dg.op(out={"plan": dg.Out(dict), "items": dg.DynamicOut(dict)}, tags={"kind": "orchestrator"})
 def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
                 github: GitHubResource, engine: EngineResource):
     """Detect and classify the changes between base and head; emit wave 0."""
     from ..integrations.git import GitError, resolve
+    from ..integrations.refs import merge_base
 
     try:
         repo = infra_repo.git_dir()
         event = Event(config.event)
-        spec = core.RunSpec(event=event.value, base=resolve(repo, config.base_ref),
-                            head=resolve(repo, config.head_ref), pr=config.pr_number)
+        base, head = resolve(repo, config.base_ref), resolve(repo, config.head_ref)
+        if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
+            base = merge_base(repo, base, head) or base
+        spec = core.RunSpec(event=event.value, base=base, head=head, pr=config.pr_number)
     except (GitError, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
     reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
@@ -71,27 +59,22 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
                                 output_name="plan")
     for problem in plan["errors"]:
         context.log.error(problem)
-    yield from _emit(context, plan, 0, last=MAX_STAGES == 1)
-
-
-def _make_stage(wave: int):
-    @dg.op(name=f"wave_{wave}", out={"plan": dg.Out(dict), "items": dg.DynamicOut(dict)},
-           tags={"kind": "orchestrator"})
-    def stage(context: dg.OpExecutionContext, plan: dict, results: list):
-        """Record the previous wave's outcomes; emit this wave, skipping dependents of failed applies."""
-        plan = core.record(plan, [o for batch in results for o in batch])
-        yield from _emit(context, plan, wave, last=wave == MAX_STAGES - 1)
-
-    return stage
-
-
-STAGES = [_make_stage(n) for n in range(1, MAX_STAGES)]
+    items, skipped = core.work_items(plan)
+    plan = core.record(plan, skipped)
+    yield dg.Output(plan, "plan")
+    for changes in items:
+        units = [str(c["unit"] or c["account"]) for c in changes]
+        key = core.mapping_key(changes[0]) + (f"_and_{len(changes) - 1}" if len(changes) > 1 else "")
+        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"], "alone": len(items) == 1},
+                               mapping_key=key, output_name="items",
+                               metadata={"units": ", ".join(units)[:500], "type": changes[0]["type"],
+                                         "action": changes[0]["action"], "account": str(changes[0]["account"])})
 
 
 @dg.op(tags={"kind": "dispatcher"})
 def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoResource,
              engine: EngineResource) -> list:
-    """Run one change (or the remaining waves, in order) with its account's credentials; never fails the step."""
+    """Run one chain of changes in wave order with their accounts' credentials; never fails the step."""
     from ..core.config import ConfigError
     from ..core.executor import prepare
 
@@ -103,7 +86,8 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
         return [core.outcome(c, "failed", f"configuration: {exc}") for c in item["changes"]]
     for notice in prepared.notices:
         context.log.warning(notice)
-    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel)
+    # a chain alone in its run gets all the parallelism; chains that run side by side take one unit at a time
+    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1)
     locked = [o for o in outcomes if o["status"] == "state_locked"]
     if locked and context.retry_number < LOCK_RETRIES:
         raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
@@ -145,12 +129,10 @@ def verdict(summary: dict) -> None:
 
 
 @dg.job(name=JOB_NAME, tags={"pipelines/job": JOB_NAME},
-        executor_def=dg.multiprocess_executor.configured(
-            {"max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4"))}))
+        executor_def=dg.multiprocess_executor.configured({
+            "max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4")),
+            # steps fork from a server that has already imported Dagster and this code: no per-step start-up
+            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.definitions"]}}}))
 def infrastructure_pipeline():
     plan, items = orchestrate()
-    results = items.map(dispatch).collect()
-    for stage in STAGES:
-        plan, items = stage(plan, results)
-        results = items.map(dispatch).collect()
-    verdict(report(plan, results))
+    verdict(report(plan, items.map(dispatch).collect()))

@@ -22,8 +22,15 @@ def _git_dir(repo) -> str:
     return str(getattr(repo, "git_dir", repo))
 
 
-def _run(repo, *args: str, input: bytes | None = None) -> bytes:
-    proc = subprocess.run(["git", "--git-dir", _git_dir(repo), *args], input=input, capture_output=True)
+NETWORK_TIMEOUT_S = float(os.environ.get("PIPELINES_GIT_TIMEOUT_S", "45"))  # fetch/clone: inside a sensor tick
+
+
+def _run(repo, *args: str, input: bytes | None = None, timeout: float | None = None) -> bytes:
+    try:
+        proc = subprocess.run(["git", "--git-dir", _git_dir(repo), *args], input=input, capture_output=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git {args[0]}: no answer within {timeout:.0f} s") from None
     if proc.returncode != 0:
         raise GitError(f"git {args[0]}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
@@ -44,14 +51,17 @@ def open_git_dir(location: str, fetch: bool = True) -> Path:
     mirror = cache_root() / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if not (mirror / "HEAD").exists():
         mirror.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(["git", "clone", "--quiet", "--mirror", location, str(mirror)], capture_output=True,
-                              text=True)
+        try:
+            proc = subprocess.run(["git", "clone", "--quiet", "--mirror", location, str(mirror)],
+                                  capture_output=True, text=True, timeout=NETWORK_TIMEOUT_S * 4)
+        except subprocess.TimeoutExpired:
+            raise GitError(f"{location}: clone did not finish within {NETWORK_TIMEOUT_S * 4:.0f} s") from None
         if proc.returncode != 0:
             raise GitError(f"{location}: {proc.stderr.strip()}")
     elif fetch:
         try:
             _run(mirror, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*",
-                 "+refs/pull/*/head:refs/pull/*/head")
+                 "+refs/pull/*/head:refs/pull/*/head", timeout=NETWORK_TIMEOUT_S)
         except GitError as exc:
             raise GitError(f"{location}: {exc}") from exc
     return mirror

@@ -147,3 +147,15 @@ def test_github_502_and_rate_limit_during_a_run_are_retried(repo, aws, env, gith
     assert len(github.comments(GH_REPO, number)) == 1
     assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["pending", "success"]
     assert github.count(path=r".*/issues/\d+/comments") >= 3  # the failed request was repeated
+
+
+def test_pull_request_diff_starts_where_the_branch_forked(repo, aws, env):
+    fork_point = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({"dev/mine/main.tf": null_unit(aws.endpoint, "dev/mine")})
+    repo.git("checkout", "-q", "main")
+    repo.commit({"dev/theirs/main.tf": null_unit(aws.endpoint, "dev/theirs")})  # main moves on
+    result, summary = run_job(repo, env, "pull_request", "main", "feature")
+    assert result.success
+    assert [(o["change"]["type"], o["change"]["unit"]) for o in summary["outcomes"]] == [("ModuleAdded", "dev/mine")]
+    assert repo.git("merge-base", "main", "feature") == fork_point
