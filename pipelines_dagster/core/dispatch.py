@@ -60,12 +60,14 @@ def record(plan: dict, outcomes: list[dict]) -> dict:
     return plan
 
 
-def work_items(plan: dict) -> tuple[list[list[dict]], list[dict]]:
+def work_items(plan: dict, max_items: int | None = None) -> tuple[list[list[dict]], list[dict]]:
     """The plan's changes grouped into items that can run in parallel, and outcomes for changes not run.
 
     An item is a chain: changes connected by dependencies, run in wave order inside one dispatch step.
-    Independent chains are separate items. On push, when ordering crosses chains (accounts with different
-    deploy_order, or destroys that must follow every apply), the whole plan is one item run wave by wave.
+    Independent chains are separate items; with more chains than `max_items` (the parallelism), chains share
+    items so that no step waits for a free slot only to pay its start-up again. On push, when ordering crosses
+    chains (accounts with different deploy_order, or destroys that must follow every apply), the whole plan is
+    one item run wave by wave.
     """
     changes = plan["changes"]
     if plan.get("blocked"):
@@ -91,6 +93,11 @@ def work_items(plan: dict) -> tuple[list[list[dict]], list[dict]]:
     items = list(groups.values())
     if plan["spec"]["event"] == Event.PUSH.value and len(items) > 1 and _crossing_order(items):
         items = [changes]
+    if max_items and len(items) > max_items:
+        bins: list[list[dict]] = [[] for _ in range(max_items)]
+        for item in sorted(items, key=len, reverse=True):
+            min(bins, key=len).extend(item)
+        items = bins
     return [sorted(item, key=lambda c: c["wave"]) for item in items], []
 
 

@@ -59,7 +59,7 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
                                 output_name="plan")
     for problem in plan["errors"]:
         context.log.error(problem)
-    items, skipped = core.work_items(plan)
+    items, skipped = core.work_items(plan, engine.max_parallel)
     plan = core.record(plan, skipped)
     yield dg.Output(plan, "plan")
     for changes in items:
