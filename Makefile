@@ -15,11 +15,12 @@ test: install
 	$(VENV)/bin/pytest -q -n 2 -p no:cacheprovider tests
 
 run: install
-	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(VENV)/bin/dagster dev -w workspace.yaml
+	$(PY) -m pipelines_dagster.demo
 
 bench: install
 	$(PY) bench/changes.py
+	$(PY) bench/executor.py
+	$(PY) bench/pipeline.py
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
