@@ -110,7 +110,7 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     import dagster as dg
 
-    from .defs.pipeline import infrastructure_pipeline
+    from .defs.pipeline import infrastructure_pipeline, report_markdown
     from .defs.resources import InfraRepoResource, resources_from_env
 
     resources = resources_from_env()
@@ -122,8 +122,7 @@ def _cmd_run(args) -> int:
     result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources, instance=instance,
                                                         raise_on_error=False,
                                                         tags={"pipelines/event": args.event, "pipelines/source": "cli"})
-    report = next((e.event_specific_data.metadata["report"].value for e in result.all_node_events
-                   if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+    report = report_markdown(result)
     if report is not None:
         print(report)
     else:

@@ -136,3 +136,9 @@ def verdict(summary: dict) -> None:
 def infrastructure_pipeline():
     plan, items = orchestrate()
     verdict(report(plan, items.map(dispatch).collect()))
+
+
+def report_markdown(result) -> str | None:
+    """The report a finished run wrote (the `report` step's markdown metadata), if it got that far."""
+    return next((e.event_specific_data.metadata["report"].value for e in result.all_node_events
+                 if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)

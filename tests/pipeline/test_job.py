@@ -5,12 +5,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines_dagster.defs.pipeline import infrastructure_pipeline
+from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
 from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
-from tests.fakes.github_fake import GitHubFake
-
-GH_REPO = "acme/infrastructure-live"
+from tests.pipeline.conftest import GH_REPO
 
 
 @pytest.fixture
@@ -24,15 +22,6 @@ def env(aws, plugin_dir, tf_cli_config, token_file, tmp_path, monkeypatch):
     return {"plugin_dir": str(plugin_dir)}
 
 
-@pytest.fixture
-def github(monkeypatch):
-    with GitHubFake() as fake:
-        fake.add_repo(GH_REPO)
-        monkeypatch.setenv("GITHUB_API_URL", fake.url)
-        monkeypatch.setenv("GITHUB_TOKEN", fake.token)
-        yield fake
-
-
 def run_job(repo, env, event, base, head, pr=None, github_repo=None):
     resources = {"infra_repo": InfraRepoResource(location=str(repo.path)),
                  "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
@@ -43,11 +32,6 @@ def run_job(repo, env, event, base, head, pr=None, github_repo=None):
                                                         raise_on_error=False)
     summary = result.output_for_node("report")
     return result, summary
-
-
-def report_markdown(result) -> str:
-    return next(e.event_specific_data.metadata["report"].value for e in result.all_node_events
-                if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT")
 
 
 def units(summary):

@@ -12,8 +12,8 @@ from pipelines_dagster.defs.pipeline import infrastructure_pipeline
 from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
 from tests.conftest import GitRepo
 from tests.fakes.github_fake import GitHubFake
+from tests.pipeline.conftest import GH_REPO
 
-GH_REPO = "acme/infrastructure-live"
 FORK = "mallory/infrastructure-live"
 UI = "http://dagster.example"
 
@@ -49,15 +49,6 @@ class Remote:
 def remote(tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINES_CACHE_DIR", str(tmp_path / "cache"))
     return Remote(tmp_path)
-
-
-@pytest.fixture
-def github(monkeypatch):
-    with GitHubFake() as fake:
-        fake.add_repo(GH_REPO)
-        monkeypatch.setenv("GITHUB_API_URL", fake.url)
-        monkeypatch.setenv("GITHUB_TOKEN", fake.token)
-        yield fake
 
 
 def resources(location, github_repo=None) -> dict:
