@@ -84,8 +84,12 @@ class Reporter:
 
     # -- the run's moments
 
-    def started(self) -> None:
+    def started(self, comment: bool = True) -> None:
         self._status("pending", "detecting changes")
+        if comment:
+            self.detecting()
+
+    def detecting(self) -> None:
         self._comment(self._body(None, [], note="⏳ Detecting changes…"))
 
     def planned(self, plan: dict) -> None:

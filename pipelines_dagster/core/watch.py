@@ -143,10 +143,10 @@ def crash_target(tags: Mapping[str, str], run_config: Mapping | None) -> CrashTa
     return CrashTarget(event=event, pr=pr, sha=sha)
 
 
-def already_reported(failed_steps: Iterable[str], reported_step: str = "verdict") -> bool:
-    """A run whose only failed step is the verdict has reported everything before failing on purpose."""
-    steps = set(failed_steps)
-    return steps == {reported_step}
+def already_reported(failures_reported: Iterable[bool]) -> bool:
+    """A run whose every failure was the deliberate one after a complete report has nothing left to report."""
+    flags = list(failures_reported)
+    return bool(flags) and all(flags)
 
 
 def crash_issue_key(sha: str) -> str:

@@ -1,4 +1,4 @@
-"""The job: orchestrate -> dispatch (mapped over chains) -> report -> verdict.
+"""The job: orchestrate -> dispatch (mapped over chains) -> report.
 
 A Dagster graph is fixed when the code loads, so dependency order has a deliberate shape: `orchestrate` emits
 one item per chain of changes connected by dependencies; `dispatch` runs a chain in wave order (skipping the
@@ -6,6 +6,8 @@ dependents of a failed apply), and independent chains run in parallel as separat
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import dagster as dg
 
@@ -15,9 +17,11 @@ from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import EngineResource, GitHubResource, InfraRepoResource
 
+DETECTING_NOTE_AFTER_S = 3.0
 LOCK_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
 LOCK_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
 JOB_NAME = "infrastructure_pipeline"
+REPORTED = "reported"  # metadata of the deliberate failure that follows a complete report
 
 
 class OrchestrateConfig(dg.Config):
@@ -44,13 +48,20 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
     except (GitError, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
     reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
-    reporter.started()
+    reporter.started(comment=False)
     blocked = None
     if config.pr_number is not None and reporter.client is not None:
         pr = reporter._guard("reading the pull request", lambda: reporter.client.get_pull_request(config.pr_number))
         if pr is not None and pr.is_fork:
             blocked = "this pull request comes from a fork: it gets no plan and no credentials"
-    change_set = Orchestrator(repo).detect(spec.base, spec.head, event)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
+        # the orchestrator's cache connection must live in the thread that uses it
+        detection = pool.submit(lambda: Orchestrator(repo).detect(spec.base, spec.head, event))
+        try:
+            change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
+        except FutureTimeout:
+            reporter.detecting()
+            change_set = detection.result()
     plan = core.make_plan(spec, change_set, blocked)
     reporter.planned(plan)
     context.add_output_metadata({"changes": len(plan["changes"]), "errors": len(plan["errors"]),
@@ -104,28 +115,25 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
 
 @dg.op(tags={"kind": "reporter"})
 def report(context: dg.OpExecutionContext, plan: dict, results: list, github: GitHubResource,
-           engine: EngineResource) -> dict:
-    """The final PR comment, commit status and failure issue (GitHub), or the report as run metadata (local)."""
+           engine: EngineResource):
+    """The final PR comment, commit status and failure issue (GitHub), or the report as run metadata (local).
+    Then, when a change failed or the repository has errors, it fails the run on purpose: the failure carries
+    `reported: True`, so the run-failure sensor knows there is nothing left to report."""
     plan = core.record(plan, [o for batch in results for o in batch])
     outcomes = [plan["outcomes"][core.mapping_key(c)] for c in plan["changes"]
                 if core.mapping_key(c) in plan["outcomes"]]
     reporter = Reporter(github.client(), plan["spec"], engine.run_url(context.run_id))
     body = reporter.finished(plan, outcomes)
-    context.add_output_metadata({"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
-                                 "github_problems": reporter.problems})
-    return {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
-            "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
-            "github_problems": reporter.problems}
-
-
-@dg.op(tags={"kind": "reporter"})
-def verdict(summary: dict) -> None:
-    """Fails the run (after everything is reported) when a change failed or the repository has errors."""
+    summary = {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
+               "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
+               "github_problems": reporter.problems}
+    yield dg.Output(summary, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
+                                       "github_problems": reporter.problems})
     if summary["run_failed"]:
         raise dg.Failure(description="; ".join(
             ([f"failed: {', '.join(summary['failed'])}"] if summary["failed"] else [])
             + ([f"{len(summary['errors'])} repository error(s)"] if summary["errors"] else [])),
-            metadata={"reported": True})
+            metadata={REPORTED: True})
 
 
 @dg.job(name=JOB_NAME, tags={"pipelines/job": JOB_NAME},
@@ -135,7 +143,7 @@ def verdict(summary: dict) -> None:
             "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.definitions"]}}}))
 def infrastructure_pipeline():
     plan, items = orchestrate()
-    verdict(report(plan, items.map(dispatch).collect()))
+    report(plan, items.map(dispatch).collect())
 
 
 def report_markdown(result) -> str | None:

@@ -13,6 +13,7 @@ import time
 import dagster as dg
 
 from ..core import watch
+from .pipeline import REPORTED
 from .resources import EngineResource, GitHubResource, InfraRepoResource
 
 INTERVAL_S = int(os.environ.get("PIPELINES_SENSOR_INTERVAL_S", "30"))
@@ -21,7 +22,15 @@ MAX_PUSH_RUNS_PER_TICK = max(1, int(os.environ.get("PIPELINES_MAX_PUSH_RUNS_PER_
 DEFAULT_STATUS = (dg.DefaultSensorStatus.STOPPED
                   if os.environ.get("PIPELINES_SENSORS_DEFAULT_STATUS", "running").lower() == "stopped"
                   else dg.DefaultSensorStatus.RUNNING)
-REPORTED_STEP = "verdict"  # fails on purpose after the report op has reported everything
+
+
+def _reported(failure_event) -> bool:
+    """A deliberate failure after a complete report (the report op's, with `reported` metadata)."""
+    data = failure_event.event_specific_data
+    failure = getattr(data, "user_failure_data", None) if data is not None else None
+    metadata = failure.metadata if failure is not None else {}
+    value = metadata.get(REPORTED)
+    return bool(getattr(value, "value", value))
 
 
 def _github_client(github: GitHubResource):
@@ -212,7 +221,7 @@ def make_run_failure_sensor(job, name: str = "run_failure_sensor",
 
         run = context.dagster_run
         failures = context.get_step_failure_events()
-        if watch.already_reported([e.step_key for e in failures], REPORTED_STEP):
+        if watch.already_reported([_reported(e) for e in failures]):
             context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
             return
         errors = [(e.step_key, _error_text(e.event_specific_data.error)) for e in failures

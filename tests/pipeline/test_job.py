@@ -63,7 +63,7 @@ def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo
                  "dev/broken/main.tf": null_unit(aws.endpoint, "dev/broken", extra='resource "nope" "x" {}\n'),
                  "dev/worker/main.tf": null_unit(aws.endpoint, "dev/worker")})
     result, summary = run_job(repo, env, "push", base, "main")
-    assert not result.success  # the verdict step fails the run after reporting
+    assert not result.success  # the report step fails the run on purpose, after reporting
     by = units(summary)
     assert {u: o["status"] for u, o in by.items()} == {
         "dev/net": "succeeded", "dev/db": "succeeded", "dev/app": "succeeded", "dev/broken": "failed",
@@ -75,7 +75,8 @@ def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo
     assert aws.state(ACCOUNTS["dev"], "dev/worker/terraform.tfstate") is None
     assert summary["failed"] == ["dev/broken"]
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failure] == ["verdict"]
+    assert [e.step_key for e in failure] == ["report"]
+    assert failure[0].event_specific_data.user_failure_data.metadata["reported"].value is True
 
 
 def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, github):
@@ -143,3 +144,19 @@ def test_pull_request_diff_starts_where_the_branch_forked(repo, aws, env):
     assert result.success
     assert [(o["change"]["type"], o["change"]["unit"]) for o in summary["outcomes"]] == [("ModuleAdded", "dev/mine")]
     assert repo.git("merge-base", "main", "feature") == fork_point
+
+
+def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github, monkeypatch):
+    from pipelines_dagster.defs import pipeline
+
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({"prod/s/main.tf": null_unit(aws.endpoint, "prod/s")})
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    github.clear_log()
+    monkeypatch.setattr(pipeline, "DETECTING_NOTE_AFTER_S", 0.0)
+    result, _ = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert result.success
+    comment_writes = [r for r in github.writes() if "/comments" in r.path]
+    assert [r.method for r in comment_writes] == ["POST", "PATCH", "PATCH"]  # detecting, the list, the result
+    assert len(github.comments(GH_REPO, number)) == 1

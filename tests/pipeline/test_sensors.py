@@ -325,7 +325,7 @@ def test_verdict_failure_was_reported_already_and_local_mode_only_logs(remote, g
     with dg.instance_for_test() as instance:
         verdict = run_job(remote, "pull_request", base, head, 7, {"pipelines/pr": "7", "pipelines/sha": head},
                           instance)
-        assert [e.step_key for e in verdict.all_events if e.event_type_value == "STEP_FAILURE"] == ["verdict"]
+        assert [e.step_key for e in verdict.all_events if e.event_type_value == "STEP_FAILURE"] == ["report"]
         crashed = run_job(remote, "pull_request", "no-such-branch", head, 7, {"pipelines/pr": "7"}, instance)
         github.clear_log()
         failure_tick(verdict, instance, resources(remote.bare, GH_REPO))
