@@ -31,6 +31,16 @@ class RunSpec:
         return asdict(self)
 
 
+@dataclass
+class Baseline:
+    """Where AccountAdded baselines go: the repository to push to, the deploy branch, GitHub (None: local)."""
+
+    location: str
+    deploy_branch: str
+    client: object | None = None
+    push_url: str | None = None
+
+
 def mapping_key(change: dict) -> str:
     """Dagster mapping keys: [A-Za-z0-9_], unique per change, not a keyword."""
     name = change["unit"] if change.get("unit") is not None else f"account {change.get('account')}"
@@ -117,7 +127,8 @@ def skip_reason(plan: dict, change: dict, outcomes: dict) -> str | None:
     return None
 
 
-def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_parallel: int = 4) -> list[dict]:
+def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_parallel: int = 4,
+              baseline: Baseline | None = None) -> list[dict]:
     """Run changes in wave order, each wave's changes in parallel (bounded), skipping dependents of failures."""
     results: list[dict] = []
     plan = {"spec": spec.to_dict(), "outcomes": {}}
@@ -130,24 +141,24 @@ def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_pa
             else:
                 todo.append(change)
         with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo), todo))
+            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo, baseline), todo))
         results += done
         plan = record(plan, results)
     return results
 
 
-def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
+def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None = None) -> dict:
     """One change to its outcome (with wall-clock start and end); never raises."""
     started = time.time()
-    result = _dispatch(change, spec, prepared, repo)
+    result = _dispatch(change, spec, prepared, repo, baseline)
     result.update(started_at=started, finished_at=time.time())
     return result
 
 
-def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
+def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None) -> dict:
     try:
         if change.get("unit") is None:
-            return _account_change(change, spec, repo)
+            return _account_change(change, spec, repo, baseline)
         result = prepared.executor.execute(
             ExecuteRequest(unit=change["unit"], action=Action(change["action"]), event=Event(spec.event),
                            head=spec.head, base=spec.base, pr=spec.pr),
@@ -160,15 +171,13 @@ def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo) -> dict:
                    **{k: v for k, v in data.items() if k not in ("unit", "action")})
 
 
-def _account_change(change: dict, spec: RunSpec, repo) -> dict:
+def _account_change(change: dict, spec: RunSpec, repo, baseline: Baseline | None) -> dict:
     from ..integrations.git import read_blobs
 
     name, action = change["account"], Action(change["action"])
     if change["type"] == ChangeType.ACCOUNT_DELETED.value:
         return outcome(change, "validated", f"account {name!r} was removed from the accounts file; its "
                                             "infrastructure is not destroyed by this")
-    if action is Action.BASELINE:
-        return outcome(change, "skipped", f"account {name!r}: opening the baseline pull request is not built yet")
     try:
         spec_file = f"{spec.head}:{PIPELINES_FILE}"
         raw = read_blobs(repo, [spec_file]).get(spec_file)
@@ -178,7 +187,24 @@ def _account_change(change: dict, spec: RunSpec, repo) -> dict:
         accounts, problems = load_accounts(text.decode() if text is not None else "", config.accounts_file)
     except ConfigError as exc:
         return outcome(change, "failed", str(exc))
+    if name in accounts.entries and action is Action.BASELINE:
+        return _baseline(change, name, accounts.entries[name], baseline)
     if name in accounts.entries:
         return outcome(change, "validated", f"account {name!r} ({accounts.entries[name].id}) is valid")
     mine = [str(p) for p in problems if f"account {name!r}" in p.message] or [f"account {name!r} is not valid"]
     return outcome(change, "failed", "; ".join(mine))
+
+
+def _baseline(change: dict, name: str, account, baseline: Baseline | None) -> dict:
+    from .account_factory import open_baseline
+    from .redact import default_redactor
+
+    if baseline is None:
+        return outcome(change, "skipped", f"account {name!r}: no repository to open the baseline pull request in")
+    try:
+        result = open_baseline(baseline.location, baseline.deploy_branch, name, account, client=baseline.client,
+                               push_url=baseline.push_url)
+    except Exception as exc:  # git or GitHub refused: the change fails with their message, the run goes on
+        return outcome(change, "failed", default_redactor()(f"baseline for account {name!r}: {exc}"))
+    return outcome(change, "succeeded" if result.pushed else "no_changes", f"account {name!r}: {result.message()}",
+                   pull_request=result.pull_request)

@@ -84,21 +84,31 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
 
 @dg.op(tags={"kind": "dispatcher"})
 def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoResource,
-             engine: EngineResource) -> list:
+             github: GitHubResource, engine: EngineResource) -> list:
     """Run one chain of changes in wave order with their accounts' credentials; never fails the step."""
     from ..core.config import ConfigError
     from ..core.executor import prepare
 
     spec = core.RunSpec(**item["spec"])
     repo = infra_repo.git_dir(fetch=False)
-    try:
-        prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings())
-    except ConfigError as exc:
-        return [core.outcome(c, "failed", f"configuration: {exc}") for c in item["changes"]]
-    for notice in prepared.notices:
-        context.log.warning(notice)
-    # a chain alone in its run gets all the parallelism; chains that run side by side take one unit at a time
-    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1)
+    prepared = None
+    if any(c.get("unit") is not None for c in item["changes"]):  # account entries need no executor
+        try:
+            prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings())
+        except ConfigError as exc:
+            return [core.outcome(c, "failed", f"configuration: {exc}") for c in item["changes"]]
+        for notice in prepared.notices:
+            context.log.warning(notice)
+    baseline = None
+    if any(c["action"] == "baseline" for c in item["changes"]):
+        from ..integrations.refs import configured_deploy_branch
+
+        deploy_branch = (infra_repo.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH")
+                         or (prepared.deploy_branch if prepared else None) or configured_deploy_branch(repo))
+        baseline = core.Baseline(infra_repo.location, deploy_branch, github.client(),
+                                 github.push_url(infra_repo.location))
+    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
+                              baseline)
     locked = [o for o in outcomes if o["status"] == "state_locked"]
     if locked and context.retry_number < LOCK_RETRIES:
         raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)

@@ -38,6 +38,13 @@ class GitHubResource(dg.ConfigurableResource):
         return GitHubClient.from_env(self.repo, seconds_between_writes=self.seconds_between_writes,
                                      seconds_between_requests=0)
 
+    def push_url(self, location: str) -> str | None:
+        """An https remote with GITHUB_TOKEN for pushing branches; None keeps git's own credentials."""
+        token = os.environ.get("GITHUB_TOKEN")
+        if self.local_mode or not token or not location.startswith("https://"):
+            return None
+        return location.replace("https://", f"https://x-access-token:{token}@", 1)
+
 
 class EngineResource(dg.ConfigurableResource):
     """How units run: parallelism inside one step, offline provider folder, timeout, Dagster UI link base."""

@@ -103,7 +103,8 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
 
 def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
     from ..integrations.git import GitError
-    from ..integrations.refs import branch_heads, is_ancestor, merge_base
+    from ..integrations.git import is_ancestor
+    from ..integrations.refs import branch_heads, merge_base
 
     try:
         git_dir = infra_repo.git_dir(fetch=True)
@@ -157,7 +158,8 @@ def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
     def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
                              github: GitHubResource):
         from ..integrations.git import GitError
-        from ..integrations.refs import branch_sha, first_parent_commits, has_commit, is_ancestor
+        from ..integrations.git import is_ancestor
+        from ..integrations.refs import branch_sha, first_parent_commits, has_commit
 
         try:
             git_dir = infra_repo.git_dir(fetch=True)

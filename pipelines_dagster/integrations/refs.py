@@ -35,10 +35,6 @@ def has_commit(git_dir, sha: str) -> bool:
     return _git(git_dir, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
 
 
-def is_ancestor(git_dir, commit: str, of: str) -> bool:
-    return _git(git_dir, "merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
-
-
 def merge_base(git_dir, a: str, b: str) -> str | None:
     """The best common ancestor of two commits, None when they share no history (or one is unknown)."""
     proc = _git(git_dir, "merge-base", a, b, check=False)
