@@ -7,7 +7,7 @@ from ..integrations import git as gitio
 from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
                      load_pipelines_config)
 from .evaluate import Problem as EvalProblem
-from .model import Action, ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
+from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_index import IndexBuilder, RepoIndex, default_index_cache
 
 

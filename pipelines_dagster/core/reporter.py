@@ -3,12 +3,10 @@ apply or destroy on the deploy branch fails. Without GitHub (local mode) the mar
 
 import logging
 
-from .dispatch import OK_STATUSES
-from .report import render_comment
+from .report import FAILED_STATUSES, render_comment
 
 log = logging.getLogger(__name__)
 STATUS_CONTEXT = "pipelines-dagster"
-FAILED = frozenset({"failed", "state_locked", "timed_out", "tool_missing"})
 
 
 def title_for(event: str) -> str:
@@ -16,7 +14,7 @@ def title_for(event: str) -> str:
 
 
 def failed_outcomes(outcomes: list[dict]) -> list[dict]:
-    return [o for o in outcomes if o["status"] in FAILED]
+    return [o for o in outcomes if o["status"] in FAILED_STATUSES]
 
 
 def run_failed(plan: dict, outcomes: list[dict]) -> bool:
@@ -122,6 +120,3 @@ def summary_counts(outcomes: list[dict]) -> dict:
     for o in outcomes:
         counts[o["status"]] = counts.get(o["status"], 0) + 1
     return counts
-
-
-__all__ = ["Reporter", "run_failed", "failed_outcomes", "summary_counts", "OK_STATUSES"]

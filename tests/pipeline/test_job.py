@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
