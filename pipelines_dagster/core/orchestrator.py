@@ -99,6 +99,14 @@ class Orchestrator:
                                             extra_dependencies=side.config.dependencies)
         return side.index
 
+    def repository_at(self, sha: str) -> tuple[_Side, RepoIndex]:
+        """One commit's configuration, accounts and unit index (the same cached index detection uses)."""
+        side = _Side(self.repo, sha)
+        try:
+            return side, self.index(side)
+        finally:
+            self.builder.close()
+
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
         # detection allocates many small, acyclic objects: cyclic GC passes over them are pure overhead
         gc_was_enabled = gc.isenabled()
