@@ -187,6 +187,8 @@ def _account_change(change: dict, spec: RunSpec, repo, baseline: Baseline | None
         accounts, problems = load_accounts(text.decode() if text is not None else "", config.accounts_file)
     except ConfigError as exc:
         return outcome(change, "failed", str(exc))
+    if name in accounts.entries and not accounts.entries[name].email:
+        return outcome(change, "failed", f"account {name!r}: email is missing")
     if name in accounts.entries and action is Action.BASELINE:
         return _baseline(change, name, accounts.entries[name], baseline)
     if name in accounts.entries:
