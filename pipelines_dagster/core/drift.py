@@ -136,10 +136,11 @@ def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_ur
     drifted = [f for f in listed if f.state == DRIFTED]
     unchecked = [f for f in listed if f.state == UNCHECKED]
     head = [fingerprint_line(listed),
-            f"The drift check planned every unit of `{deploy_branch}` (`{commit[:12]}`) with the plan role. "
-            "These units differ from the code (a change made outside the pipeline, or one never applied) or "
-            "could not be planned. Fix the code or re-apply; this issue is updated when the list changes and "
-            "closed when every unit is clean." + (f" [Dagster run]({run_url})" if run_url else ""), ""]
+            f"Drift checks plan the units of `{deploy_branch}` with the plan role (last change of this list: "
+            f"`{commit[:12]}`). These units differ from the code (a change made outside the pipeline, or one "
+            "never applied), or could not be planned. Fix the code or the infrastructure; this issue is updated "
+            "when the list changes and closed when every unit is clean."
+            + (f" [Dagster run]({run_url})" if run_url else ""), ""]
     tables: list[str] = []
     if drifted:
         tables += [f"### Drifted ({len(drifted)})", "", "| unit | account | plan |", "|---|---|---|"]

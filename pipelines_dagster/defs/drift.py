@@ -91,7 +91,7 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
             current = {f.unit: f for f in findings}
             latest = {**_previous_findings(context.instance, lineage, set(current)), **current}
             outcome = core.update_issue(github.client(), core.open_findings(latest), deploy_branch=branch,
-                                        commit=head, run_url=engine.run_url(context.run_id))
+                                        commit=head, run_url=engine.run_url(context.run.run_id))
             context.log.info(f"drift issue: {outcome}")
         for f in findings:
             level = context.log.info if f.passed else context.log.warning
