@@ -36,5 +36,5 @@ def defs() -> dg.Definitions:
                                        make_run_failure_sensor(infrastructure_pipeline)],
                               resources=resources)
     lineage = DeployBranchLineage(os.environ.get("PIPELINES_REPO_URL") or None, resources["infra_repo"].deploy_branch,
-                                  build=lambda found: lineage_definitions(found, resources))
+                                  dependents=lambda found: lineage_definitions(found, resources))
     return dg.Definitions.merge(pipeline, lineage.load())

@@ -6,7 +6,6 @@ lineage Dagster hands them as reconstruction metadata instead of reading git aga
 moves, the asset graph sensor reloads the code location, which reads it anew.
 """
 
-import logging
 import warnings
 
 import dagster as dg
@@ -14,7 +13,7 @@ from dagster._core.definitions.definitions_load_context import DefinitionsLoadCo
 
 from ..core.lineage import Lineage, account_key, group_name, read_lineage, unit_key
 
-log = logging.getLogger(__name__)
+log = dg.get_dagster_logger("pipelines_dagster.lineage")
 DEFAULT_LOCATION_NAME = "pipelines_dagster"
 
 
@@ -38,10 +37,12 @@ def lineage_specs(lineage: Lineage) -> list[dg.AssetSpec]:
 
 
 class DeployBranchLineage(StateBackedDefinitionsLoader[str]):
-    """Reads the lineage when the code server loads; `build` turns it into definitions (also on reconstruction)."""
+    """Reads the lineage when the code server loads; `defs_from_state` turns it into definitions, also when a run
+    worker reconstructs them from the state the code server recorded."""
 
-    def __init__(self, location: str | None, deploy_branch: str | None, build):
-        self.location, self.deploy_branch, self.build = location, deploy_branch, build
+    def __init__(self, location: str | None, deploy_branch: str | None, dependents):
+        """`dependents(lineage)`: the other definitions built from the lineage (drift checks, sensors)."""
+        self.location, self.deploy_branch, self.dependents = location, deploy_branch, dependents
 
     @property
     def defs_key(self) -> str:
@@ -54,15 +55,15 @@ class DeployBranchLineage(StateBackedDefinitionsLoader[str]):
             lineage = Lineage(location=self.location, deploy_branch=self.deploy_branch,
                               notes=[f"reading the deploy branch failed: {type(exc).__name__}: {exc}"])
         for note in lineage.notes:
-            log.warning("asset lineage: %s", note)
+            log.warning(f"asset lineage: {note}")
         if lineage.commit:
-            log.info("asset lineage: %d account(s), %d unit(s) at %s %s", len(lineage.accounts),
-                     len(lineage.units), lineage.deploy_branch, lineage.commit[:12])
+            log.info(f"asset lineage: {len(lineage.accounts)} account(s), {len(lineage.units)} unit(s) at "
+                     f"{lineage.deploy_branch} {lineage.commit[:12]}")
         return lineage.to_json()
 
     def defs_from_state(self, state: str) -> dg.Definitions:
         lineage = Lineage.from_json(state)
-        return dg.Definitions.merge(dg.Definitions(assets=lineage_specs(lineage)), self.build(lineage))
+        return dg.Definitions.merge(dg.Definitions(assets=lineage_specs(lineage)), self.dependents(lineage))
 
     def load(self) -> dg.Definitions:
         with warnings.catch_warnings():  # reconstruction metadata is "preview"; it is what state-backed defs use
