@@ -81,6 +81,8 @@ def check_units(prepared: Prepared, repo, commit: str, units: dict[str, str | No
     """Plan every unit (path -> account) at `commit`; units no longer there are GONE. Never raises per unit."""
     from ..integrations.git import list_folders
 
+    if not units:
+        return []
     present = {path.rsplit("/", 1)[0] if "/" in path else "" for path in list_folders(repo, commit, list(units))}
 
     def check(unit: str) -> Finding:
