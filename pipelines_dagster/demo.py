@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = {k: v for k, v in os.environ.items() if k not in ("PIPELINES_GITHUB_REPO",)}  # local mode
     env.update(prepare(args.folder))
+    env.setdefault("PIPELINES_UI_URL", f"http://127.0.0.1:{args.port}")  # run links; asset graph reloads
     print(f"demo infrastructure-live: {args.folder / 'live'} (remote {env['PIPELINES_REPO_URL']})\n"
           f"Dagster UI: http://127.0.0.1:{args.port}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the clean-up below runs on SIGTERM too

@@ -1,5 +1,6 @@
 """The job, run in-process by Dagster with real git, Terraform, the AWS emulator and the GitHub fake."""
 
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -189,3 +190,46 @@ def test_push_run_launched_without_the_apply_lock_waits_for_the_apply_in_progres
         result, summary = run_job(repo, env, "push", base, "main", instance=instance)
         assert result.success and units(summary)["dev/locked"]["status"] == "succeeded"
         assert aws.state(ACCOUNTS["dev"], "dev/locked/terraform.tfstate") is not None
+
+
+def test_deploy_branch_applies_and_destroys_are_materializations_plans_observations(repo, aws, env):
+    instance = dg.DagsterInstance.ephemeral()
+    unit = f"dev/lineage-{uuid.uuid4().hex[:6]}"
+    key = dg.AssetKey(["units", *unit.split("/")])
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
+    run_job(repo, env, "pull_request", base, "feature", pr=5, instance=instance)
+    [plan] = [r.asset_observation.metadata for r in instance.fetch_observations(key, limit=5).records]
+    assert {k: plan[k].value for k in ("commit", "pr", "action", "status", "resources_added")} == {
+        "commit": head, "pr": 5, "action": "plan", "status": "succeeded", "resources_added": 2}
+    assert instance.fetch_materializations(key, limit=5).records == []  # a plan deploys nothing
+
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "feature")
+    applied, _ = run_job(repo, env, "push", base, "main", instance=instance)
+    repo.commit({unit: None}, "remove the unit")
+    destroyed, _ = run_job(repo, env, "push", head, "main", instance=instance)
+    records = instance.fetch_materializations(key, limit=5).records  # newest first
+    assert [r.run_id for r in records] == [destroyed.run_id, applied.run_id]
+    destroy, apply = (r.asset_materialization.metadata for r in records)
+    assert {k: apply[k].value for k in ("commit", "action", "status", "resources_added", "resources_destroyed")} == {
+        "commit": head, "action": "apply", "status": "succeeded", "resources_added": 2, "resources_destroyed": 0}
+    assert (destroy["action"].value, destroy["resources_destroyed"].value) == ("destroy", 2)
+    assert apply["duration_s"].value > 0 and apply["account"].value == "dev"
+
+
+def test_a_merged_pull_requests_apply_names_it_in_the_materialization(repo, aws, env, github):
+    instance = dg.DagsterInstance.ephemeral()
+    unit = f"prod/merged-{uuid.uuid4().hex[:6]}"
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "feature")
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    github.merge_pull_request(GH_REPO, number, merge_commit_sha=head)
+    result, summary = run_job(repo, env, "push", base, "main", github_repo=GH_REPO, instance=instance)
+    assert result.success, summary
+    [record] = instance.fetch_materializations(dg.AssetKey(["units", *unit.split("/")]), limit=5).records
+    assert (record.asset_materialization.metadata["pr"].value, record.run_id) == (number, result.run_id)
