@@ -20,8 +20,11 @@ system-packages:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (install them, or run make as root)"; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  log=$$(mktemp); export DEBIAN_FRONTEND=noninteractive; \
+	  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; } >$$log 2>&1; then \
+	    cat $$log; rm -f $$log; exit 1; \
+	  fi; \
+	  rm -f $$log; \
 	fi
 
 test: install system-packages
