@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import dagster as dg
 
 from ..core import dispatch as core
+from ..core import watch
 from ..core.model import Event
 from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
@@ -20,6 +21,8 @@ from .resources import EngineResource, GitHubResource, InfraRepoResource
 DETECTING_NOTE_AFTER_S = 3.0
 LOCK_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
 LOCK_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
+APPLY_LOCK_RETRIES = int(os.environ.get("PIPELINES_APPLY_LOCK_RETRIES", "60"))
+APPLY_LOCK_WAIT_S = float(os.environ.get("PIPELINES_APPLY_LOCK_WAIT_S", "30"))
 JOB_NAME = "infrastructure_pipeline"
 REPORTED = "reported"  # metadata of the deliberate failure that follows a complete report
 
@@ -47,6 +50,8 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
         spec = core.RunSpec(event=event.value, base=base, head=head, pr=config.pr_number)
     except (GitError, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
+    if event is Event.PUSH:
+        wait_for_other_applies(context, watch.repo_identity(github.repo or infra_repo.location))
     reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
     reporter.started(comment=False)
     blocked = None
@@ -80,6 +85,25 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
                                mapping_key=key, output_name="items",
                                metadata={"units": ", ".join(units)[:500], "type": changes[0]["type"],
                                          "action": changes[0]["action"], "account": str(changes[0]["account"])})
+
+
+def wait_for_other_applies(context: dg.OpExecutionContext, lock: str) -> None:
+    """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
+    run queue starts one at a time; a push run launched without it (from the Launchpad) takes the tag now and,
+    while another apply of the repository is in progress, waits through Dagster's retries."""
+    if context.run.tags.get(watch.TAG_APPLY_LOCK) != lock:
+        context.instance.add_run_tags(context.run_id, {watch.TAG_APPLY_LOCK: lock})
+    records = context.instance.get_run_records(dg.RunsFilter(
+        tags={watch.TAG_APPLY_LOCK: lock}, statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == context.run_id), None)
+    others = [r.dagster_run.run_id for r in records  # the earlier run goes first
+              if r.dagster_run.run_id != context.run_id and (mine is None or r.create_timestamp <= mine)]
+    if others:
+        if context.retry_number < APPLY_LOCK_RETRIES:
+            context.log.warning(f"waiting for the apply run(s) in progress: {', '.join(others)}")
+            raise dg.RetryRequested(max_retries=APPLY_LOCK_RETRIES, seconds_to_wait=APPLY_LOCK_WAIT_S)
+        raise dg.Failure(description=f"another apply of this repository is still in progress ({', '.join(others)}); "
+                                     "nothing was applied: launch this run again when it has finished")
 
 
 @dg.op(tags={"kind": "dispatcher"})
@@ -150,7 +174,7 @@ def report(context: dg.OpExecutionContext, plan: dict, results: list, github: Gi
         executor_def=dg.multiprocess_executor.configured({
             "max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4")),
             # steps fork from a server that has already imported Dagster and this code: no per-step start-up
-            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.definitions"]}}}))
+            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload"]}}}))
 def infrastructure_pipeline():
     plan, items = orchestrate()
     report(plan, items.map(dispatch).collect())

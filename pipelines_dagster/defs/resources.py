@@ -24,7 +24,9 @@ class GitHubResource(dg.ConfigurableResource):
     """GitHub (token or App from the environment); `repo` unset means local mode: no GitHub calls at all."""
 
     repo: str | None = None
-    seconds_between_writes: float = 1.0
+    # a run makes at most 6 writes and each step has its own client, so PyGithub's default 1 s pause between
+    # writes would only slow the run; GitHub's secondary rate limits are honoured by the retries instead
+    seconds_between_writes: float = 0.1
 
     @property
     def local_mode(self) -> bool:

@@ -246,7 +246,7 @@ class GitHubClient:
                  private_key: str | None = None, installation_id: int | str | None = None,
                  base_url: str | None = None, retry: RetryPolicy | None = None, timeout: int = 15,
                  per_page: int = 100, seconds_between_requests: float | None = 0.25,
-                 seconds_between_writes: float | None = 1.0, user_agent: str = "pipelines-dagster"):
+                 seconds_between_writes: float | None = 0.1, user_agent: str = "pipelines-dagster"):
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ValueError(f"GitHub repository must be 'owner/name', not {repo!r}")
         self.repo_name = repo

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from pipelines_dagster.core import watch
+from pipelines_dagster.defs import pipeline
 from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
 from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
@@ -21,15 +24,16 @@ def env(aws, plugin_dir, tf_cli_config, token_file, tmp_path, monkeypatch):
     return {"plugin_dir": str(plugin_dir)}
 
 
-def run_job(repo, env, event, base, head, pr=None, github_repo=None):
+def run_job(repo, env, event, base, head, pr=None, github_repo=None, instance=None):
     resources = {"infra_repo": InfraRepoResource(location=str(repo.path)),
                  "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
                  "engine": EngineResource(max_parallel=4, plugin_dir=env["plugin_dir"])}
     config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
                                                  "pr_number": pr}}}}
     result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources,
-                                                        raise_on_error=False)
-    summary = result.output_for_node("report")
+                                                        raise_on_error=False, instance=instance)
+    summary = result.output_for_node("report") if result.success or any(
+        e.step_key == "report" for e in result.all_events if e.event_type_value == "STEP_OUTPUT") else None
     return result, summary
 
 
@@ -159,3 +163,29 @@ def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github
     comment_writes = [r for r in github.writes() if "/comments" in r.path]
     assert [r.method for r in comment_writes] == ["POST", "PATCH", "PATCH"]  # detecting, the list, the result
     assert len(github.comments(GH_REPO, number)) == 1
+
+
+def test_push_run_launched_without_the_apply_lock_waits_for_the_apply_in_progress(repo, aws, env, monkeypatch):
+    monkeypatch.setattr(pipeline, "APPLY_LOCK_RETRIES", 2)
+    monkeypatch.setattr(pipeline, "APPLY_LOCK_WAIT_S", 0.2)
+    base = repo.git("rev-parse", "HEAD")
+    repo.commit({"dev/locked/main.tf": null_unit(aws.endpoint, "dev/locked")})
+    lock = watch.repo_identity(str(repo.path))
+    with dg.instance_for_test() as instance:
+        config = {"ops": {"orchestrate": {"config": {"event": "push", "base_ref": base, "head_ref": "main"}}}}
+        other = instance.create_run_for_job(infrastructure_pipeline, run_config=config,
+                                            tags={watch.TAG_APPLY_LOCK: lock}, status=dg.DagsterRunStatus.STARTED)
+        result, _ = run_job(repo, env, "push", base, "main", instance=instance)  # as from the Launchpad: no tags
+        assert not result.success
+        assert instance.get_run_by_id(result.run_id).tags[watch.TAG_APPLY_LOCK] == lock  # it took the lock
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == 2
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "orchestrate"
+        assert other.run_id in failure.event_specific_data.error.message  # shown in the UI
+        assert aws.state(ACCOUNTS["dev"], "dev/locked/terraform.tfstate") is None  # nothing applied
+
+        instance.report_run_failed(other)  # the other apply ends: this one goes ahead
+        result, summary = run_job(repo, env, "push", base, "main", instance=instance)
+        assert result.success and units(summary)["dev/locked"]["status"] == "succeeded"
+        assert aws.state(ACCOUNTS["dev"], "dev/locked/terraform.tfstate") is not None
