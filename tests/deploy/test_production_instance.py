@@ -63,7 +63,7 @@ class Service:
                                          start_new_session=True)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 5) -> None:
+    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 2) -> None:
         if self.proc is None:
             return
         try:
