@@ -107,17 +107,20 @@ class Database:
     def run_by_key(self, key: str) -> dict | None:
         return next((r for r in self.runs() if r["run_key"] == key), None)
 
-    def sensor_cursor(self, sensor: str) -> dict | None:
-        """The sensor's stored state (the row decoded with Dagster's own serializer)."""
+    def sensor_data(self, sensor: str):
+        """The sensor's stored state (its row decoded with Dagster's own serializer): cursor, last tick time."""
         from dagster._core.scheduler.instigation import InstigatorState
         from dagster._serdes import deserialize_value
 
         for (body,) in self.rows("SELECT instigator_body FROM instigators"):
             state = deserialize_value(body, InstigatorState)
             if state.instigator_name == sensor:
-                cursor = state.instigator_data.cursor if state.instigator_data else None
-                return json.loads(cursor) if cursor else None
+                return state.instigator_data
         return None
+
+    def sensor_cursor(self, sensor: str) -> dict | None:
+        data = self.sensor_data(sensor)
+        return json.loads(data.cursor) if data and data.cursor else None
 
     def events(self, run_id: str) -> list[tuple[str, str | None, str]]:
         return self.rows("SELECT dagster_event_type, step_key, event FROM event_logs WHERE run_id = %s ORDER BY id",
@@ -226,11 +229,12 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
 
     def first_running_second_queued():
         one, two = db.run_by_key(f"push-{c1}"), db.run_by_key(f"push-{c2}")
-        return one and two and one["status"] == "STARTED" and two["status"] == "QUEUED"
+        return (one and two and one["status"] == "STARTED" and two["status"] == "QUEUED"
+                and db.sensor_cursor("deploy_branch_sensor") == {"branch": "main", "sha": c2})
 
-    wait_until("push-c1 running with push-c2 queued", first_running_second_queued, deadline, [code, web, daemon])
+    wait_until("push-c1 running, push-c2 queued, the cursor at c2", first_running_second_queued, deadline,
+               [code, web, daemon])
     daemon.stop(signal.SIGKILL)  # a crash: no clean shutdown
-    assert db.sensor_cursor("deploy_branch_sensor") == {"branch": "main", "sha": c2}
 
     # while the daemon is down: another merge waits for the sensor; the running apply finishes on its own (its
     # worker belongs to the code server), and nothing leaves the queue
@@ -248,7 +252,11 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
         keys = {r["run_key"] for r in runs}
         return (f"push-{c3}" in keys and all(r["status"] in DONE for r in runs)) and runs
 
-    runs = wait_until("every run to finish after the restart", all_done, deadline, [code, web, daemon], 0.5)
+    wait_until("every run to finish after the restart", all_done, deadline, [code, web, daemon], 0.5)
+    finished_at = time.time()
+    wait_until("one more sensor tick", lambda: db.sensor_data("deploy_branch_sensor").last_tick_timestamp
+               > finished_at, deadline, [code, web, daemon], 0.5)
+    runs = db.runs()
 
     # each run exactly once, all succeeded, applies one after the other, each from the previous commit
     keys = Counter(r["run_key"] for r in runs)
