@@ -29,7 +29,7 @@ VENV_BIN = Path(sys.executable).parent
 JOB = "infrastructure_pipeline"
 BUCKET = "dagster-compute-logs"
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
-# About 60-80 s on a quiet 2-core machine, up to about 170 s when other work shares it; the bound only keeps a
+# About 50-80 s on a quiet 2-core machine, up to about 170 s when other work shares it; the bound only keeps a
 # stuck run from hanging the suite.
 DEADLINE_S = 360
 
