@@ -180,7 +180,9 @@ def report(context: dg.OpExecutionContext, plan: dict, results: list, github: Gi
         executor_def=dg.multiprocess_executor.configured({
             "max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4")),
             # steps fork from a server that has already imported Dagster and this code: no per-step start-up
-            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload"]}}}))
+            # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
+            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
+                                                                "dagster_postgres"]}}}))
 def infrastructure_pipeline():
     plan, items = orchestrate()
     report(plan, items.map(dispatch).collect())
