@@ -15,7 +15,7 @@ test: install
 	$(VENV)/bin/pytest -q -n 2 -p no:cacheprovider tests
 
 run: install
-	$(PY) -m pipelines_dagster.demo
+	$(PY) -m pipelines_dagster.demo $(if $(PORT),--port $(PORT))
 
 bench: install
 	$(PY) bench/changes.py
