@@ -136,11 +136,12 @@ def environment(demo: Demo, aws_endpoint: str, port: int, base: dict | None = No
     return env
 
 
-def initial_apply(demo: Demo, env: dict) -> None:
-    """Applies the demo's units once, as a push of the units' commit would (a run in the UI's history too)."""
+def initial_apply(demo: Demo, env: dict) -> bool:
+    """Applies the demo's units once, as a push of the units' commit would (a run in the UI's history too);
+    whether it ran now."""
     info = demo.info()
     if info.get("applied"):
-        return
+        return False
     log = demo.folder / "initial-apply.log"
     print(f"applying the demo units once (about a minute; output in {log})", flush=True)
     with log.open("w") as out:
@@ -152,6 +153,7 @@ def initial_apply(demo: Demo, env: dict) -> None:
     else:
         print(f"the initial apply failed (exit {code}); see {log} and the run in the UI. The next start tries "
               "again.", file=sys.stderr, flush=True)
+    return True
 
 
 def port_in_use(port: int) -> bool:
