@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_definitions_object():
     from pipelines_dagster.definitions import defs
 
-    assert isinstance(defs, dg.Definitions)
+    assert isinstance(defs(), dg.Definitions)
 
 
 def test_workspace_validates_with_the_dagster_cli(tmp_path):

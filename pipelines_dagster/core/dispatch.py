@@ -187,6 +187,8 @@ def _account_change(change: dict, spec: RunSpec, repo, baseline: Baseline | None
         accounts, problems = load_accounts(text.decode() if text is not None else "", config.accounts_file)
     except ConfigError as exc:
         return outcome(change, "failed", str(exc))
+    if name in accounts.entries and not accounts.entries[name].email:
+        return outcome(change, "failed", f"account {name!r}: email is missing")
     if name in accounts.entries and action is Action.BASELINE:
         return _baseline(change, name, accounts.entries[name], baseline)
     if name in accounts.entries:
@@ -208,3 +210,28 @@ def _baseline(change: dict, name: str, account, baseline: Baseline | None) -> di
         return outcome(change, "failed", default_redactor()(f"baseline for account {name!r}: {exc}"))
     return outcome(change, "succeeded" if result.pushed else "no_changes", f"account {name!r}: {result.message()}",
                    pull_request=result.pull_request)
+
+
+def asset_events(outcomes: list[dict], spec: RunSpec, on_deploy_branch: bool,
+                 pr: int | None = None) -> list[tuple[str, str, dict]]:
+    """What the asset lineage records per unit: ("materialization", unit, metadata) for a successful apply or
+    destroy of a deploy-branch commit, ("observation", unit, metadata) for a plan that ran."""
+    events = []
+    for o in outcomes:
+        change = o["change"]
+        unit, action = change.get("unit"), change["action"]
+        if unit is None or o["status"] == "skipped":
+            continue
+        metadata = {"commit": spec.head, "action": action, "status": o["status"], "account": change.get("account") or "",
+                    "resources_added": o["summary"]["add"], "resources_changed": o["summary"]["change"],
+                    "resources_destroyed": o["summary"]["destroy"], "duration_s": round(o.get("duration_s", 0.0), 1)}
+        if pr is not None:
+            metadata["pr"] = pr
+        if action in (Action.APPLY.value, Action.DESTROY.value):
+            if spec.event == Event.PUSH.value and on_deploy_branch and o["status"] in ("succeeded", "no_changes"):
+                events.append(("materialization", unit, metadata))
+        elif action in (Action.PLAN.value, Action.PLAN_DESTROY.value):
+            if o["status"] not in OK_STATUSES:
+                metadata["message"] = (o.get("message") or "")[:1000]
+            events.append(("observation", unit, metadata))
+    return events

@@ -91,6 +91,8 @@ class EngineSettings:
     timeout_s: float = 3600.0  # for the whole action (all its commands)
     kill_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     lock_timeout: str | None = None  # `-lock-timeout=...`; Terraform's default is to fail at once
+    # `plan -detailed-exitcode`: exit 2 (a diff) is a success, and the result's exit_code is the plan's (0 or 2)
+    detailed_exitcode: bool = False
     max_output_chars: int = 200_000
     workdir_root: str | None = None  # parent of private working copies (default: the system temp folder)
     keep_workdir: bool = False
@@ -185,7 +187,8 @@ class Result:
     commit: str | None = None
     summary: PlanSummary = field(default_factory=PlanSummary)
     duration_s: float = 0.0
-    exit_code: int | None = None  # of the failing command, else of the last one; None when nothing ran
+    # of the failing command, else of the last one (the plan's with detailed_exitcode); None when nothing ran
+    exit_code: int | None = None
     output: str = ""  # redacted, capped
     message: str = ""  # redacted
     lock: LockInfo | None = None
@@ -468,6 +471,7 @@ def run_in_workdir(root: Path, unit: str, action: Action | str, engine: str = "t
                   *([f"-plugin-dir={settings.plugin_dir}"] if settings.plugin_dir else []), *settings.init_args],
          None),
         ("plan", ["plan", "-input=false", "-no-color", f"-out={plan_file}", *(["-destroy"] if destroy else []),
+                  *(["-detailed-exitcode"] if settings.detailed_exitcode else []),
                   *([f"-lock-timeout={settings.lock_timeout}"] if settings.lock_timeout else []),
                   *settings.plan_args], None),
         ("show", ["show", "-json", "-no-color", str(plan_file)], plan_json),
@@ -477,7 +481,7 @@ def run_in_workdir(root: Path, unit: str, action: Action | str, engine: str = "t
                                 *([f"-lock-timeout={settings.lock_timeout}"] if settings.lock_timeout else []),
                                 *settings.apply_args, str(plan_file)], None))
 
-    last_exit: int | None = None
+    last_exit = plan_exit = None
     for name, args, stdout_file in steps:
         if name == "apply" and not result.summary.has_changes:
             return finish(Status.NO_CHANGES, "No changes: nothing to apply.", last_exit)
@@ -492,10 +496,13 @@ def run_in_workdir(root: Path, unit: str, action: Action | str, engine: str = "t
         except OSError as exc:
             return finish(Status.FAILED, f"cannot run {engine}: {exc}")
         last_exit = done.exit_code
+        diff = name == "plan" and settings.detailed_exitcode and done.exit_code == 2  # "succeeded, with a diff"
+        if name == "plan" and settings.detailed_exitcode:
+            plan_exit = done.exit_code
         if done.timed_out:
             return finish(Status.TIMED_OUT, f"{engine} {name} timed out after {settings.timeout_s:g}s for the "
                                             f"action; its processes were stopped", TIMED_OUT_EXIT)
-        if done.exit_code != 0:
+        if done.exit_code != 0 and not diff:
             text = capture.step()
             lock = parse_lock_info(text)
             if lock is not None:
@@ -514,7 +521,8 @@ def run_in_workdir(root: Path, unit: str, action: Action | str, engine: str = "t
                 return finish(Status.FAILED, f"cannot read the plan from `{engine} show -json`: {exc}", 1)
             capture.feed(f"Summary: {result.summary.line()}\n")
 
+    applied = action in (Action.APPLY, Action.DESTROY)
+    exit_code = plan_exit if settings.detailed_exitcode and not applied else last_exit
     if not result.summary.has_changes:
-        return finish(Status.NO_CHANGES, "No changes.", last_exit)
-    verb = "Applied" if action in (Action.APPLY, Action.DESTROY) else "Plan"
-    return finish(Status.SUCCEEDED, f"{verb}: {result.summary.line()}.", last_exit)
+        return finish(Status.NO_CHANGES, "No changes.", exit_code)
+    return finish(Status.SUCCEEDED, f"{'Applied' if applied else 'Plan'}: {result.summary.line()}.", exit_code)

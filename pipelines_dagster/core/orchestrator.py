@@ -99,6 +99,14 @@ class Orchestrator:
                                             extra_dependencies=side.config.dependencies)
         return side.index
 
+    def repository_at(self, sha: str) -> tuple[_Side, RepoIndex]:
+        """One commit's configuration, accounts and unit index (the same cached index detection uses)."""
+        side = _Side(self.repo, sha)
+        try:
+            return side, self.index(side)
+        finally:
+            self.builder.close()
+
     def detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
         # detection allocates many small, acyclic objects: cyclic GC passes over them are pure overhead
         gc_was_enabled = gc.isenabled()
@@ -256,9 +264,6 @@ class _Detection:
         for name in sorted(set(head_raw) | set(base_raw)):
             if name in head_raw and name not in base_raw:
                 change_type = ChangeType.ACCOUNT_ADDED
-                entry = head_raw[name]
-                if isinstance(entry, dict) and not entry.get("email"):
-                    self.result.warnings.append(Problem(file, f"account {name!r} has no email", lines.get(name)))
             elif name in base_raw and name not in head_raw:
                 change_type = ChangeType.ACCOUNT_DELETED
                 remaining = [u for u in (self.head.index.units if self.head.index else ())
@@ -269,6 +274,9 @@ class _Detection:
                 change_type = ChangeType.ACCOUNT_CHANGED
             else:
                 continue
+            entry = head_raw.get(name)
+            if isinstance(entry, dict) and not entry.get("email"):
+                self.result.errors.append(Problem(file, f"account {name!r}: email is missing", lines.get(name)))
             self._account_entries.append(InfraChange(change_type, None, name, action_for(change_type, self.event),
                                                      [file]))
 

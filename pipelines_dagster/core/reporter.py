@@ -29,6 +29,7 @@ class Reporter:
         self.problems: list[str] = []  # GitHub errors met while reporting
         self._pr: int | None = spec.get("pr")
         self._comment_id: int | None = None
+        self._pr_looked_up = False
 
     # -- what to write
 
@@ -57,7 +58,8 @@ class Reporter:
 
     def pull_request(self) -> int | None:
         """The PR to comment on: the run's own, or for a push the merged PR the commit came from."""
-        if self._pr is None and self.client is not None and self.spec["event"] == "push":
+        if self._pr is None and self.client is not None and self.spec["event"] == "push" and not self._pr_looked_up:
+            self._pr_looked_up = True
             prs = self._guard("finding the pull request of the commit",
                               lambda: self.client.pull_requests_for_commit(self.spec["head"])) or []
             self._pr = prs[0].number if prs else None

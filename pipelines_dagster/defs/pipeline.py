@@ -12,6 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import dagster as dg
 
 from ..core import dispatch as core
+from ..core.lineage import unit_key
 from ..core.model import Event
 from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
@@ -73,10 +74,11 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
     items, skipped = core.work_items(plan, engine.max_parallel)
     plan = core.record(plan, skipped)
     yield dg.Output(plan, "plan")
+    pr = reporter.pull_request() if items else None  # a push's merged PR: already looked up for the comment
     for changes in items:
         units = [str(c["unit"] or c["account"]) for c in changes]
         key = core.mapping_key(changes[0]) + (f"_and_{len(changes) - 1}" if len(changes) > 1 else "")
-        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"], "alone": len(items) == 1},
+        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"], "alone": len(items) == 1, "pr": pr},
                                mapping_key=key, output_name="items",
                                metadata={"units": ", ".join(units)[:500], "type": changes[0]["type"],
                                          "action": changes[0]["action"], "account": str(changes[0]["account"])})
@@ -117,6 +119,10 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
         log = context.log.info if o["status"] in core.OK_STATUSES | {"skipped"} else context.log.error
         log(f"{change['unit'] or change['account']}: {change['action']} {o['status']}"
             + (f": {o['message']}" if o.get("message") else ""))
+    on_deploy_branch = prepared is not None and prepared.on_deploy_branch
+    for kind, unit, metadata in core.asset_events(outcomes, spec, on_deploy_branch, item.get("pr")):
+        event = dg.AssetMaterialization if kind == "materialization" else dg.AssetObservation
+        context.log_event(event(asset_key=unit_key(unit), metadata=metadata))
     context.add_output_metadata({"statuses": ", ".join(o["status"] for o in outcomes),
                                  "summary": ", ".join(f"+{o['summary']['add']} ~{o['summary']['change']} "
                                                       f"-{o['summary']['destroy']}" for o in outcomes)})

@@ -256,3 +256,63 @@ def make_run_failure_sensor(job, name: str = "run_failure_sensor",
             context.log.error(f"run {run.run_id}: the crash could not be reported on GitHub: {exc}")
 
     return run_failure_sensor
+
+
+# ------------------------------------------------------------------------------------------------ asset graph
+
+
+def reload_code_location(ui_url: str, location_name: str, timeout_s: int = 45) -> str | None:
+    """Ask the Dagster webserver to reload a code location (GraphQL `reloadRepositoryLocation`, through
+    dagster-graphql's client); None when it reloaded, else what went wrong."""
+    from urllib.parse import urlsplit
+
+    from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError, ReloadRepositoryLocationStatus
+
+    url = urlsplit(ui_url)
+    try:
+        client = DagsterGraphQLClient(url.hostname or "localhost", port_number=url.port,
+                                      use_https=url.scheme == "https", timeout=timeout_s,
+                                      path_prefix=url.path.rstrip("/"))
+        info = client.reload_repository_location(location_name)
+    except (DagsterGraphQLClientError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if info.status is ReloadRepositoryLocationStatus.SUCCESS:
+        return None
+    return f"{info.failure_type}: {info.message}"
+
+
+def make_asset_graph_sensor(lineage, location_name: str, ui_url: str | None, name: str = "asset_graph_sensor",
+                            minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
+    """`lineage` is the core.lineage.Lineage this code location's asset graph was built from."""
+
+    @dg.sensor(name=name, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+               description="Keeps the asset graph at the deploy-branch head: when the branch has moved, reloads "
+                           "this code location through the Dagster webserver (PIPELINES_UI_URL).")
+    def asset_graph_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource):
+        from ..integrations.git import GitError
+        from ..integrations.refs import branch_sha
+
+        if not lineage.location:
+            return dg.SkipReason("PIPELINES_REPO_URL is not set: no asset graph to keep up to date")
+        try:
+            git_dir = infra_repo.git_dir(fetch=True)
+            deploy = _deploy_branch(infra_repo, git_dir)
+            head = branch_sha(git_dir, deploy)
+        except GitError as exc:
+            return dg.SkipReason(f"git: {exc}")
+        if head is None:
+            return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        if head == lineage.commit:
+            return dg.SkipReason(f"the asset graph is at {deploy} {head[:12]}")
+        was = lineage.commit[:12] if lineage.commit else "nothing"
+        if not ui_url:
+            context.log.warning(f"{deploy} is at {head[:12]}, the asset graph at {was}: set PIPELINES_UI_URL so "
+                                f"that this sensor can reload code location {location_name}, or reload it in the UI")
+            return dg.SkipReason(f"{deploy} moved to {head[:12]}; PIPELINES_UI_URL is not set, no reload")
+        problem = reload_code_location(ui_url, location_name)
+        if problem:
+            context.log.warning(f"reloading code location {location_name} failed (next tick tries again): {problem}")
+            return dg.SkipReason(f"{deploy} moved to {head[:12]}; reload failed: {problem}")
+        return dg.SkipReason(f"{deploy} moved from {was} to {head[:12]}: code location {location_name} reloaded")
+
+    return asset_graph_sensor

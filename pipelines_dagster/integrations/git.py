@@ -40,8 +40,9 @@ def _is_url(location: str) -> bool:
     return "://" in location or location.startswith("git@") or (":" in location and not os.path.exists(location))
 
 
-def open_git_dir(location: str, fetch: bool = True) -> Path:
-    """The git directory of a local repository, or of a bare mirror of a remote URL under the cache."""
+def open_git_dir(location: str, fetch: bool = True, clone: bool = True) -> Path:
+    """The git directory of a local repository, or of a bare mirror of a remote URL under the cache. With
+    `clone=False` a remote that has no mirror yet is an error instead of a (possibly long) clone."""
     if not _is_url(location):
         proc = subprocess.run(["git", "-C", location, "rev-parse", "--absolute-git-dir"], capture_output=True,
                               text=True) if os.path.isdir(location) else None
@@ -50,6 +51,8 @@ def open_git_dir(location: str, fetch: bool = True) -> Path:
         return Path(proc.stdout.strip())
     mirror = cache_root() / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if not (mirror / "HEAD").exists():
+        if not clone:
+            raise GitError(f"{location}: not mirrored under {mirror.parent} yet")
         mirror.parent.mkdir(parents=True, exist_ok=True)
         try:
             proc = subprocess.run(["git", "clone", "--quiet", "--mirror", location, str(mirror)],

@@ -229,6 +229,17 @@ def test_invalid_account_entries(live):
     assert all(e.startswith("accounts.yml:") for e in errors)
 
 
+def test_added_or_changed_account_without_email_is_an_error(live):
+    accounts = live.read("accounts.yml")
+    live.commit({"accounts.yml": accounts.replace("  email: prod@example.com\n", "")
+                 + 'sandbox:\n  id: "333333333333"\n'})
+    errors = [str(e) for e in detect(live).errors]
+    assert sorted(e for e in errors if "email is missing" in e) == [
+        "accounts.yml:5: account 'prod': email is missing", "accounts.yml:8: account 'sandbox': email is missing"]
+    live.commit({"accounts.yml": accounts + 'sandbox:\n  id: "333333333333"\n  email: sb@example.com\n'})
+    assert detect(live).errors == []  # entries that the change does not touch are not judged
+
+
 def test_dependency_cycle_is_named(live):
     live.commit({f"{DEV}/vpc/terragrunt.hcl": unit("vpc", ["app"])})
     result = detect(live)

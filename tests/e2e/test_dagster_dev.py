@@ -1,6 +1,7 @@
 """End to end: `dagster dev` with a temporary DAGSTER_HOME, the job launched over GraphQL for a pull request, real
 git and Terraform, and the plan comment found on the GitHub fake."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,32 +48,24 @@ def infra(tmp_path):
     return {"bare": bare, "base": base, "head": head, "work": work}
 
 
-@pytest.fixture
-def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
-    fake = GitHubFake().start()
-    fake.add_repo(GH_REPO)
-    number = fake.add_pull_request(GH_REPO, "feature", head_sha=infra["head"], title="Two units")
-    subprocess.run(["git", "--git-dir", str(infra["bare"]), "update-ref", f"refs/pull/{number}/head", infra["head"]],
-                   check=True)
+@contextlib.contextmanager
+def dagster_dev_process(tmp_path: Path, settings: dict):
+    """`dagster dev` on a free port with a temporary DAGSTER_HOME and `settings` as its PIPELINES_* environment
+    (nothing inherited); the whole process group is killed at the end."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     ui = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "DAGSTER_", "GITHUB_"))}
-    env.update(DAGSTER_HOME=str(home), PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
-               PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
-               PIPELINES_GITHUB_REPO=GH_REPO, GITHUB_API_URL=fake.url, GITHUB_TOKEN=fake.token,
-               PIPELINES_UI_URL=ui, PIPELINES_CACHE_DIR=str(tmp_path / "cache"), PIPELINES_MAX_WAVES="2",
-               TF_CLI_CONFIG_FILE=str(tf_cli_config), TF_IN_AUTOMATION="1",
-               # the GraphQL launch is the subject here: sensors would add runs of their own for the same PR
-               PIPELINES_SENSORS_DEFAULT_STATUS="stopped")
+    env.update(DAGSTER_HOME=str(home), PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", PIPELINES_UI_URL=ui,
+               PIPELINES_CACHE_DIR=str(tmp_path / "cache"), TF_IN_AUTOMATION="1", **settings)
     log = (tmp_path / "dagster-dev.log").open("w")
     proc = subprocess.Popen([str(VENV_BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1",
                              "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        yield {"proc": proc, "graphql": GraphQL(f"{ui}/graphql"), "ui": ui, "fake": fake, "pr": number,
+        yield {"proc": proc, "graphql": GraphQL(f"{ui}/graphql"), "ui": ui, "home": home,
                "log": tmp_path / "dagster-dev.log"}
     finally:
         try:
@@ -86,6 +79,24 @@ def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
             pass
         proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
+    fake = GitHubFake().start()
+    fake.add_repo(GH_REPO)
+    number = fake.add_pull_request(GH_REPO, "feature", head_sha=infra["head"], title="Two units")
+    subprocess.run(["git", "--git-dir", str(infra["bare"]), "update-ref", f"refs/pull/{number}/head", infra["head"]],
+                   check=True)
+    settings = dict(PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
+                    PIPELINES_GITHUB_REPO=GH_REPO, GITHUB_API_URL=fake.url, GITHUB_TOKEN=fake.token,
+                    PIPELINES_MAX_WAVES="2", TF_CLI_CONFIG_FILE=str(tf_cli_config),
+                    # the GraphQL launch is the subject here: sensors would add runs of their own for the same PR
+                    PIPELINES_SENSORS_DEFAULT_STATUS="stopped")
+    try:
+        with dagster_dev_process(tmp_path, settings) as dev:
+            yield {**dev, "fake": fake, "pr": number}
+    finally:
         fake.stop()
 
 

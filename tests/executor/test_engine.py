@@ -1,5 +1,6 @@
 """The executor running real Terraform 1.0.3 against an s3 backend on the AWS emulator, with OIDC credentials."""
 
+import dataclasses
 import json
 import os
 import time
@@ -62,6 +63,23 @@ def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(
     assert changed.status is Status.SUCCEEDED
     assert (changed.summary.add, changed.summary.change, changed.summary.destroy) == (2, 0, 2)
     assert {r["action"] for r in changed.summary.resources} == {"replace"}
+
+
+def test_detailed_exitcode_is_2_with_a_diff_0_without_and_errors_still_fail(repo, aws, make_executor, settings):
+    unit = f"dev/exit-{uuid.uuid4().hex[:6]}"
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=1)})
+    executor = make_executor(settings=dataclasses.replace(settings, detailed_exitcode=True))
+
+    diff = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    assert (diff.status, diff.exit_code, diff.summary.add) == (Status.SUCCEEDED, 2, 1), diff.message + diff.output
+    assert "-detailed-exitcode" in diff.output
+    applied = executor.execute(request(unit, "apply", head), on_deploy_branch=True)  # the plan's 2 is no failure
+    assert (applied.status, applied.exit_code) == (Status.SUCCEEDED, 0), applied.message
+    clean = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    assert (clean.status, clean.exit_code) == (Status.NO_CHANGES, 0)
+    broken = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, extra='resource "nope" "x" {}\n')})
+    failed = executor.execute(request(unit, "plan", broken), on_deploy_branch=True)
+    assert (failed.status, failed.exit_code) == (Status.FAILED, 1)
 
 
 def test_deleted_unit_is_planned_and_destroyed_from_the_base_commit(repo, aws, make_executor):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines_dagster.defs.pipeline import report_markdown
 from tests.conftest import GitRepo, accounts_yml, terraform_binary
 from tests.pipeline.conftest import GH_REPO
 from tests.pipeline.test_job import run_job
@@ -87,11 +88,14 @@ def test_templates_in_the_repository_are_used_in_local_mode(remote, plugin_dir):
 def test_pull_request_adding_an_account_only_validates(remote, plugin_dir):
     base = remote.git("rev-parse", "HEAD")
     remote.git("checkout", "-q", "-b", "feature")
-    remote.commit({"accounts.yml": accounts_yml() + 'bad:\n  id: "12"\n' + SANDBOX})
+    remote.commit({"accounts.yml": accounts_yml() + 'bad:\n  id: "12"\n  email: bad@example.com\n' + SANDBOX
+                   + 'noemail:\n  id: "444444444444"\n'})
     remote.git("push", "-q", "origin", "feature")
     result, summary = run_job(Repo(remote.bare), {"plugin_dir": str(plugin_dir)}, "pull_request", base, "feature")
     by_account = {o["change"]["account"]: o for o in summary["outcomes"]}
     assert by_account["sandbox"]["status"] == "validated", by_account["sandbox"]
     assert by_account["bad"]["status"] == "failed" and "12 digits" in by_account["bad"]["message"]
+    assert by_account["noemail"]["status"] == "failed" and "email is missing" in by_account["noemail"]["message"]
+    assert "accounts.yml:13: account 'noemail': email is missing" in report_markdown(result)  # in the PR comment
     assert subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", "--verify", "-q", BRANCH],
                           capture_output=True).returncode != 0  # nothing pushed for a pull request

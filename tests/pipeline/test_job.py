@@ -1,7 +1,9 @@
 """The job, run in-process by Dagster with real git, Terraform, the AWS emulator and the GitHub fake."""
 
+import uuid
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
@@ -21,14 +23,14 @@ def env(aws, plugin_dir, tf_cli_config, token_file, tmp_path, monkeypatch):
     return {"plugin_dir": str(plugin_dir)}
 
 
-def run_job(repo, env, event, base, head, pr=None, github_repo=None):
+def run_job(repo, env, event, base, head, pr=None, github_repo=None, instance=None):
     resources = {"infra_repo": InfraRepoResource(location=str(repo.path)),
                  "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
                  "engine": EngineResource(max_parallel=4, plugin_dir=env["plugin_dir"])}
     config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
                                                  "pr_number": pr}}}}
     result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources,
-                                                        raise_on_error=False)
+                                                        raise_on_error=False, instance=instance)
     summary = result.output_for_node("report")
     return result, summary
 
@@ -159,3 +161,30 @@ def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github
     comment_writes = [r for r in github.writes() if "/comments" in r.path]
     assert [r.method for r in comment_writes] == ["POST", "PATCH", "PATCH"]  # detecting, the list, the result
     assert len(github.comments(GH_REPO, number)) == 1
+
+
+def test_deploy_branch_applies_and_destroys_are_materializations_plans_observations(repo, aws, env):
+    instance = dg.DagsterInstance.ephemeral()
+    unit = f"dev/lineage-{uuid.uuid4().hex[:6]}"
+    key = dg.AssetKey(["units", *unit.split("/")])
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
+    run_job(repo, env, "pull_request", base, "feature", pr=5, instance=instance)
+    [plan] = [r.asset_observation.metadata for r in instance.fetch_observations(key, limit=5).records]
+    assert {k: plan[k].value for k in ("commit", "pr", "action", "status", "resources_added")} == {
+        "commit": head, "pr": 5, "action": "plan", "status": "succeeded", "resources_added": 2}
+    assert instance.fetch_materializations(key, limit=5).records == []  # a plan deploys nothing
+
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "feature")
+    applied, _ = run_job(repo, env, "push", base, "main", instance=instance)
+    repo.commit({unit: None}, "remove the unit")
+    destroyed, _ = run_job(repo, env, "push", head, "main", instance=instance)
+    records = instance.fetch_materializations(key, limit=5).records  # newest first
+    assert [r.run_id for r in records] == [destroyed.run_id, applied.run_id]
+    destroy, apply = (r.asset_materialization.metadata for r in records)
+    assert {k: apply[k].value for k in ("commit", "action", "status", "resources_added", "resources_destroyed")} == {
+        "commit": head, "action": "apply", "status": "succeeded", "resources_added": 2, "resources_destroyed": 0}
+    assert (destroy["action"].value, destroy["resources_destroyed"].value) == ("destroy", 2)
+    assert apply["duration_s"].value > 0 and apply["account"].value == "dev"

@@ -2,11 +2,13 @@
 work clone) and the GitHub fake over HTTP."""
 
 import json
+import socket
 import time
 
 import dagster as dg
 import pytest
 
+from pipelines_dagster.core.lineage import Lineage, read_lineage
 from pipelines_dagster.defs import sensors
 from pipelines_dagster.defs.pipeline import infrastructure_pipeline
 from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
@@ -373,3 +375,26 @@ def test_deploy_branch_comes_from_the_resource_or_the_repository_config(remote):
     remote.push("main:refs/heads/main")
     runs, _, _ = tick(pr_sensor, resources(remote.bare))
     assert [(r.run_key, r.tags["pipelines/base-branch"]) for r in runs] == [(f"branch-main-{head}", "live")]
+
+
+# ------------------------------------------------------------------------------------------------ asset graph
+
+
+def test_asset_graph_sensor_asks_for_a_reload_only_when_the_deploy_branch_moved(remote):
+    res = resources(remote.bare)
+    loaded = read_lineage(str(remote.bare))  # what the code location's asset graph was built from
+    runs, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=None), res)
+    assert runs == [] and skip == f"the asset graph is at main {remote.main0[:12]}"
+
+    moved = remote.work.commit({"dev/b/main.tf": "# b\n"})
+    remote.push("main")
+    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=None), res)
+    assert skip == f"main moved to {moved[:12]}; PIPELINES_UI_URL is not set, no reload"
+    with socket.socket() as s:  # a port nobody listens on: the webserver is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"
+    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=down), res)
+    assert skip.startswith(f"main moved to {moved[:12]}; reload failed: DagsterGraphQLClientError")
+
+    _, _, skip = tick(sensors.make_asset_graph_sensor(Lineage(), "pipelines_dagster", ui_url=down), res)
+    assert skip == "PIPELINES_REPO_URL is not set: no asset graph to keep up to date"

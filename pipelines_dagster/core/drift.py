@@ -1,0 +1,192 @@
+"""Drift detection: every unit planned at the deploy-branch head with the plan role and `-detailed-exitcode`.
+
+A unit is clean when its plan is empty, drifted when it is not (reality differs from the code: a change made
+behind Terraform's back, or one never applied), and unchecked when the plan could not run. The findings feed one
+asset check per unit, and one GitHub issue listing what is drifted or unchecked, rewritten only when that list
+changes (a fingerprint in its body), closed when every unit is clean.
+"""
+
+import fnmatch
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .engine import Result, Status
+from .executor import ExecuteRequest, Prepared
+from .model import Action, Event
+
+ISSUE_KEY = "drift"
+CLEAN, DRIFTED, UNCHECKED, GONE = "clean", "drifted", "unchecked", "gone"
+RESOURCES_LISTED = 20  # per unit, in metadata and in the issue
+
+
+@dataclass
+class Finding:
+    unit: str
+    state: str  # CLEAN, DRIFTED, UNCHECKED or GONE
+    account: str | None = None
+    commit: str | None = None
+    summary: dict = field(default_factory=lambda: {"add": 0, "change": 0, "destroy": 0})
+    resources: list[str] = field(default_factory=list)  # "address: action"
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.state in (CLEAN, GONE)
+
+    def summary_line(self) -> str:
+        s = self.summary
+        return f"{s['add']} to add, {s['change']} to change, {s['destroy']} to destroy"
+
+    def to_metadata(self) -> dict:
+        """Plain values for the asset check's metadata (and read back by `from_metadata`)."""
+        data = {"state": self.state, "account": self.account or "", "commit": self.commit or ""}
+        if self.state == DRIFTED:
+            data.update(plan=self.summary_line(), add=self.summary["add"], change=self.summary["change"],
+                        destroy=self.summary["destroy"], resources="\n".join(self.resources))
+        if self.message:
+            data["message"] = self.message
+        return data
+
+    @classmethod
+    def from_metadata(cls, unit: str, metadata: dict) -> "Finding":
+        return cls(unit=unit, state=str(metadata.get("state", UNCHECKED)), account=metadata.get("account") or None,
+                   commit=metadata.get("commit") or None,
+                   summary={k: int(metadata.get(k, 0)) for k in ("add", "change", "destroy")},
+                   resources=[r for r in str(metadata.get("resources", "")).splitlines() if r],
+                   message=str(metadata.get("message", "")))
+
+
+def finding(unit: str, account: str | None, commit: str, result: Result) -> Finding:
+    """A plan's result (run with detailed_exitcode) as a finding."""
+    if result.status is Status.NO_CHANGES and result.exit_code == 0:
+        return Finding(unit, CLEAN, account, commit)
+    if result.status is Status.SUCCEEDED:
+        s = result.summary
+        resources = [f"{r['address']}: {r['action']}" for r in s.resources[:RESOURCES_LISTED]]
+        resources += [f"output.{o['name']}: {o['action']}" for o in s.outputs[:RESOURCES_LISTED - len(resources)]]
+        return Finding(unit, DRIFTED, account, commit, {"add": s.add, "change": s.change, "destroy": s.destroy},
+                       resources, result.message)
+    return Finding(unit, UNCHECKED, account, commit, message=result.message or f"plan {result.status.value}")
+
+
+def matches(unit: str, patterns: list[str]) -> bool:
+    """Path filter: no patterns match everything; a pattern matches the unit or any folder above it."""
+    return not patterns or any(fnmatch.fnmatchcase(unit, p.strip("/")) or
+                               fnmatch.fnmatchcase(unit, p.strip("/") + "/*") for p in patterns)
+
+
+def check_units(prepared: Prepared, repo, commit: str, units: dict[str, str | None],
+                max_parallel: int = 4) -> list[Finding]:
+    """Plan every unit (path -> account) at `commit`; units no longer there are GONE. Never raises per unit."""
+    from ..integrations.git import list_folders
+
+    if not units:
+        return []
+    present = {path.rsplit("/", 1)[0] if "/" in path else "" for path in list_folders(repo, commit, list(units))}
+
+    def check(unit: str) -> Finding:
+        account = units[unit]
+        if unit not in present:
+            return Finding(unit, GONE, account, commit, message=f"no longer on the deploy branch at {commit[:12]}")
+        try:
+            # the plan role, as for a pull request: a drift check can never assume an apply role
+            result = prepared.executor.execute(ExecuteRequest(unit=unit, action=Action.PLAN,
+                                                              event=Event.PULL_REQUEST, head=commit),
+                                               on_deploy_branch=prepared.on_deploy_branch)
+        except Exception as exc:  # a bug or an unexpected tool failure: this unit is unchecked, the rest go on
+            return Finding(unit, UNCHECKED, account, commit, message=f"internal error: {type(exc).__name__}: {exc}")
+        return finding(unit, result.account or account, commit, result)
+
+    with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
+        return list(pool.map(check, sorted(units)))
+
+
+# ------------------------------------------------------------------------------------------------ the issue
+
+
+def open_findings(findings: dict[str, Finding]) -> list[Finding]:
+    """What the issue lists: drifted and unchecked units, in path order."""
+    return [f for _, f in sorted(findings.items()) if not f.passed]
+
+
+def fingerprint(listed: list[Finding]) -> str:
+    """Changes when the listed units, their states or their plan summaries change (not with messages)."""
+    text = "\n".join(f"{f.unit}\t{f.state}\t{f.summary_line() if f.state == DRIFTED else ''}" for f in listed)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def fingerprint_line(listed: list[Finding]) -> str:
+    return f"<!-- drift-fingerprint: {fingerprint(listed)} -->"
+
+
+def issue_title(listed: list[Finding]) -> str:
+    drifted = sum(f.state == DRIFTED for f in listed)
+    unchecked = len(listed) - drifted
+    parts = ([f"{drifted} unit{'s' if drifted != 1 else ''} drifted"] if drifted else []) + \
+        ([f"{unchecked} unit{'s' if unchecked != 1 else ''} could not be checked"] if unchecked else [])
+    return "pipelines-dagster: drift: " + ", ".join(parts)
+
+
+def _cell(text) -> str:
+    return str(text if text else "-").replace("|", "\\|").replace("\n", " ")
+
+
+def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_url: str | None,
+               limit: int) -> str:
+    """The issue's markdown, within `limit` characters: rows first, then per-unit resources while they fit."""
+    drifted = [f for f in listed if f.state == DRIFTED]
+    unchecked = [f for f in listed if f.state == UNCHECKED]
+    head = [fingerprint_line(listed),
+            f"Drift checks plan the units of `{deploy_branch}` with the plan role (last change of this list: "
+            f"`{commit[:12]}`). These units differ from the code (a change made outside the pipeline, or one "
+            "never applied), or could not be planned. Fix the code or the infrastructure; this issue is updated "
+            "when the list changes and closed when every unit is clean."
+            + (f" [Dagster run]({run_url})" if run_url else ""), ""]
+    tables: list[str] = []
+    if drifted:
+        tables += [f"### Drifted ({len(drifted)})", "", "| unit | account | plan |", "|---|---|---|"]
+        tables += [f"| `{_cell(f.unit)}` | {_cell(f.account)} | {f.summary_line()} |" for f in drifted]
+        tables.append("")
+    if unchecked:
+        tables += [f"### Could not be checked ({len(unchecked)})", "", "| unit | account | error |", "|---|---|---|"]
+        tables += [f"| `{_cell(f.unit)}` | {_cell(f.account)} | {_cell(f.message[:300])} |" for f in unchecked]
+        tables.append("")
+    body = "\n".join(head + tables)
+    if len(body) > limit:  # too many rows: keep what fits, and say how many were left out
+        kept, size = [], len("\n".join(head)) + 200
+        for line in tables:
+            if size + len(line) + 1 > limit:
+                break
+            kept.append(line)
+            size += len(line) + 1
+        left = sum(1 for line in tables if line.startswith("| `")) - sum(1 for line in kept if line.startswith("| `"))
+        return "\n".join(head + kept + ["", f"… and {left} more unit(s): see the drift checks in Dagster."])
+    for f in drifted:
+        details = ("\n".join(["", f"<details><summary><code>{f.unit}</code>: {f.summary_line()}</summary>", ""]
+                             + [f"- `{_cell(r)}`" for r in f.resources] + ["", "</details>"]))
+        if len(body) + len(details) > limit:
+            break
+        body += details
+    return body
+
+
+def update_issue(client, listed: list[Finding], *, deploy_branch: str, commit: str, run_url: str | None) -> str:
+    """Keep the one drift issue in step with `listed` (an integrations.github client): open it when something is
+    listed, rewrite it only when the list changed, close it when nothing is. Returns what was done."""
+    from ..integrations.github import body_budget
+
+    existing = client.find_issue(ISSUE_KEY)
+    if not listed:
+        if existing is None:
+            return "every unit is clean; no issue is open"
+        closed = client.close_issue(ISSUE_KEY, comment=f"Every unit is clean at `{deploy_branch}` "
+                                                       f"(`{commit[:12]}`): closing." +
+                                                       (f" [Dagster run]({run_url})" if run_url else ""))
+        return f"every unit is clean; closed #{closed.number}" if closed else "every unit is clean"
+    if existing is not None and fingerprint_line(listed) in (existing.body or ""):
+        return f"#{existing.number} already lists these {len(listed)} unit(s)"
+    body = issue_body(listed, deploy_branch=deploy_branch, commit=commit, run_url=run_url,
+                      limit=body_budget(ISSUE_KEY))
+    issue = client.upsert_issue(ISSUE_KEY, issue_title(listed), body)
+    return f"{'opened' if issue.created else 'updated'} #{issue.number} ({len(listed)} unit(s))"

@@ -1,0 +1,119 @@
+"""Drift detection in Dagster: a `drift` asset check on every unit asset, the job that runs them (one step that
+plans the selected units in parallel), and its schedule. The decisions and the GitHub issue are in core.drift.
+
+Any subset of the checks can run (a single unit from its asset page, a path filter from the run config); the
+issue always lists what the latest result of every unit's check says.
+"""
+
+import dataclasses
+import os
+import re
+
+import dagster as dg
+from pydantic import Field
+
+from ..core import drift as core
+from ..core.lineage import Lineage, unit_key
+from .resources import EngineResource, GitHubResource, InfraRepoResource
+
+CHECK_NAME = "drift"
+JOB_NAME = "drift_detection"
+OP_NAME = "drift_plans"
+SCHEDULE_NAME = "drift_schedule"
+DEFAULT_CRON = "0 6 * * *"  # daily, 06:00 UTC
+
+
+class DriftConfig(dg.Config):
+    paths: list[str] = Field(default_factory=list, description="Units to check: fnmatch globs of unit paths (a "
+                             "folder matches the units under it); empty checks every selected unit.")
+
+
+def paths_from_env(env=None) -> list[str]:
+    """PIPELINES_DRIFT_PATHS: globs separated by commas or whitespace."""
+    env = os.environ if env is None else env
+    return [p for p in re.split(r"[,\s]+", env.get("PIPELINES_DRIFT_PATHS", "")) if p]
+
+
+def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, core.Finding]:
+    """The latest completed drift result of every unit not checked now (for the issue's complete list)."""
+    keys = {dg.AssetCheckKey(dg.AssetKey(unit_key(u.path)), CHECK_NAME): u.path
+            for u in lineage.units if u.path not in skip}
+    found = {}
+    for key, summary in instance.event_log_storage.get_asset_check_summary_records(list(keys)).items():
+        record = summary.last_completed_check_execution_record if summary else None
+        evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
+        if evaluation is not None:
+            metadata = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+            found[keys[key]] = core.Finding.from_metadata(keys[key], metadata)
+    return found
+
+
+def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: list[str] = (),
+                           tags: dict | None = None,
+                           default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING
+                           ) -> dg.Definitions:
+    if not lineage.units:
+        return dg.Definitions()
+    units = {u.path: u for u in lineage.units}
+    by_key = {dg.AssetKey(unit_key(path)): path for path in units}
+
+    @dg.multi_asset_check(
+        name=OP_NAME, can_subset=True,
+        specs=[dg.AssetCheckSpec(CHECK_NAME, asset=key, description=(
+            "Plans the unit at the deploy-branch head with the plan role: passes when the plan is empty, fails "
+            "(WARN) with the plan summary when reality differs from the code, fails (ERROR) when it cannot plan."))
+            for key in by_key],
+        description="Drift detection: plans the selected units at the deploy-branch head with `-detailed-exitcode`.")
+    def drift_plans(context: dg.AssetCheckExecutionContext, config: DriftConfig, infra_repo: InfraRepoResource,
+                        github: GitHubResource, engine: EngineResource):
+        from ..core.config import ConfigError
+        from ..core.executor import prepare
+        from ..integrations.git import GitError, resolve
+        from ..integrations.refs import configured_deploy_branch
+
+        selected = {by_key[k.asset_key] for k in context.selected_asset_check_keys}
+        todo = {p: units[p].account for p in sorted(selected) if core.matches(p, config.paths)}
+        try:
+            repo = infra_repo.git_dir(fetch=True)
+            branch = infra_repo.deploy_branch or lineage.deploy_branch or configured_deploy_branch(repo)
+            head = resolve(repo, branch)
+        except GitError as exc:
+            raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
+        context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")
+        try:
+            prepared = prepare(repo, head, deploy_branch=branch,
+                               settings=dataclasses.replace(engine.settings(), detailed_exitcode=True))
+            findings = core.check_units(prepared, repo, head, todo, engine.max_parallel)
+        except ConfigError as exc:
+            findings = [core.Finding(p, core.UNCHECKED, a, head, message=f"configuration: {exc}")
+                        for p, a in todo.items()]
+        if not github.local_mode:
+            current = {f.unit: f for f in findings}
+            latest = {**_previous_findings(context.instance, lineage, set(current)), **current}
+            outcome = core.update_issue(github.client(), core.open_findings(latest), deploy_branch=branch,
+                                        commit=head, run_url=engine.run_url(context.run.run_id))
+            context.log.info(f"drift issue: {outcome}")
+        for f in findings:
+            level = context.log.info if f.passed else context.log.warning
+            level(f"{f.unit}: {f.state}" + (f" ({f.summary_line()})" if f.state == core.DRIFTED else
+                                            f": {f.message}" if f.state == core.UNCHECKED else ""))
+            yield dg.AssetCheckResult(
+                asset_key=dg.AssetKey(unit_key(f.unit)), check_name=CHECK_NAME, passed=f.passed,
+                severity=dg.AssetCheckSeverity.ERROR if f.state == core.UNCHECKED else dg.AssetCheckSeverity.WARN,
+                metadata=f.to_metadata(),
+                description={core.CLEAN: "the plan is empty", core.GONE: f.message,
+                             core.DRIFTED: f"drifted: {f.summary_line()}",
+                             core.UNCHECKED: "the plan could not run"}[f.state])
+
+    job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.checks(drift_plans),
+                              executor_def=dg.in_process_executor, tags=tags or {},
+                              description="Plans every unit at the deploy-branch head and records its drift check.")
+    try:
+        schedule = dg.ScheduleDefinition(
+            name=SCHEDULE_NAME, job=job, cron_schedule=cron, default_status=default_status,
+            run_config={"ops": {OP_NAME: {"config": {"paths": list(paths)}}}},
+            description=f"Drift detection ({cron}, PIPELINES_DRIFT_CRON)"
+                        + (f" of {', '.join(paths)} (PIPELINES_DRIFT_PATHS)" if paths else ""))
+    except dg.DagsterInvalidDefinitionError as exc:
+        raise ValueError(f"PIPELINES_DRIFT_CRON={cron!r} is not a cron schedule of 5 fields: {exc}") from None
+    return dg.Definitions(asset_checks=[drift_plans], jobs=[job], schedules=[schedule])

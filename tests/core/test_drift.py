@@ -1,0 +1,55 @@
+"""Drift findings and the drift issue's text (pure functions of the findings)."""
+
+from pipelines_dagster.core.drift import (CLEAN, DRIFTED, UNCHECKED, Finding, finding, fingerprint, issue_body,
+                                          issue_title, matches, open_findings)
+from pipelines_dagster.core.engine import PlanSummary, Result, Status
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def drifted(unit: str, add: int = 1, message: str = "") -> Finding:
+    return Finding(unit, DRIFTED, "dev", SHA, {"add": add, "change": 0, "destroy": 0},
+                   [f"null_resource.item[{i}]: create" for i in range(add)], message)
+
+
+def test_results_become_findings():
+    summary = PlanSummary(add=1, resources=[{"address": "null_resource.x", "action": "create",
+                                             "actions": ["create"]}])
+    assert finding("u", "dev", SHA, Result(Status.NO_CHANGES, exit_code=0)).state == CLEAN
+    diff = finding("u", "dev", SHA, Result(Status.SUCCEEDED, exit_code=2, summary=summary))
+    assert (diff.state, diff.summary_line(), diff.resources) == (
+        DRIFTED, "1 to add, 0 to change, 0 to destroy", ["null_resource.x: create"])
+    failed = finding("u", "dev", SHA, Result(Status.STATE_LOCKED, exit_code=1, message="the state is locked"))
+    assert (failed.state, failed.passed, failed.message) == (UNCHECKED, False, "the state is locked")
+
+
+def test_metadata_round_trip():
+    original = drifted("dev/a", add=2, message="Plan: 2 to add")
+    assert Finding.from_metadata("dev/a", original.to_metadata()) == original
+
+
+def test_path_filter():
+    assert matches("dev/us-east-1/app", [])
+    assert matches("dev/us-east-1/app", ["dev"]) and matches("dev/us-east-1/app", ["dev/*/app"])
+    assert not matches("prod/us-east-1/app", ["dev", "*/eu-west-1/*"])
+
+
+def test_fingerprint_follows_the_list_and_the_plans_not_the_messages():
+    base = [drifted("dev/a"), Finding("dev/b", UNCHECKED, message="lock held by alice")]
+    assert fingerprint(base) == fingerprint([drifted("dev/a", message="other"),
+                                             Finding("dev/b", UNCHECKED, message="lock held by bob")])
+    assert fingerprint(base) != fingerprint([drifted("dev/a", add=2), base[1]])
+    assert fingerprint(base) != fingerprint(base[:1])
+    listed = open_findings({f.unit: f for f in base + [Finding("dev/c", CLEAN)]})
+    assert [f.unit for f in listed] == ["dev/a", "dev/b"]
+    assert issue_title(listed) == "pipelines-dagster: drift: 1 unit drifted, 1 unit could not be checked"
+
+
+def test_issue_body_fits_githubs_limit_with_thousands_of_units():
+    listed = [drifted(f"dev/unit-{i:05d}", add=3) for i in range(5000)]
+    body = issue_body(listed, deploy_branch="main", commit=SHA, run_url="http://ui/runs/1", limit=65000)
+    assert len(body) <= 65000 and "`dev/unit-00000`" in body and "`dev/unit-04999`" not in body
+    shown = body.count("| `dev/unit-")
+    assert f"… and {5000 - shown} more unit(s)" in body
+    small = issue_body(listed[:2], deploy_branch="main", commit=SHA, run_url=None, limit=65000)
+    assert small.count("<details>") == 2 and "null_resource.item[2]: create" in small
