@@ -1,5 +1,6 @@
 """Driving a running `dagster dev` from tests: its GraphQL API, and the demo command (`make run`) as a process."""
 
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -97,12 +97,12 @@ def wait_for_location(graphql: GraphQL, proc: subprocess.Popen, log: Path, deadl
     pytest.fail(f"GraphQL did not serve the code location in time (last answer: {last}):\n{log.read_text()[-4000:]}")
 
 
-def wait_for_run(graphql: GraphQL, run_id: str, deadline: float) -> str | None:
-    """The run's final status, or its last status when the deadline passes."""
+def wait_for_run(graphql: GraphQL, run_id: str, deadline: float, until=FINISHED) -> str | None:
+    """The run's status once it is one of `until` (by default, final), or its last status at the deadline."""
     status = None
     while time.monotonic() < deadline:
         status = graphql(RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-        if status in FINISHED:
+        if status in until:
             break
         time.sleep(1)
     return status
@@ -140,7 +140,7 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
-@contextmanager
+@contextlib.contextmanager
 def running_demo(folder: Path, port: int, log: Path, timeout_s: float):
     """The demo command, up until its code location is served; on leaving, Ctrl-C as in a terminal. The state
     tells what was seen: `exit_code`, and `left_running`, the processes of the demo's tree that outlived it
@@ -154,6 +154,9 @@ def running_demo(folder: Path, port: int, log: Path, timeout_s: float):
         state["aws_port"] = emulator_port(log)
         yield state
     finally:
+        with contextlib.suppress(psutil.NoSuchProcess):  # what started since, such as a run's worker
+            known = {p.pid for p in state["tree"]}
+            state["tree"] += [p for p in psutil.Process(proc.pid).children(recursive=True) if p.pid not in known]
         try:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: SIGINT to the foreground group
             state["exit_code"] = proc.wait(timeout=60)

@@ -20,8 +20,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from ..core.engine import AMBIENT_AWS_ENV
 from . import layout
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 SENSOR_INTERVAL_S = "10"  # the demo's sensors look every 10 s (the default is 30)
 STOP_GRACE_S = 15
+GONE = (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError)
 
 
 @dataclass(frozen=True)
@@ -174,33 +179,43 @@ def serve(env: dict, port: int) -> int:
 
 
 def stop_tree(pid: int, grace_s: float = STOP_GRACE_S) -> None:
-    """Stops a process group leader and every descendant: SIGINT to its group first (what Ctrl-C does to
-    `dagster dev` in a terminal), then SIGKILL for whatever is left after `grace_s`, descendants that left the
-    group too (dagster dev leaves children behind on SIGTERM; a unit's terraform runs in a session of its own)."""
-    import psutil
-
+    """Stops a process group leader and all its descendants: SIGINT to its group (what Ctrl-C does to `dagster dev`
+    in a terminal) and to descendants in groups of their own (a unit's terraform, which stops cleanly on SIGINT),
+    then SIGKILL for whatever is left after `grace_s` (dagster dev leaves children behind on SIGTERM)."""
     try:
         leader = psutil.Process(pid)
         tree = [leader, *leader.children(recursive=True)]
     except psutil.NoSuchProcess:
         return
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    _, alive = psutil.wait_procs(tree, timeout=grace_s)
-    leftovers = set(alive)
-    for process in alive:
-        try:
-            leftovers.update(process.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    for process in leftovers:
-        try:
+    for process in tree[1:]:
+        with suppress(*GONE):
+            if os.getpgid(process.pid) != pid:
+                process.send_signal(signal.SIGINT)
+    left = _still_running(tree, grace_s)
+    for process in list(left):
+        with suppress(*GONE):
+            left.extend(process.children(recursive=True))
+    for process in left:
+        with suppress(*GONE):
             process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(list(leftovers), timeout=grace_s)
+    _still_running(left, grace_s)
+
+
+def _still_running(processes: list, timeout_s: float) -> list:
+    """The processes still running after at most `timeout_s`. A zombie counts as stopped: orphans are reaped by
+    init, and not every init does that promptly."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = []
+        for process in processes:
+            with suppress(psutil.NoSuchProcess):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    left.append(process)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
 
 
 def _stop_quietly(signum, _frame):
