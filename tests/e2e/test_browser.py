@@ -1,9 +1,11 @@
-"""In a real browser: Debian's headless Chromium, driven by Playwright, against `make run`'s demo. The job and the
-sensors are listed; a branch pushed to the demo remote gets a plan run from the sensor, with its report; a run
-launched from the Launchpad (config typed into the editor, Launch clicked) succeeds. Screenshots go to
-$PIPELINES_SCREENSHOTS_DIR (`make screenshots` sets it to docs/), else to the test's temporary folder.
+"""In a real browser: Debian's headless Chromium, driven by Playwright, against `make run`'s demo, following the
+README's walk-through. The job, the sensors and the drift schedule are listed; the asset graph shows the accounts
+and their units; a run launched from the Launchpad (config typed into the editor, Launch clicked) succeeds; a
+branch pushed to the demo remote gets a plan run from the sensor, with its report; its merge is applied and the
+units' assets show the materialization. Screenshots go to $PIPELINES_SCREENSHOTS_DIR (`make screenshots` sets it
+to docs/), else to the test's temporary folder.
 
-Waits are on UI text and elements, with generous bounds; nothing sleeps."""
+Waits are on UI text and elements (GraphQL only finds the runs the sensors start), with generous bounds."""
 
 import os
 import re
@@ -21,7 +23,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 JOB = "infrastructure_pipeline"
-SENSORS = ("pull_request_sensor", "deploy_branch_sensor", "run_failure_sensor")
+SENSORS = ("pull_request_sensor", "deploy_branch_sensor", "run_failure_sensor", "asset_graph_sensor")
+SCHEDULE = "drift_schedule"
 BRANCH = "more-apps"
 APPS = [unit for unit, component in layout.UNITS.items() if component == "app"]
 START_S = 240  # first start: the initial apply (about 30 s here) and dagster dev (about 20 s)
@@ -52,8 +55,10 @@ def demo(tmp_path):
     git("commit", "-qam", "Three app instances")
     git("push", "-q", "origin", BRANCH)
     git("checkout", "-q", "main")
+    main = subprocess.run(["git", "rev-parse", "main"], cwd=work, check=True, capture_output=True,
+                          text=True).stdout.strip()
     with running_demo(folder, free_port(), tmp_path / "demo.log", START_S) as state:
-        yield state
+        yield {**state, "work": work, "main": main}
     assert state["left_running"] == [], state["left_running"]
 
 
@@ -61,7 +66,9 @@ def demo(tmp_path):
 def page(tmp_path):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-packages` installs Debian's chromium")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
 
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -79,8 +86,8 @@ def page(tmp_path):
 
 
 def _link(page, text: str):
-    """A link by its text (Dagster puts an icon's name before it in the accessible name)."""
-    return page.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(text)}$"))
+    """A link by a word of its text (Dagster puts an icon's name before it, and a description after it)."""
+    return page.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(text)}(\s|$)"))
 
 
 def _wait_for_finish(page, graphql, run_id: str) -> None:
@@ -97,35 +104,58 @@ def _report(page):
     return page.get_by_role("dialog")
 
 
-def _sensor_run_id(graphql, deadline: float) -> str:
-    tag = {"tags": [{"key": "dagster/sensor_name", "value": "pull_request_sensor"}]}
+def _sensor_run_id(graphql, sensor: str) -> str:
+    """The first run the sensor starts (polled over GraphQL: the runs list is no place to wait on)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    tag = {"tags": [{"key": "dagster/sensor_name", "value": sensor}]}
     while time.monotonic() < deadline:
         runs = graphql(RUNS, {"filter": tag})["runsOrError"]["results"]
         if runs:
-            return runs[0]["runId"]
+            return runs[-1]["runId"]
         time.sleep(1)
-    pytest.fail(f"the pull-request sensor started no run for branch {BRANCH}")
+    pytest.fail(f"{sensor} started no run")
 
 
-def test_ui_lists_the_job_and_sensors_shows_a_sensor_plan_and_runs_the_job_from_the_launchpad(demo, page, shots):
+def _git(work: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+
+
+def test_the_readme_walk_through_in_a_browser(demo, page, shots):
     from playwright.sync_api import expect
 
-    url, graphql = demo["url"], demo["graphql"]
+    url, graphql, location = demo["url"], demo["graphql"], demo["location"]["name"]
+
+    # the branch pushed before the start gets a plan run from the sensor; once it has, merge it (the runs go on
+    # while the test looks at the rest)
+    plan_run = _sensor_run_id(graphql, "pull_request_sensor")
+    _git(demo["work"], "merge", "-q", "--no-ff", BRANCH, "-m", f"Merge {BRANCH}")
+    _git(demo["work"], "push", "-q", "origin", "main")
+    merge = subprocess.run(["git", "rev-parse", "main"], cwd=demo["work"], check=True, capture_output=True,
+                           text=True).stdout.strip()
 
     page.goto(f"{url}/jobs")
     expect(_link(page, JOB)).to_be_visible()
     page.goto(f"{url}/automation")
-    for sensor in SENSORS:
-        expect(_link(page, sensor)).to_be_visible()
+    for name in (*SENSORS, SCHEDULE):
+        expect(_link(page, name)).to_be_visible()
     page.screenshot(path=shots / "automation.png")
 
-    # the Launchpad: config typed into the editor for two refs, then Launch (it runs while we look on)
-    page.goto(f"{url}/locations/{demo['location']['name']}/jobs/{JOB}/playground")
+    # the asset graph: one group per account, holding the account and its units
+    page.goto(f"{url}/asset-groups")
+    for account in layout.ACCOUNTS:
+        expect(page.get_by_text(account, exact=True).first).to_be_visible()
+    for account in layout.ACCOUNTS:
+        page.goto(f"{url}/locations/{location}/asset-groups/{account}")
+        for name in [account] + [u.rsplit("/", 1)[-1] for u in layout.UNITS if u.startswith(f"{account}/")]:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible()
+
+    # the Launchpad: config typed into the editor for two refs, then Launch
+    page.goto(f"{url}/locations/{location}/jobs/{JOB}/playground")
     page.locator(".CodeMirror").first.click()
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")
     page.keyboard.insert_text(f"ops:\n  orchestrate:\n    config:\n      event: pull_request\n"
-                              f"      base_ref: main\n      head_ref: {BRANCH}\n")
+                              f"      base_ref: {demo['main']}\n      head_ref: {BRANCH}\n")
     launch = page.get_by_role("button", name="Launch Run")
     expect(launch).to_be_enabled()
     page.screenshot(path=shots / "launchpad.png")
@@ -133,10 +163,8 @@ def test_ui_lists_the_job_and_sensors_shows_a_sensor_plan_and_runs_the_job_from_
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
     launched = page.url.rsplit("/", 1)[-1]
 
-    # the branch pushed before the start: a plan run started by the sensor, and its report
-    run_id = _sensor_run_id(graphql, time.monotonic() + RUN_TIMEOUT_MS / 1000)
-    page.goto(f"{url}/runs/{run_id}")
-    _wait_for_finish(page, graphql, run_id)
+    page.goto(f"{url}/runs/{plan_run}")
+    _wait_for_finish(page, graphql, plan_run)
     report = _report(page)
     expect(report).to_contain_text("pipelines-dagster plan: succeeded")
     for unit in APPS:
@@ -146,16 +174,31 @@ def test_ui_lists_the_job_and_sensors_shows_a_sensor_plan_and_runs_the_job_from_
     page.screenshot(path=shots / "plan-report.png")
     page.keyboard.press("Escape")
 
-    # the launched run
+    # the merge: applied by the deploy-branch sensor, and the apps' assets materialized by that run
+    apply_run = _sensor_run_id(graphql, "deploy_branch_sensor")
+    page.goto(f"{url}/runs/{apply_run}")
+    _wait_for_finish(page, graphql, apply_run)
+    report = _report(page)
+    expect(report).to_contain_text("pipelines-dagster apply: succeeded")
+    expect(report.get_by_text("apply", exact=True)).to_have_count(len(APPS))
+    page.keyboard.press("Escape")
+    for unit in APPS:  # each app's latest materialization: the apply run, for the merge commit
+        page.goto(f"{url}/assets/units/{unit}")
+        expect(page.locator(f'a[href^="/runs/{apply_run}"]').first).to_be_visible()
+        expect(page.get_by_role("cell", name=merge, exact=True).first).to_be_visible()
+    page.screenshot(path=shots / "asset.png")
+    page.goto(f"{url}/locations/{location}/asset-groups/dev")
+    expect(page.get_by_text("Materialized", exact=True)).to_have_count(len(
+        [u for u in layout.UNITS if u.startswith("dev/")]))
+    page.screenshot(path=shots / "asset-graph.png")
+
     page.goto(f"{url}/runs/{launched}")
-    assert launched != run_id
     _wait_for_finish(page, graphql, launched)
     page.screenshot(path=shots / "launched-run.png")
     expect(_report(page).get_by_text("EnvCommonChanged", exact=True)).to_have_count(len(APPS))
     page.keyboard.press("Escape")
 
     page.goto(f"{url}/runs")
-    for run in (run_id, launched):
+    for run in (plan_run, launched, apply_run):
         expect(_link(page, run[:8])).to_be_visible()
-    expect(_link(page, "pull_request_sensor")).to_be_visible()
     page.screenshot(path=shots / "runs.png")
