@@ -222,9 +222,10 @@ def asset_events(outcomes: list[dict], spec: RunSpec, on_deploy_branch: bool,
         unit, action = change.get("unit"), change["action"]
         if unit is None or o["status"] == "skipped":
             continue
-        metadata = {"commit": spec.head, "action": action, "status": o["status"], "account": change.get("account") or "",
-                    "resources_added": o["summary"]["add"], "resources_changed": o["summary"]["change"],
-                    "resources_destroyed": o["summary"]["destroy"], "duration_s": round(o.get("duration_s", 0.0), 1)}
+        metadata = {"commit": spec.head, "action": action, "status": o["status"],
+                    "account": change.get("account") or "", "resources_added": o["summary"]["add"],
+                    "resources_changed": o["summary"]["change"], "resources_destroyed": o["summary"]["destroy"],
+                    "duration_s": round(o.get("duration_s", 0.0), 1)}
         if pr is not None:
             metadata["pr"] = pr
         if action in (Action.APPLY.value, Action.DESTROY.value):

@@ -188,3 +188,19 @@ def test_deploy_branch_applies_and_destroys_are_materializations_plans_observati
         "commit": head, "action": "apply", "status": "succeeded", "resources_added": 2, "resources_destroyed": 0}
     assert (destroy["action"].value, destroy["resources_destroyed"].value) == ("destroy", 2)
     assert apply["duration_s"].value > 0 and apply["account"].value == "dev"
+
+
+def test_a_merged_pull_requests_apply_names_it_in_the_materialization(repo, aws, env, github):
+    instance = dg.DagsterInstance.ephemeral()
+    unit = f"prod/merged-{uuid.uuid4().hex[:6]}"
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    repo.git("checkout", "-q", "main")
+    repo.git("merge", "-q", "--ff-only", "feature")
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    github.merge_pull_request(GH_REPO, number, merge_commit_sha=head)
+    result, summary = run_job(repo, env, "push", base, "main", github_repo=GH_REPO, instance=instance)
+    assert result.success, summary
+    [record] = instance.fetch_materializations(dg.AssetKey(["units", *unit.split("/")]), limit=5).records
+    assert (record.asset_materialization.metadata["pr"].value, record.run_id) == (number, result.run_id)
