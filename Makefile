@@ -1,10 +1,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests need (PostgreSQL for the production-profile test), installed when missing
-APT_PACKAGES := postgresql
+# Debian packages the tests need, installed when missing: PostgreSQL for the production-profile test, the browser
+# test's Chromium and its driver, and fonts for screenshots.
+APT_PACKAGES ?= postgresql chromium chromium-driver fonts-liberation fonts-noto-color-emoji
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test run bench lock
+.PHONY: install system-packages test run screenshots bench lock
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -13,17 +15,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# Installs what is missing of APT_PACKAGES, quietly; does nothing when all are installed.
 system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (install them, or run make as root)"; exit 1; fi; \
-	  echo "installing Debian packages:$$missing"; \
-	  log=$$(mktemp); export DEBIAN_FRONTEND=noninteractive; \
-	  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; } >$$log 2>&1; then \
-	    cat $$log; rm -f $$log; exit 1; \
-	  fi; \
+	  echo "installing system packages:" $$missing; \
+	  log=$$(mktemp); \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	      --no-install-recommends $$missing; } >$$log 2>&1 || { cat $$log; rm -f $$log; exit 1; }; \
 	  rm -f $$log; \
 	fi
 
@@ -31,7 +31,11 @@ test: install system-packages
 	$(VENV)/bin/pytest -q -n 2 -p no:cacheprovider tests
 
 run: install
-	$(PY) -m pipelines_dagster.demo
+	$(PY) -m pipelines_dagster.demo $(if $(PORT),--port $(PORT))
+
+# The README's screenshots, taken by the browser test against the demo.
+screenshots: install system-packages
+	PIPELINES_SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_browser.py
 
 bench: install
 	$(PY) bench/changes.py

@@ -27,7 +27,7 @@ from pipelines_dagster.core.engine import NON_INTERACTIVE_ENV, EngineSettings, S
 from pipelines_dagster.core.executor import ExecuteRequest, Executor  # noqa: E402
 from pipelines_dagster.core.model import Action, Event  # noqa: E402
 
-NULL_PROVIDER = Path(sys.prefix) / "lib" / "terraform-provider-null_v2.1.2_x4"
+from pipelines_dagster.demo.terraform import install_null_provider, write_cli_config  # noqa: E402
 
 
 def terraform_binary() -> str:
@@ -112,12 +112,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-executor-") as tmp_name:
         tmp = Path(tmp_name)
-        plugin_dir = tmp / "plugins"
-        target = plugin_dir / "registry.terraform.io" / "hashicorp" / "null" / "2.1.2" / "linux_amd64"
-        target.mkdir(parents=True)
-        shutil.copy2(NULL_PROVIDER, target / NULL_PROVIDER.name)
-        cli_config = tmp / "terraformrc"
-        cli_config.write_text("disable_checkpoint = true\n")
+        plugin_dir = install_null_provider(tmp / "plugins")
+        cli_config = write_cli_config(tmp / "terraformrc")
         git_dir, head = make_repo(tmp / "live", args.units, args.resources)
         units = [f"units/u{i:02d}" for i in range(args.units)]
 

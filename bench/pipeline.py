@@ -26,6 +26,7 @@ bx = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bx)
 
 from pipelines_dagster.core.engine import NON_INTERACTIVE_ENV  # noqa: E402
+from pipelines_dagster.demo.terraform import install_null_provider, write_cli_config  # noqa: E402
 from tests.fakes.github_fake import GitHubFake  # noqa: E402
 
 GH_REPO = "acme/infrastructure-live"
@@ -74,12 +75,8 @@ def main() -> int:
     tf = bx.terraform_binary()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp_name, GitHubFake() as fake:
         tmp = Path(os.environ.get("BENCH_KEEP") or tmp_name)
-        plugin_dir = tmp / "plugins"
-        target = plugin_dir / "registry.terraform.io" / "hashicorp" / "null" / "2.1.2" / "linux_amd64"
-        target.mkdir(parents=True)
-        shutil.copy2(bx.NULL_PROVIDER, target / bx.NULL_PROVIDER.name)
-        cli_config = tmp / "terraformrc"
-        cli_config.write_text("disable_checkpoint = true\n")
+        plugin_dir = install_null_provider(tmp / "plugins")
+        cli_config = write_cli_config(tmp / "terraformrc")
         live = tmp / "live"
         live.mkdir()
         git(live, "init", "-q", "-b", "main")

@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 
 from tests.conftest import GitRepo
-from tests.e2e.test_dagster_dev import LAUNCH, RUN_STATUS, dagster_dev_process, run_logs, wait_for_location
+from tests.dagsterui import LAUNCH, run_logs, wait_for_location, wait_for_run
+from tests.e2e.test_dagster_dev import dagster_dev_process
 
 DEADLINE_S = 180  # usually about 80 s here; the bound only keeps a stuck server from hanging the suite
 
@@ -64,7 +65,7 @@ def test_asset_graph_follows_the_deploy_branch_without_a_restart(tmp_path, remot
                     PIPELINES_SENSOR_INTERVAL_S="2")
     with dagster_dev_process(tmp_path, settings) as dev:
         deadline = time.monotonic() + DEADLINE_S
-        location = wait_for_location(dev, deadline)
+        location = wait_for_location(dev["graphql"], dev["proc"], dev["log"], deadline)
         assert unit_keys(dev) == set()  # loaded before anything was mirrored: quickly, without unit assets
         assert "not mirrored" in dev["log"].read_text()
         [repository] = location["repositories"]
@@ -80,13 +81,8 @@ def test_asset_graph_follows_the_deploy_branch_without_a_restart(tmp_path, remot
         launched = dev["graphql"](LAUNCH, {"params": {"selector": {**selector, "jobName": "drift_detection"}}})
         assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["launchRun"]["run"]["runId"]
-        status = None
-        while time.monotonic() < deadline:
-            status = dev["graphql"](RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-            if status in ("SUCCESS", "FAILURE", "CANCELED"):
-                break
-            time.sleep(1)
-        assert status == "SUCCESS", f"drift run {run_id} ended {status}:\n{run_logs(dev, run_id)}"
+        status = wait_for_run(dev["graphql"], run_id, deadline)
+        assert status == "SUCCESS", f"drift run {run_id} ended {status}:\n{run_logs(dev['graphql'], run_id)}"
 
         head = subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", "main"], capture_output=True,
                               text=True, check=True).stdout.strip()

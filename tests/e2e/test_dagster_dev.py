@@ -2,21 +2,18 @@
 git and Terraform, and the plan comment found on the GitHub fake."""
 
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import GitRepo
+from tests.dagsterui import LAUNCH, GraphQL, free_port, run_logs, wait_for_location, wait_for_run
 from tests.fakes.github_fake import GitHubFake
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,52 +33,6 @@ resource "null_resource" "item" {{
   triggers = {{ version = "v1" }}
 }}
 '''
-
-WORKSPACE_QUERY = """
-{ workspaceOrError { __typename
-    ... on Workspace { locationEntries { name
-        locationOrLoadError { __typename
-          ... on RepositoryLocation { name repositories { name jobs { name } sensors { name } } }
-          ... on PythonError { message stack } } } }
-    ... on PythonError { message } } }
-"""
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) { __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on PythonError { message stack }
-    ... on Error { message } } }
-"""
-
-RUN_STATUS = "query Run($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
-
-RUN_LOGS = """
-query Logs($id: ID!) { logsForRun(runId: $id) { __typename
-  ... on EventConnection { events { __typename
-      ... on MessageEvent { message stepKey level }
-      ... on ErrorEvent { error { message stack } } } } } }
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class GraphQL:
-    def __init__(self, url: str):
-        self.url = url
-
-    def __call__(self, query: str, variables: dict | None = None, timeout: float = 10) -> dict:
-        request = urllib.request.Request(self.url, data=json.dumps({"query": query, "variables": variables or {}})
-                                         .encode(), headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            payload = json.loads(response.read())
-        assert not payload.get("errors"), payload["errors"]
-        return payload["data"]
 
 
 @pytest.fixture
@@ -149,41 +100,10 @@ def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
         fake.stop()
 
 
-def wait_for_location(dev: dict, deadline: float) -> dict:
-    """The loaded code location (GraphQL answers, and the workspace has loaded our definitions)."""
-    last = None
-    while time.monotonic() < deadline:
-        assert dev["proc"].poll() is None, f"dagster dev exited:\n{dev['log'].read_text()[-4000:]}"
-        try:
-            data = dev["graphql"](WORKSPACE_QUERY, timeout=5)["workspaceOrError"]
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            last = exc
-        else:
-            last = data
-            for entry in data.get("locationEntries", []):
-                location = entry.get("locationOrLoadError") or {}
-                assert location.get("__typename") != "PythonError", location
-                if location.get("__typename") == "RepositoryLocation":
-                    return location
-        time.sleep(0.5)
-    pytest.fail(f"GraphQL did not serve the code location in time (last answer: {last}):\n"
-                f"{dev['log'].read_text()[-4000:]}")
-
-
-def run_logs(dev: dict, run_id: str) -> str:
-    events = dev["graphql"](RUN_LOGS, {"id": run_id})["logsForRun"].get("events", [])
-    lines = []
-    for e in events:
-        error = (e.get("error") or {})
-        lines.append(f"{e['__typename']} {e.get('stepKey') or ''}: {e.get('message') or ''} "
-                     f"{error.get('message') or ''}".rstrip())
-    return "\n".join(lines[-80:])
-
-
 def test_pull_request_run_launched_over_graphql_comments_on_the_pull_request(dagster_dev, infra):
     dev = dagster_dev
     deadline = time.monotonic() + DEADLINE_S
-    location = wait_for_location(dev, deadline)
+    location = wait_for_location(dev["graphql"], dev["proc"], dev["log"], deadline)
     repository = next(r for r in location["repositories"] if JOB in [j["name"] for j in r["jobs"]])
     assert {s["name"] for s in repository["sensors"]} >= {"pull_request_sensor", "deploy_branch_sensor",
                                                           "run_failure_sensor"}
@@ -199,14 +119,9 @@ def test_pull_request_run_launched_over_graphql_comments_on_the_pull_request(dag
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
-    status = None
-    while time.monotonic() < deadline:
-        status = dev["graphql"](RUN_STATUS, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
+    status = wait_for_run(dev["graphql"], run_id, deadline)
     assert status == "SUCCESS", (f"run {run_id} ended {status} (or did not end within {DEADLINE_S}s); its events:\n"
-                                 f"{run_logs(dev, run_id)}")
+                                 f"{run_logs(dev['graphql'], run_id)}")
 
     comments = dev["fake"].comments(GH_REPO, dev["pr"])
     assert len(comments) == 1, comments

@@ -1,0 +1,204 @@
+"""In a real browser: Debian's headless Chromium, driven by Playwright, against `make run`'s demo, following the
+README's walk-through. The job, the sensors and the drift schedule are listed; the asset graph shows the accounts
+and their units; a run launched from the Launchpad (config typed into the editor, Launch clicked) succeeds; a
+branch pushed to the demo remote gets a plan run from the sensor, with its report; its merge is applied and the
+units' assets show the materialization. Screenshots go to $PIPELINES_SCREENSHOTS_DIR (`make screenshots` sets it
+to docs/), else to the test's temporary folder.
+
+Waits are on UI text and elements (GraphQL only finds the runs the sensors start), with generous bounds."""
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines_dagster.demo import layout
+from pipelines_dagster.demo.run import create
+from tests.dagsterui import RUNS, free_port, run_logs, running_demo
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+JOB = "infrastructure_pipeline"
+SENSORS = ("pull_request_sensor", "deploy_branch_sensor", "run_failure_sensor", "asset_graph_sensor")
+SCHEDULE = "drift_schedule"
+BRANCH = "more-apps"
+APPS = [unit for unit, component in layout.UNITS.items() if component == "app"]
+START_S = 240  # first start: the initial apply (about 30 s here) and dagster dev (about 20 s)
+UI_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 150_000
+FINISHED = re.compile(r"^(Success|Failure|Canceled)$")
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("PIPELINES_SCREENSHOTS_DIR") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """The demo, with a branch pushed to its remote before it starts (the README's first step)."""
+    folder = tmp_path / "demo"
+    work = create(folder).work
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+
+    git("checkout", "-q", "-b", BRANCH)
+    app = work / "_envcommon" / "app.hcl"
+    app.write_text(app.read_text().replace('instances = "2"', 'instances = "3"'))
+    git("commit", "-qam", "Three app instances")
+    git("push", "-q", "origin", BRANCH)
+    git("checkout", "-q", "main")
+    main = subprocess.run(["git", "rev-parse", "main"], cwd=work, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    with running_demo(folder, free_port(), tmp_path / "demo.log", START_S) as state:
+        yield {**state, "work": work, "main": main}
+    assert state["left_running"] == [], state["left_running"]
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make system-packages` installs Debian's chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1440, "height": 900})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            # Dagster asks a new browser once to join its community: decline whenever it shows up
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                     lambda: page.get_by_role("button", name="Skip").click())
+            yield page
+        finally:
+            context.close()
+
+
+def _link(page, text: str):
+    """A link by a word of its text (Dagster puts an icon's name before it, and a description after it)."""
+    return page.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(text)}(\s|$)"))
+
+
+def _wait_for_finish(page, graphql, run_id: str) -> None:
+    from playwright.sync_api import expect
+
+    status = page.get_by_text(FINISHED).first
+    expect(status).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    assert status.inner_text() == "Success", f"run {run_id}:\n{run_logs(graphql, run_id)}"
+
+
+def _report(page):
+    """The report step's markdown metadata, opened in its dialog."""
+    page.get_by_text("[Show Markdown]").first.click()
+    return page.get_by_role("dialog")
+
+
+def _sensor_run_id(graphql, sensor: str) -> str:
+    """The first run the sensor starts (polled over GraphQL: the runs list is no place to wait on)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+    tag = {"tags": [{"key": "dagster/sensor_name", "value": sensor}]}
+    while time.monotonic() < deadline:
+        runs = graphql(RUNS, {"filter": tag})["runsOrError"]["results"]
+        if runs:
+            return runs[-1]["runId"]
+        time.sleep(1)
+    pytest.fail(f"{sensor} started no run")
+
+
+def _git(work: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=work, check=True, capture_output=True)
+
+
+def test_the_readme_walk_through_in_a_browser(demo, page, shots):
+    from playwright.sync_api import expect
+
+    url, graphql, location = demo["url"], demo["graphql"], demo["location"]["name"]
+
+    # the branch pushed before the start gets a plan run from the sensor; once it has, merge it (the runs go on
+    # while the test looks at the rest)
+    plan_run = _sensor_run_id(graphql, "pull_request_sensor")
+    _git(demo["work"], "merge", "-q", "--no-ff", BRANCH, "-m", f"Merge {BRANCH}")
+    _git(demo["work"], "push", "-q", "origin", "main")
+    merge = subprocess.run(["git", "rev-parse", "main"], cwd=demo["work"], check=True, capture_output=True,
+                           text=True).stdout.strip()
+
+    page.goto(f"{url}/jobs")
+    expect(_link(page, JOB)).to_be_visible()
+    page.goto(f"{url}/automation")
+    for name in (*SENSORS, SCHEDULE):
+        expect(_link(page, name)).to_be_visible()
+    page.screenshot(path=shots / "automation.png")
+
+    # the asset graph: one group per account, holding the account and its units
+    page.goto(f"{url}/asset-groups")
+    for account in layout.ACCOUNTS:
+        expect(page.get_by_text(account, exact=True).first).to_be_visible()
+    for account in layout.ACCOUNTS:
+        page.goto(f"{url}/locations/{location}/asset-groups/{account}")
+        for name in [account] + [u.rsplit("/", 1)[-1] for u in layout.UNITS if u.startswith(f"{account}/")]:
+            expect(page.get_by_text(name, exact=True).first).to_be_visible()
+
+    # the Launchpad: config typed into the editor for two refs, then Launch
+    page.goto(f"{url}/locations/{location}/jobs/{JOB}/playground")
+    page.locator(".CodeMirror").first.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.keyboard.insert_text(f"ops:\n  orchestrate:\n    config:\n      event: pull_request\n"
+                              f"      base_ref: {demo['main']}\n      head_ref: {BRANCH}\n")
+    launch = page.get_by_role("button", name="Launch Run")
+    expect(launch).to_be_enabled()
+    page.screenshot(path=shots / "launchpad.png")
+    launch.click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
+    launched = page.url.rsplit("/", 1)[-1]
+
+    page.goto(f"{url}/runs/{plan_run}")
+    _wait_for_finish(page, graphql, plan_run)
+    report = _report(page)
+    expect(report).to_contain_text("pipelines-dagster plan: succeeded")
+    for unit in APPS:
+        expect(report.get_by_text(unit, exact=True)).to_be_visible()
+    expect(report.get_by_text("EnvCommonChanged", exact=True)).to_have_count(len(APPS))
+    expect(report.get_by_text("1 to add, 0 to change, 0 to destroy", exact=True)).to_have_count(len(APPS))
+    page.screenshot(path=shots / "plan-report.png")
+    page.keyboard.press("Escape")
+
+    # the merge: applied by the deploy-branch sensor, and the apps' assets materialized by that run
+    apply_run = _sensor_run_id(graphql, "deploy_branch_sensor")
+    page.goto(f"{url}/runs/{apply_run}")
+    _wait_for_finish(page, graphql, apply_run)
+    report = _report(page)
+    expect(report).to_contain_text("pipelines-dagster apply: succeeded")
+    expect(report.get_by_text("apply", exact=True)).to_have_count(len(APPS))
+    page.keyboard.press("Escape")
+    for unit in APPS:  # each app's latest materialization: the apply run, for the merge commit
+        page.goto(f"{url}/assets/units/{unit}")
+        expect(page.locator(f'a[href^="/runs/{apply_run}"]').first).to_be_visible()
+        expect(page.get_by_role("cell", name=merge, exact=True).first).to_be_visible()
+    page.screenshot(path=shots / "asset.png")
+    page.goto(f"{url}/locations/{location}/asset-groups/dev")
+    expect(page.get_by_text("Materialized", exact=True)).to_have_count(len(
+        [u for u in layout.UNITS if u.startswith("dev/")]))
+    page.screenshot(path=shots / "asset-graph.png")
+
+    page.goto(f"{url}/runs/{launched}")
+    _wait_for_finish(page, graphql, launched)
+    page.screenshot(path=shots / "launched-run.png")
+    expect(_report(page).get_by_text("EnvCommonChanged", exact=True)).to_have_count(len(APPS))
+    page.keyboard.press("Escape")
+
+    page.goto(f"{url}/runs")
+    for run in (plan_run, launched, apply_run):
+        expect(_link(page, run[:8])).to_be_visible()
+    page.screenshot(path=shots / "runs.png")
