@@ -20,8 +20,8 @@ import pytest
 import yaml
 from dagster import DagsterEventType
 
-from tests.e2e.test_dagster_dev import (LAUNCH, UNIT, GraphQL, free_port, infra,  # noqa: F401 (fixture)
-                                        run_logs, wait_for_location)
+from tests.dagsterui import LAUNCH, GraphQL, free_port, run_logs, wait_for_location
+from tests.e2e.test_dagster_dev import UNIT, infra  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -201,7 +201,7 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
     wait_until("the code server", lambda: code_server_ready(stack["grpc_port"]), deadline, [code], interval=0.5)
     web.start()
     daemon.start()
-    location = wait_for_location({"proc": web.proc, "graphql": gql, "log": web.log_path}, deadline)
+    location = wait_for_location(gql, web.proc, web.log_path, deadline)
     repository = next(r for r in location["repositories"] if JOB in [j["name"] for j in r["jobs"]])
     selector = {"repositoryLocationName": location["name"], "repositoryName": repository["name"]}
     assert location["name"] == code_location()["name"]
@@ -262,7 +262,7 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
     keys = Counter(r["run_key"] for r in runs)
     assert keys == Counter({None: 1, f"push-{c1}": 1, f"push-{c2}": 1, f"push-{c3}": 1}), keys
     failed = {r["run_id"]: r["status"] for r in runs if r["status"] != "SUCCESS"}
-    assert not failed, "\n".join(f"{run_id} {status}:\n{run_logs({'graphql': gql}, run_id)}"
+    assert not failed, "\n".join(f"{run_id} {status}:\n{run_logs(gql, run_id)}"
                                  for run_id, status in failed.items())
     applies = [db.run_by_key(f"push-{c}") for c in (c1, c2, c3)]
     assert [(a["config"]["base_ref"], a["config"]["head_ref"]) for a in applies] == [
@@ -281,7 +281,7 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
     assert "ModuleAdded" in report and "units/alpha" in report and "units/beta" in report
     for apply_run in applies:
         text = "\n".join(body for _, _, body in db.events(apply_run["run_id"]))
-        assert "units/gamma: apply succeeded" in text, run_logs({"graphql": gql}, apply_run["run_id"])
+        assert "units/gamma: apply succeeded" in text, run_logs(gql, apply_run["run_id"])
 
     # compute logs went to the bucket, and nothing was stored on this machine's disk in SQLite
     s3 = boto3.client("s3", endpoint_url=stack["moto"], region_name="us-east-1", aws_access_key_id="testing",
