@@ -48,6 +48,22 @@ def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
     return infra_repo.deploy_branch or configured_deploy_branch(git_dir)
 
 
+def _deploy_head(infra_repo: InfraRepoResource):
+    """(git dir, deploy branch, its head sha) after a fetch, or the SkipReason saying why not."""
+    from ..integrations.git import GitError
+    from ..integrations.refs import branch_sha
+
+    try:
+        git_dir = infra_repo.git_dir(fetch=True)
+        deploy = _deploy_branch(infra_repo, git_dir)
+        head = branch_sha(git_dir, deploy)
+    except GitError as exc:
+        return dg.SkipReason(f"git: {exc}")
+    if head is None:
+        return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+    return git_dir, deploy, head
+
+
 def _request(run: watch.RunWanted) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags=dict(run.tags))
 
@@ -157,18 +173,13 @@ def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
                            "previous one; applies to one repository never overlap (run-queue tag limit).")
     def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
                              github: GitHubResource):
-        from ..integrations.git import GitError
         from ..integrations.git import is_ancestor
-        from ..integrations.refs import branch_sha, first_parent_commits, has_commit
+        from ..integrations.refs import first_parent_commits, has_commit
 
-        try:
-            git_dir = infra_repo.git_dir(fetch=True)
-            deploy = _deploy_branch(infra_repo, git_dir)
-            head = branch_sha(git_dir, deploy)
-        except GitError as exc:
-            return dg.SkipReason(f"git: {exc}")
-        if head is None:
-            return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        found = _deploy_head(infra_repo)
+        if isinstance(found, dg.SkipReason):
+            return found
+        git_dir, deploy, head = found
         state = watch.load_cursor(context.cursor)
         last = state.get("sha") if state.get("branch") == deploy else None
         record = watch.dump_cursor({"branch": deploy, "sha": head})
@@ -289,19 +300,12 @@ def make_asset_graph_sensor(lineage, location_name: str, ui_url: str | None, nam
                description="Keeps the asset graph at the deploy-branch head: when the branch has moved, reloads "
                            "this code location through the Dagster webserver (PIPELINES_UI_URL).")
     def asset_graph_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource):
-        from ..integrations.git import GitError
-        from ..integrations.refs import branch_sha
-
         if not lineage.location:
             return dg.SkipReason("PIPELINES_REPO_URL is not set: no asset graph to keep up to date")
-        try:
-            git_dir = infra_repo.git_dir(fetch=True)
-            deploy = _deploy_branch(infra_repo, git_dir)
-            head = branch_sha(git_dir, deploy)
-        except GitError as exc:
-            return dg.SkipReason(f"git: {exc}")
-        if head is None:
-            return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        found = _deploy_head(infra_repo)
+        if isinstance(found, dg.SkipReason):
+            return found
+        _, deploy, head = found
         if head == lineage.commit:
             return dg.SkipReason(f"the asset graph is at {deploy} {head[:12]}")
         was = lineage.commit[:12] if lineage.commit else "nothing"
