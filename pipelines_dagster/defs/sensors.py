@@ -7,6 +7,7 @@ Every tick stays well inside Dagster's 60 s: GitHub calls made by sensors use a 
 that never waits long, and work that does not fit the tick budget is left (unrecorded) for the next tick.
 """
 
+import json
 import os
 import time
 
@@ -64,8 +65,17 @@ def _deploy_head(infra_repo: InfraRepoResource):
     return git_dir, deploy, head
 
 
-def _request(run: watch.RunWanted) -> dg.RunRequest:
-    return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags=dict(run.tags))
+def _request(run: watch.RunWanted, tags: dict | None = None) -> dg.RunRequest:
+    return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags={**run.tags, **(tags or {})})
+
+
+def apply_run_tags(env=None) -> dict:
+    """On Kubernetes (deploy/), apply runs' pods run as PIPELINES_APPLY_SERVICE_ACCOUNT, the only identity that
+    the accounts' apply roles trust; every other run keeps the run launcher's plan service account."""
+    account = (os.environ if env is None else env).get("PIPELINES_APPLY_SERVICE_ACCOUNT")
+    if not account:
+        return {}
+    return {"dagster-k8s/config": json.dumps({"pod_spec_config": {"service_account_name": account}})}
 
 
 # ------------------------------------------------------------------------------------------------ pull requests
@@ -204,7 +214,7 @@ def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
         lock = watch.repo_identity(github.repo or infra_repo.location)
         runs = watch.push_runs(last, batch, lock, force_push=force_push)
-        return dg.SensorResult(run_requests=[_request(r) for r in runs],
+        return dg.SensorResult(run_requests=[_request(r, apply_run_tags()) for r in runs],
                                cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
 
     return deploy_branch_sensor

@@ -125,7 +125,7 @@ def test_instance_config_passes_dagster_schemas_with_the_configmap_environment(d
     assert config["run_coordinator"]["config"]["tag_concurrency_limits"] == embedded
 
 
-def run_worker_job(tmp_path) -> dict:
+def run_worker_job(tmp_path, tags: dict | None = None) -> dict:
     """The Kubernetes Job that K8sRunLauncher, configured by deploy/dagster.yaml, makes for a run."""
     from dagster import DagsterRun
     from dagster._config import process_config
@@ -148,7 +148,7 @@ def run_worker_job(tmp_path) -> dict:
     origin = JobPythonOrigin("infrastructure_pipeline", RepositoryPythonOrigin(
         IMAGE_PYTHON, ModuleCodePointer("pipelines_dagster.definitions", "defs", None), container_image=IMAGE))
     run = DagsterRun(job_name="infrastructure_pipeline", run_id="0f0e0d0c-0b0a-4908-8706-050403020100",
-                     job_code_origin=origin, tags={"pipelines/event": "push"})
+                     job_code_origin=origin, tags={"pipelines/event": "pull_request", **(tags or {})})
     # the same calls as K8sRunLauncher.launch_run, without submitting the Job
     context = launcher.get_container_context_for_run(run)
     job = construct_dagster_k8s_job(
@@ -170,7 +170,7 @@ def test_k8s_run_launcher_config_makes_a_valid_job_whose_pod_holds_the_oidc_toke
     [container] = pod["containers"]
     assert container["image"] == IMAGE and container["args"][:5] == [IMAGE_PYTHON, "-m", "dagster", "api",
                                                                       "execute_run"]
-    assert pod["serviceAccountName"] == "pipelines-run"
+    assert pod["serviceAccountName"] == "pipelines-plan"  # what every run but the sensor's applies runs as
     [token_volume] = [v for v in pod["volumes"] if "projected" in v]
     [source] = token_volume["projected"]["sources"]
     assert source["serviceAccountToken"]["audience"] == "sts.amazonaws.com"
@@ -189,6 +189,16 @@ def test_k8s_run_launcher_config_makes_a_valid_job_whose_pod_holds_the_oidc_toke
     assert password["valueFrom"]["secretKeyRef"]["name"] == deploy_env["DAGSTER_K8S_PG_PASSWORD_SECRET"]
 
 
+def test_apply_runs_of_the_deploy_branch_sensor_run_as_the_apply_service_account(deploy_env, tmp_path):
+    from pipelines_dagster.defs.sensors import apply_run_tags
+
+    job = run_worker_job(tmp_path, {"pipelines/event": "push", **apply_run_tags(deploy_env)})
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == deploy_env["PIPELINES_APPLY_SERVICE_ACCOUNT"] == "pipelines-apply"
+    assert any("projected" in v for v in pod["volumes"])  # with the same projected token, of that account
+
+
 # ------------------------------------------------------------------------------------------------ Kubernetes
 
 
@@ -199,13 +209,14 @@ def test_kubernetes_manifests_validate_strictly_and_provide_what_the_instance_na
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     launcher = instance()["run_launcher"]["config"]
     assert ("ServiceAccount", launcher["service_account_name"]) in names
+    assert ("ServiceAccount", deploy_env["PIPELINES_APPLY_SERVICE_ACCOUNT"]) in names
     assert {("ConfigMap", name) for name in launcher["env_config_maps"]} <= names
     assert {d["metadata"]["namespace"] for d in docs} == {deploy_env["DAGSTER_K8S_JOB_NAMESPACE"]}
 
 
 def test_a_bad_manifest_is_rejected():
     """The validator used above does reject what Kubernetes would."""
-    [account] = [d for d in manifests() if d["kind"] == "ServiceAccount"]
+    account = next(d for d in manifests() if d["kind"] == "ServiceAccount")
     broken = {**account, "automountServiceAccountToken": "no"}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)

@@ -244,6 +244,21 @@ def test_deploy_branch_burst_of_merges_gives_one_run_per_merge_in_order(remote):
         (merges[2], m3)]
 
 
+def test_on_kubernetes_only_apply_runs_get_the_apply_service_account(remote, monkeypatch):
+    monkeypatch.setenv("PIPELINES_APPLY_SERVICE_ACCOUNT", "pipelines-apply")
+    res = resources(remote.bare)
+    _, cursor, _ = tick(deploy_sensor, res)
+    merge(remote, "k8s")
+    remote.push("main:refs/heads/main")
+    [apply], _, _ = tick(deploy_sensor, res, cursor)
+    assert json.loads(apply.tags["dagster-k8s/config"]) == {
+        "pod_spec_config": {"service_account_name": "pipelines-apply"}}
+    remote.branch("feature", {"dev/f/main.tf": "# f\n"})
+    remote.push("feature:refs/heads/feature")
+    plans, _, _ = tick(pr_sensor, res)  # local mode: every branch but main is a change request
+    assert plans and all("dagster-k8s/config" not in r.tags for r in plans)  # plans keep the plan account
+
+
 def test_deploy_branch_long_burst_is_split_across_ticks_without_gaps(remote, monkeypatch):
     monkeypatch.setattr(sensors, "MAX_PUSH_RUNS_PER_TICK", 2)
     res = resources(remote.bare)

@@ -21,6 +21,29 @@ variable "oidc_thumbprints" {
   default = ["6938fd4d98bab03faadb97b34396831e3780aea1"]
 }
 
+# The production profile's cluster (deploy/): its OIDC issuer URL (EKS: the cluster's "OpenID Connect provider URL")
+# makes the roles trust run pods' service-account tokens too: the plan role both service accounts, the apply role
+# only the apply runs' one.
+variable "kubernetes_oidc_url" {
+  type    = string
+  default = ""
+}
+
+variable "kubernetes_oidc_thumbprints" {
+  type    = list(string)
+  default = []
+}
+
+variable "plan_service_account" {
+  type    = string
+  default = "dagster:pipelines-plan"
+}
+
+variable "apply_service_account" {
+  type    = string
+  default = "dagster:pipelines-apply"
+}
+
 variable "plan_role_name" {
   type    = string
   default = "pipelines-plan"
@@ -37,12 +60,23 @@ resource "aws_iam_openid_connect_provider" "pipelines" {
   thumbprint_list = var.oidc_thumbprints
 }
 
+resource "aws_iam_openid_connect_provider" "kubernetes" {
+  count           = var.kubernetes_oidc_url == "" ? 0 : 1
+  url             = var.kubernetes_oidc_url
+  client_id_list  = ["sts.amazonaws.com"]
+  thumbprint_list = var.kubernetes_oidc_thumbprints
+}
+
 module "policies" {
-  source            = "./policies"
-  oidc_provider_arn = aws_iam_openid_connect_provider.pipelines.arn
-  oidc_host         = replace(var.oidc_url, "https://", "")
-  github_repo       = var.github_repo
-  deploy_branch     = var.deploy_branch
+  source                       = "./policies"
+  oidc_provider_arn            = aws_iam_openid_connect_provider.pipelines.arn
+  oidc_host                    = replace(var.oidc_url, "https://", "")
+  github_repo                  = var.github_repo
+  deploy_branch                = var.deploy_branch
+  kubernetes_oidc_provider_arn = var.kubernetes_oidc_url == "" ? "" : aws_iam_openid_connect_provider.kubernetes[0].arn
+  kubernetes_oidc_host         = replace(var.kubernetes_oidc_url, "https://", "")
+  plan_service_account         = var.plan_service_account
+  apply_service_account        = var.apply_service_account
 }
 
 resource "aws_iam_role" "plan" {

@@ -24,11 +24,34 @@ variable "audience" {
   default = "sts.amazonaws.com"
 }
 
+# The production profile (deploy/): run pods' projected service-account tokens, issued by the cluster's OIDC issuer.
+# Pull-request and drift runs run as the plan service account; the deploy-branch sensor's apply runs as the apply one.
+variable "kubernetes_oidc_provider_arn" {
+  type    = string
+  default = ""
+}
+
+variable "kubernetes_oidc_host" {
+  type    = string
+  default = ""
+}
+
+variable "plan_service_account" {
+  type    = string
+  default = "dagster:pipelines-plan"
+}
+
+variable "apply_service_account" {
+  type    = string
+  default = "dagster:pipelines-apply"
+}
+
 locals {
+  kubernetes = var.kubernetes_oidc_provider_arn != ""
   # any ref of the repository (pull requests included) may plan
   plan_trust = {
     Version = "2012-10-17"
-    Statement = [{
+    Statement = concat([{
       Effect    = "Allow"
       Principal = { Federated = var.oidc_provider_arn }
       Action    = "sts:AssumeRoleWithWebIdentity"
@@ -36,12 +59,22 @@ locals {
         StringEquals = { "${var.oidc_host}:aud" = var.audience }
         StringLike   = { "${var.oidc_host}:sub" = "repo:${var.github_repo}:*" }
       }
-    }]
+      }], local.kubernetes ? [{
+      Effect    = "Allow"
+      Principal = { Federated = var.kubernetes_oidc_provider_arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = {
+        StringEquals = {
+          "${var.kubernetes_oidc_host}:aud" = var.audience
+          "${var.kubernetes_oidc_host}:sub" = [for sa in [var.plan_service_account, var.apply_service_account] : "system:serviceaccount:${sa}"]
+        }
+      }
+    }] : [])
   }
-  # only the deploy branch may apply: the token's sub claim names the ref
+  # only the deploy branch may apply: the token's sub claim names the ref (or the apply runs' service account)
   apply_trust = {
     Version = "2012-10-17"
-    Statement = [{
+    Statement = concat([{
       Effect    = "Allow"
       Principal = { Federated = var.oidc_provider_arn }
       Action    = "sts:AssumeRoleWithWebIdentity"
@@ -51,7 +84,17 @@ locals {
           "${var.oidc_host}:sub" = "repo:${var.github_repo}:ref:refs/heads/${var.deploy_branch}"
         }
       }
-    }]
+      }], local.kubernetes ? [{
+      Effect    = "Allow"
+      Principal = { Federated = var.kubernetes_oidc_provider_arn }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = {
+        StringEquals = {
+          "${var.kubernetes_oidc_host}:aud" = var.audience
+          "${var.kubernetes_oidc_host}:sub" = "system:serviceaccount:${var.apply_service_account}"
+        }
+      }
+    }] : [])
   }
   # the plan role reads state and locks it; everything else it may only read (ReadOnlyAccess is attached too)
   plan_state_access = {
