@@ -36,7 +36,12 @@ TOKEN_COMMAND_VAR = "PIPELINES_WEB_IDENTITY_TOKEN_COMMAND"
 
 
 class CredentialsError(Exception):
-    """Credentials could not be obtained or were refused; the message is safe to show (no secrets)."""
+    """Credentials could not be obtained or were refused; the message is safe to show (no secrets). `transient`:
+    STS kept throttling, or could not be reached; trying again later may succeed."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 # --------------------------------------------------------------------------------------------- token sources
@@ -270,6 +275,7 @@ class CredentialProvider:
 
     def _assume(self, role_arn: str, session: str, account_name: str, region: str | None) -> AwsCredentials:
         from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ConnectionError as EndpointUnreachable
 
         client = self._client()
         attempt = 0
@@ -291,10 +297,10 @@ class CredentialProvider:
                     continue
                 message = error.get("Message") or str(exc)
                 raise CredentialsError(f"AssumeRoleWithWebIdentity for {role_arn} (account {account_name!r}) "
-                                       f"failed: {code}: {message}") from None
+                                       f"failed: {code}: {message}", transient=code in THROTTLING_CODES) from None
             except BotoCoreError as exc:
                 raise CredentialsError(f"AssumeRoleWithWebIdentity for {role_arn} (account {account_name!r}) "
-                                       f"failed: {exc}") from None
+                                       f"failed: {exc}", transient=isinstance(exc, EndpointUnreachable)) from None
             c = response["Credentials"]
             expiration = c["Expiration"]
             if isinstance(expiration, str):

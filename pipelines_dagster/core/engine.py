@@ -194,6 +194,7 @@ class Result:
     lock: LockInfo | None = None
     account: str | None = None
     role_arn: str | None = None
+    transient: bool = False  # failed for a reason that may clear (STS throttling): worth a later retry
 
     @property
     def ok(self) -> bool:
@@ -216,6 +217,8 @@ class Result:
         }
         if self.lock is not None:
             data["lock"] = self.lock.to_dict()
+        if self.transient:
+            data["transient"] = True
         return data
 
     @classmethod

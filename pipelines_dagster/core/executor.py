@@ -118,7 +118,7 @@ class Executor:
                                                   session=session_name(req.head, req.pr), commit=req.head)
             except CredentialsError as exc:
                 result = failed(str(exc))
-                result.account = account_name
+                result.account, result.transient = account_name, exc.transient
                 return result
             credentials_env, role_arn = creds.child_env(), creds.role_arn
             secrets = creds.secrets()

@@ -135,8 +135,12 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
                                  github.push_url(infra_repo.location))
     outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
                               baseline)
-    locked = [o for o in outcomes if o["status"] == "state_locked"]
-    if locked and context.retry_number < LOCK_RETRIES:
+    # a state lock that may clear, or STS still throttling after the executor's own backoff: Dagster retries the
+    # step later (what succeeded re-plans to no changes); after the last retry the failures are reported
+    transient = [o for o in outcomes if o["status"] == "state_locked" or o.get("transient")]
+    if transient and context.retry_number < LOCK_RETRIES:
+        context.log.warning(f"retrying in {LOCK_RETRY_WAIT_S:.0f} s: " + "; ".join(
+            f"{o['change']['unit']}: {o['message'] or o['status']}" for o in transient))
         raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
     for o in outcomes:
         change = o["change"]

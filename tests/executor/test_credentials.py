@@ -192,6 +192,18 @@ def test_throttling_is_retried_with_growing_backoff(token_file):
     stubber.assert_no_pending_responses()
 
 
+def test_throttling_that_outlasts_the_backoff_fails_as_transient(token_file):
+    sleeps: list[float] = []
+    provider, stubber = _stubbed_provider(token_file, sleeps)
+    for _ in range(provider.max_attempts):
+        stubber.add_client_error("assume_role_with_web_identity", "Throttling", "Rate exceeded", 400)
+    with stubber, pytest.raises(CredentialsError) as err:
+        provider.for_account("dev", DEV, "pull_request", on_deploy_branch=False, session="s1")
+    assert err.value.transient and "Throttling: Rate exceeded" in str(err.value)
+    assert len(sleeps) == provider.max_attempts - 1
+    stubber.assert_no_pending_responses()
+
+
 def test_other_sts_errors_fail_at_once_with_awss_message(token_file):
     sleeps: list[float] = []
     provider, stubber = _stubbed_provider(token_file, sleeps)
@@ -200,5 +212,6 @@ def test_other_sts_errors_fail_at_once_with_awss_message(token_file):
     with stubber, pytest.raises(CredentialsError) as err:
         provider.for_account("dev", DEV, "pull_request", on_deploy_branch=False, session="s1")
     assert "AccessDenied: Not authorized to perform sts:AssumeRoleWithWebIdentity" in str(err.value)
+    assert not err.value.transient  # retrying cannot help
     assert f"arn:aws:iam::{ACCOUNTS['dev']}:role/pipelines-plan" in str(err.value)
     assert sleeps == []

@@ -1,5 +1,9 @@
 """The job, run in-process by Dagster with real git, Terraform, the AWS emulator and the GitHub fake."""
 
+import http.server
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -7,6 +11,7 @@ import dagster as dg
 import pytest
 
 from pipelines_dagster.core import watch
+from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.defs import pipeline
 from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
 from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
@@ -233,3 +238,65 @@ def test_a_merged_pull_requests_apply_names_it_in_the_materialization(repo, aws,
     assert result.success, summary
     [record] = instance.fetch_materializations(dg.AssetKey(["units", *unit.split("/")]), limit=5).records
     assert (record.asset_materialization.metadata["pr"].value, record.run_id) == (number, result.run_id)
+
+
+class ThrottlingSts:
+    """A proxy in front of the AWS emulator that answers the first `times` AssumeRoleWithWebIdentity calls as STS
+    does when it throttles (HTTP 400, code Throttling) and passes every other request through."""
+
+    BODY = (b'<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+            b'<Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>1</RequestId></ErrorResponse>')
+
+    def __init__(self, target: str, times: int):
+        proxy = self
+        self.target, self.left, self.throttled = target.rstrip("/"), times, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if b"Action=AssumeRoleWithWebIdentity" in body and proxy.left > 0:
+                    proxy.left, proxy.throttled = proxy.left - 1, proxy.throttled + 1
+                    return self._reply(400, "text/xml", proxy.BODY)
+                request = urllib.request.Request(proxy.target + self.path, data=body, method="POST", headers={
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")})
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        self._reply(answer.status, answer.headers.get("Content-Type", ""), answer.read())
+                except urllib.error.HTTPError as answer:
+                    self._reply(answer.code, answer.headers.get("Content-Type", ""), answer.read())
+
+            def _reply(self, status, content_type, data):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagster(repo, aws, env, monkeypatch):
+    monkeypatch.setattr(pipeline, "LOCK_RETRY_WAIT_S", 0.1)
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({"dev/throttled/main.tf": null_unit(aws.endpoint, "dev/throttled")})
+    sts = ThrottlingSts(aws.endpoint, times=CredentialProvider.__init__.__kwdefaults__["max_attempts"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", sts.url)  # STS through the proxy; Terraform's state goes to the emulator
+    try:
+        result, summary = run_job(repo, env, "pull_request", base, "feature")
+    finally:
+        sts.close()
+    assert sts.throttled == 6 and sts.left == 0
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key.split("[")[0] for e in retried] == ["dispatch"]
+    assert result.success and units(summary)["dev/throttled"]["status"] == "succeeded"
+    assert units(summary)["dev/throttled"]["role_arn"].endswith(":role/pipelines-plan")
