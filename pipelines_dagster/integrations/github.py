@@ -267,7 +267,8 @@ class GitHubClient:
             auth=auth, base_url=self.base_url, timeout=timeout, per_page=per_page, user_agent=user_agent,
             retry=_Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
                          secondary_rate_wait=p.secondary_rate_wait, max_rate_limit_wait=p.max_rate_limit_wait,
-                         retry_after_max=int(max(1, p.max_rate_limit_wait)), raise_on_status=False),
+                         # parsed Retry-After is capped here: one second over the maximum still fails the call
+                         retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False),
             seconds_between_requests=seconds_between_requests, seconds_between_writes=seconds_between_writes,
             lazy=True)
         self._repo = self._gh.get_repo(repo)  # lazy: no request

@@ -203,6 +203,17 @@ def test_rate_limit_wait_beyond_the_allowed_maximum_fails_fast(github_fake):
     assert github_fake.count() == 1
 
 
+def test_retry_after_beyond_the_allowed_maximum_fails_fast(github_fake):
+    impatient = make_client(github_fake, retry=RetryPolicy(total=3, max_rate_limit_wait=2))
+    github_fake.secondary_rate_limit(r"/statuses/", retry_after=100_000, method="POST")
+    start = time.monotonic()
+    with pytest.raises(GitHubError) as e:
+        impatient.set_status(SHA_A, "pending")
+    assert time.monotonic() - start < 1  # not the 100,000 s GitHub asked for, nor the capped maximum
+    assert e.value.rate_limited and e.value.transient
+    assert github_fake.count("POST", r"/statuses/") == 1
+
+
 def test_a_403_that_is_no_rate_limit_is_not_retried(github_fake, client, pr):
     github_fake.inject(r"/comments$", 403, method="POST",
                        body={"message": "Resource not accessible by integration",
