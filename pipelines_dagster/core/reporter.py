@@ -29,6 +29,7 @@ class Reporter:
         self.problems: list[str] = []  # GitHub errors met while reporting
         self._pr: int | None = spec.get("pr")
         self._comment_id: int | None = None
+        self.transient_problems = False  # a call failed in a way that may clear (5xx, rate limit, no answer)
         self._pr_looked_up = False
 
     # -- what to write
@@ -54,6 +55,7 @@ class Reporter:
             message = f"{what}: {exc}"
             log.warning("GitHub: %s", message)
             self.problems.append(message)
+            self.transient_problems |= exc.transient
             return None
 
     def pull_request(self) -> int | None:

@@ -168,6 +168,10 @@ def report(context: dg.OpExecutionContext, plan: dict, results: list, github: Gi
                 if core.mapping_key(c) in plan["outcomes"]]
     reporter = Reporter(github.client(), plan["spec"], engine.run_url(context.run_id))
     body = reporter.finished(plan, outcomes)
+    if reporter.transient_problems and context.retry_number < LOCK_RETRIES:  # every write is idempotent
+        context.log.warning(f"GitHub failed, retrying the report in {LOCK_RETRY_WAIT_S:.0f} s: "
+                            + "; ".join(reporter.problems))
+        raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
     summary = {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
                "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
                "github_problems": reporter.problems}

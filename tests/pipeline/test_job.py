@@ -300,3 +300,20 @@ def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagste
     assert [e.step_key.split("[")[0] for e in retried] == ["dispatch"]
     assert result.success and units(summary)["dev/throttled"]["status"] == "succeeded"
     assert units(summary)["dev/throttled"]["role_arn"].endswith(":role/pipelines-plan")
+
+
+def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dagster(repo, aws, env, github,
+                                                                                      monkeypatch):
+    monkeypatch.setattr(pipeline, "LOCK_RETRY_WAIT_S", 0.1)
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({"prod/gh/main.tf": null_unit(aws.endpoint, "prod/gh")})
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    # a secondary rate limit asking for a longer wait than the client accepts: both status writes fail at once
+    github.secondary_rate_limit(r".*/statuses/.*", retry_after=100_000, times=2, method="POST")
+    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    retried = [e.step_key for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert retried == ["report"]
+    assert result.success and summary["github_problems"] == []
+    assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["success"]  # pending was refused
+    assert len(github.comments(GH_REPO, number)) == 1  # the retried report updated the same comment
