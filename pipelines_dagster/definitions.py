@@ -5,11 +5,11 @@ import os
 
 import dagster as dg
 
-from .core.watch import TAG_APPLY_LOCK, repo_identity
+from .core.watch import TAG_APPLY_LOCK
 from .defs.assets import DeployBranchLineage, code_location_name
 from .defs.drift import DEFAULT_CRON, make_drift_definitions, paths_from_env
 from .defs.pipeline import infrastructure_pipeline
-from .defs.resources import resources_from_env
+from .defs.resources import apply_lock, resources_from_env
 from .defs.sensors import (DEFAULT_STATUS, make_asset_graph_sensor, make_deploy_branch_sensor,
                            make_pull_request_sensor, make_run_failure_sensor)
 
@@ -18,7 +18,7 @@ def lineage_definitions(lineage, resources: dict, env=None) -> dg.Definitions:
     """What depends on the deploy branch's units: drift checks, their job and schedule, the asset graph sensor."""
     env = os.environ if env is None else env
     # drift plans queue behind applies of the same repository (dagster.yaml's tag limit), and vice versa
-    lock = repo_identity(resources["github"].repo or resources["infra_repo"].location)
+    lock = apply_lock(resources["github"], resources["infra_repo"])
     drift = make_drift_definitions(
         lineage, cron=env.get("PIPELINES_DRIFT_CRON") or DEFAULT_CRON, paths=paths_from_env(env),
         tags={TAG_APPLY_LOCK: lock},

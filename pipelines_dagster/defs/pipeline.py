@@ -17,11 +17,12 @@ from ..core.lineage import unit_key
 from ..core.model import Event
 from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
-from .resources import EngineResource, GitHubResource, InfraRepoResource
+from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 DETECTING_NOTE_AFTER_S = 3.0
-LOCK_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
-LOCK_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
+# failures that may clear (a state lock, STS throttling, GitHub 5xx or rate limits) retry their step this often
+TRANSIENT_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
+TRANSIENT_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
 APPLY_LOCK_RETRIES = int(os.environ.get("PIPELINES_APPLY_LOCK_RETRIES", "60"))
 APPLY_LOCK_WAIT_S = float(os.environ.get("PIPELINES_APPLY_LOCK_WAIT_S", "30"))
 JOB_NAME = "infrastructure_pipeline"
@@ -52,7 +53,7 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
     except (GitError, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
     if event is Event.PUSH:
-        wait_for_other_applies(context, watch.repo_identity(github.repo or infra_repo.location))
+        wait_for_other_applies(context, apply_lock(github, infra_repo))
     reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
     reporter.started(comment=False)
     blocked = None
@@ -87,6 +88,13 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
                                mapping_key=key, output_name="items",
                                metadata={"units": ", ".join(units)[:500], "type": changes[0]["type"],
                                          "action": changes[0]["action"], "account": str(changes[0]["account"])})
+
+
+def retry_if_transient(context: dg.OpExecutionContext, problems: list[str]) -> None:
+    """Failures that may clear: Dagster runs the step again later; after the last retry they are reported."""
+    if problems and context.retry_number < TRANSIENT_RETRIES:
+        context.log.warning(f"retrying in {TRANSIENT_RETRY_WAIT_S:.0f} s: " + "; ".join(problems))
+        raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT_S)
 
 
 def wait_for_other_applies(context: dg.OpExecutionContext, lock: str) -> None:
@@ -135,13 +143,9 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
                                  github.push_url(infra_repo.location))
     outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
                               baseline)
-    # a state lock that may clear, or STS still throttling after the executor's own backoff: Dagster retries the
-    # step later (what succeeded re-plans to no changes); after the last retry the failures are reported
-    transient = [o for o in outcomes if o["status"] == "state_locked" or o.get("transient")]
-    if transient and context.retry_number < LOCK_RETRIES:
-        context.log.warning(f"retrying in {LOCK_RETRY_WAIT_S:.0f} s: " + "; ".join(
-            f"{o['change']['unit']}: {o['message'] or o['status']}" for o in transient))
-        raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
+    # a state lock, or STS still throttling after the executor's own backoff (what succeeded re-plans to no changes)
+    retry_if_transient(context, [f"{o['change']['unit']}: {o['message'] or o['status']}" for o in outcomes
+                                 if o["status"] == "state_locked" or o.get("transient")])
     for o in outcomes:
         change = o["change"]
         log = context.log.info if o["status"] in core.OK_STATUSES | {"skipped"} else context.log.error
@@ -168,10 +172,7 @@ def report(context: dg.OpExecutionContext, plan: dict, results: list, github: Gi
                 if core.mapping_key(c) in plan["outcomes"]]
     reporter = Reporter(github.client(), plan["spec"], engine.run_url(context.run_id))
     body = reporter.finished(plan, outcomes)
-    if reporter.transient_problems and context.retry_number < LOCK_RETRIES:  # every write is idempotent
-        context.log.warning(f"GitHub failed, retrying the report in {LOCK_RETRY_WAIT_S:.0f} s: "
-                            + "; ".join(reporter.problems))
-        raise dg.RetryRequested(max_retries=LOCK_RETRIES, seconds_to_wait=LOCK_RETRY_WAIT_S)
+    retry_if_transient(context, reporter.problems if reporter.transient_problems else [])  # writes are idempotent
     summary = {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
                "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
                "github_problems": reporter.problems}

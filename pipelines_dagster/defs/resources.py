@@ -66,6 +66,13 @@ class EngineResource(dg.ConfigurableResource):
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
 
 
+def apply_lock(github: GitHubResource, infra_repo: InfraRepoResource) -> str:
+    """The value of the apply-lock run tag: one per repository, so its applies (and drift runs) never overlap."""
+    from ..core.watch import repo_identity
+
+    return repo_identity(github.repo or infra_repo.location)
+
+
 def resources_from_env(env=None) -> dict:
     env = os.environ if env is None else env
     return {

@@ -15,7 +15,7 @@ import dagster as dg
 
 from ..core import watch
 from .pipeline import REPORTED
-from .resources import EngineResource, GitHubResource, InfraRepoResource
+from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 INTERVAL_S = int(os.environ.get("PIPELINES_SENSOR_INTERVAL_S", "30"))
 TICK_BUDGET_S = float(os.environ.get("PIPELINES_SENSOR_TICK_BUDGET_S", "35"))
@@ -212,8 +212,7 @@ def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
         batch = commits[:MAX_PUSH_RUNS_PER_TICK]
         if len(commits) > len(batch):
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
-        lock = watch.repo_identity(github.repo or infra_repo.location)
-        runs = watch.push_runs(last, batch, lock, force_push=force_push)
+        runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), force_push=force_push)
         return dg.SensorResult(run_requests=[_request(r, apply_run_tags()) for r in runs],
                                cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
 

@@ -285,7 +285,7 @@ class ThrottlingSts:
 
 
 def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagster(repo, aws, env, monkeypatch):
-    monkeypatch.setattr(pipeline, "LOCK_RETRY_WAIT_S", 0.1)
+    monkeypatch.setattr(pipeline, "TRANSIENT_RETRY_WAIT_S", 0.1)
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
     repo.commit({"dev/throttled/main.tf": null_unit(aws.endpoint, "dev/throttled")})
@@ -304,7 +304,7 @@ def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagste
 
 def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dagster(repo, aws, env, github,
                                                                                       monkeypatch):
-    monkeypatch.setattr(pipeline, "LOCK_RETRY_WAIT_S", 0.1)
+    monkeypatch.setattr(pipeline, "TRANSIENT_RETRY_WAIT_S", 0.1)
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
     head = repo.commit({"prod/gh/main.tf": null_unit(aws.endpoint, "prod/gh")})
