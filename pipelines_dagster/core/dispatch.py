@@ -54,7 +54,7 @@ def make_plan(spec: RunSpec, change_set: ChangeSet, blocked: str | None = None) 
         blocked = "the repository has errors at this commit: nothing is applied until they are fixed"
     return {"spec": spec.to_dict(), "changes": [c.to_dict() for c in change_set.changes],
             "errors": [str(e) for e in change_set.errors], "warnings": [str(w) for w in change_set.warnings],
-            "blocked": blocked, "outcomes": {}}
+            "notices": list(change_set.notices), "blocked": blocked, "outcomes": {}}
 
 
 def outcome(change: dict, status: str, message: str = "", **fields) -> dict:

@@ -9,12 +9,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
-                     load_pipelines_config)
+from .config import PipelinesConfig
 from .credentials import CredentialProvider, CredentialsError, session_name
 from .engine import EngineSettings, Result, Status, run_in_workdir
 from .model import Action, Event, UnitKind
 from .redact import default_redactor
+from .repo_config import RepoConfig, trusted_config
 
 log = logging.getLogger(__name__)
 
@@ -32,28 +32,6 @@ class ExecuteRequest:
 def commit_for(action: Action, head: str, base: str | None) -> str | None:
     """Destroys run from the base commit, where the deleted unit still exists."""
     return base if Action(action).is_destroy else head
-
-
-@dataclass
-class RepoConfig:
-    config: PipelinesConfig
-    accounts: Accounts | None
-
-
-def load_repo_config(repo, sha: str) -> RepoConfig:
-    """`.pipelines.yml` and the accounts file at a commit; ConfigError when they are unusable."""
-    from ..integrations.git import read_blobs
-
-    text = read_blobs(repo, [f"{sha}:{PIPELINES_FILE}"]).get(f"{sha}:{PIPELINES_FILE}")
-    config = load_pipelines_config(text.decode("utf-8") if text is not None else None)
-    spec = f"{sha}:{config.accounts_file}"
-    raw = read_blobs(repo, [spec]).get(spec)
-    if raw is None:
-        return RepoConfig(config, None)
-    accounts, problems = load_accounts(raw.decode("utf-8"), config.accounts_file)
-    if problems:
-        raise ConfigError(problems)
-    return RepoConfig(config, accounts)
 
 
 def unit_kind(repo, sha: str, unit: str) -> UnitKind | None:
@@ -153,31 +131,23 @@ class Prepared:
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
             token_source=None) -> Prepared:
-    """Everything between "run this commit" and an Executor: engines from the commit's `.pipelines.yml`,
-    accounts and roles from the deploy branch (a pull request must not choose its own credentials), whether
-    the commit is on the deploy branch, and the deployment's OIDC token source. ConfigError when the
-    configuration is unusable."""
-    import os
-
-    from ..integrations.git import GitError, is_ancestor, resolve
+    """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
+    (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
+    and the deployment's OIDC token source. `deploy_branch` is the deployment's override. ConfigError when the
+    deploy branch or its configuration is unusable."""
+    from ..integrations.git import is_ancestor
     from .credentials import token_source_from_env
 
-    at_ref = load_repo_config(repo, head)
-    deploy_branch = deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH") or at_ref.config.deploy_branch
-    try:
-        deploy_sha = resolve(repo, deploy_branch)
-    except GitError:
-        deploy_sha = None
-    trusted = load_repo_config(repo, deploy_sha) if deploy_sha else at_ref
-    on_deploy_branch = deploy_sha is not None and is_ancestor(repo, head, deploy_sha)
+    trusted = trusted_config(repo, deploy_branch)
+    on_deploy_branch = is_ancestor(repo, head, trusted.sha)
     token_source = token_source if token_source is not None else token_source_from_env()
     notices, provider = [], None
     if trusted.accounts is not None and token_source is not None:
-        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=deploy_branch)
+        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=trusted.branch)
     elif trusted.accounts is not None:
         notices.append("no OIDC token source configured (PIPELINES_WEB_IDENTITY_TOKEN_FILE, "
                        "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "
                        "using ambient credentials")
-    executor = Executor(repo, config=at_ref.config, credentials_config=trusted, provider=provider,
+    executor = Executor(repo, config=trusted.config, credentials_config=trusted, provider=provider,
                         settings=settings or EngineSettings.from_env())
-    return Prepared(executor, on_deploy_branch, deploy_branch, notices)
+    return Prepared(executor, on_deploy_branch, trusted.branch, notices)

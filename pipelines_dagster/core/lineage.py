@@ -96,13 +96,14 @@ def group_name(account: str | None) -> str:
 def read_lineage(location: str | None, deploy_branch: str | None = None, cache_dir=None) -> Lineage:
     """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL)."""
     from ..integrations.git import GitError, open_git_dir
-    from ..integrations.refs import branch_sha, configured_deploy_branch
+    from ..integrations.refs import branch_sha
+    from .repo_config import deploy_branch as find_deploy_branch
 
     if not location:
         return Lineage(notes=["PIPELINES_REPO_URL is not set: there are no unit assets"])
     try:
         git_dir = open_git_dir(location, fetch=False, clone=False)
-        branch = deploy_branch or configured_deploy_branch(git_dir)
+        branch = find_deploy_branch(git_dir, deploy_branch)
         sha = branch_sha(git_dir, branch)
     except GitError as exc:
         return Lineage(location=location, deploy_branch=deploy_branch,

@@ -134,6 +134,7 @@ class ChangeSet:
     changes: list[InfraChange] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     errors: list[Problem] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # for the people reviewing the change (shown as warnings)
 
     def to_dict(self) -> dict:
         return {
@@ -141,6 +142,6 @@ class ChangeSet:
             "head": self.head,
             "event": self.event.value,
             "changes": [c.to_dict() for c in self.changes],
-            "warnings": [str(w) for w in self.warnings],
+            "warnings": self.notices + [str(w) for w in self.warnings],
             "errors": [str(e) for e in self.errors],
         }

@@ -8,6 +8,7 @@ from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, loa
                      load_pipelines_config)
 from .evaluate import Problem as EvalProblem
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
+from .repo_config import trusted_config
 from .repo_index import IndexBuilder, RepoIndex, default_index_cache
 
 
@@ -45,20 +46,21 @@ class _Hit:
 class _Side:
     """One side of the comparison: configuration and accounts, and on demand the tree and the unit index."""
 
-    def __init__(self, repo, sha: str, accounts_file: str | None = None):
+    def __init__(self, repo, sha: str, config: PipelinesConfig | None = None):
+        """`config`: the trusted configuration to read this commit with; None reads the commit's own."""
         self.repo, self.sha = repo, sha
         self._tree: gitio.Tree | None = None
         self.index: RepoIndex | None = None
         self.config_problems: list[Problem] = []
         self.account_problems: list[Problem] = []
-        texts = self._texts([PIPELINES_FILE] + ([accounts_file] if accounts_file else []))
-        try:
-            self.config = load_pipelines_config(texts.get(PIPELINES_FILE))
-        except ConfigError as exc:
-            self.config, self.config_problems = PipelinesConfig(), list(exc.problems)
-        self.accounts_file = accounts_file or self.config.accounts_file
-        text = texts.get(self.accounts_file) if self.accounts_file in texts else \
-            self._texts([self.accounts_file]).get(self.accounts_file)
+        if config is None:
+            try:
+                config = load_pipelines_config(self._texts([PIPELINES_FILE]).get(PIPELINES_FILE))
+            except ConfigError as exc:
+                config, self.config_problems = PipelinesConfig(), list(exc.problems)
+        self.config = config
+        self.accounts_file = config.accounts_file
+        text = self._texts([self.accounts_file]).get(self.accounts_file)
         self.accounts: Accounts | None = None
         if text is not None:
             try:
@@ -86,8 +88,10 @@ class _Side:
 class Orchestrator:
     """Detects changes in one repository; keeps its caches across calls."""
 
-    def __init__(self, repo, cache_dir=None):
+    def __init__(self, repo, cache_dir=None, deploy_branch: str | None = None):
+        """`deploy_branch`: the deployment's override of the deploy branch, whose configuration detection uses."""
         self.repo = repo
+        self.deploy_branch = deploy_branch
         self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs),
                                     cache_dir if cache_dir is not None else default_index_cache())
 
@@ -120,12 +124,14 @@ class Orchestrator:
     def _detect(self, base_ref: str, head_ref: str, event: Event) -> ChangeSet:
         base_sha = gitio.resolve(self.repo, base_ref)
         head_sha = gitio.resolve(self.repo, head_ref)
-        head = _Side(self.repo, head_sha)
-        base = _Side(self.repo, base_sha, head.accounts_file)
         result = ChangeSet(base=base_sha, head=head_sha, event=event)
-        result.errors.extend(head.config_problems)
-        ignore = head.config.ignore_spec()
-        changed = [c for c in gitio.diff(self.repo, base_sha, head_sha) if not ignore.match_file(c.path)]
+        config = self._trusted_config(result)
+        head, base = _Side(self.repo, head_sha, config), _Side(self.repo, base_sha, config)
+        ignore = config.ignore_spec()
+        diff = gitio.diff(self.repo, base_sha, head_sha)
+        changed = [c for c in diff if not ignore.match_file(c.path)]
+        if event is Event.PULL_REQUEST:
+            self._configuration_changes(head_sha, {c.path for c in diff}, config, result)
         if not changed:
             return result
         try:
@@ -133,9 +139,30 @@ class Orchestrator:
         finally:
             self.builder.close()
 
+    def _trusted_config(self, result: ChangeSet) -> PipelinesConfig:
+        """The deploy branch's configuration; its problems become the change set's errors."""
+        try:
+            return trusted_config(self.repo, self.deploy_branch, accounts=False).config
+        except ConfigError as exc:
+            result.errors.extend(exc.problems)
+            return PipelinesConfig()
 
-def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=None) -> ChangeSet:
-    return Orchestrator(repo, cache_dir).detect(base_ref, head_ref, event)
+    def _configuration_changes(self, head_sha: str, paths: set[str], config: PipelinesConfig,
+                               result: ChangeSet) -> None:
+        """A pull request's edits of the configuration are checked, and take effect only after merge."""
+        edited = sorted(paths & {PIPELINES_FILE, config.accounts_file})
+        if not edited:
+            return
+        result.notices.append(f"This pull request changes {' and '.join(f'`{p}`' for p in edited)}: pipeline "
+                              "configuration takes effect after merge; until then runs use the configuration, "
+                              "accounts and roles of the deploy branch.")
+        if PIPELINES_FILE in edited:
+            result.errors.extend(_Side(self.repo, head_sha).config_problems)
+
+
+def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=None,
+                   deploy_branch: str | None = None) -> ChangeSet:
+    return Orchestrator(repo, cache_dir, deploy_branch).detect(base_ref, head_ref, event)
 
 
 class _Detection:

@@ -96,14 +96,12 @@ class Reporter:
 
     def planned(self, plan: dict) -> None:
         pending = [{"change": c, "status": "pending"} for c in plan["changes"]]
-        note = f"⛔ {plan['blocked']}" if plan.get("blocked") else None
-        self._comment(self._body(plan, pending, note=note))
+        self._comment(self._body(plan, pending, note=_note(plan)))
 
     def finished(self, plan: dict, outcomes: list[dict]) -> str:
         """Final comment, status and (push with failures) issue; returns the markdown report."""
         failed = run_failed(plan, outcomes)
-        note = f"⛔ {plan['blocked']}" if plan.get("blocked") else None
-        body = self._body(plan, outcomes, note=note)
+        body = self._body(plan, outcomes, note=_note(plan))
         self._comment(body)
         bad = failed_outcomes(outcomes)
         description = (f"{len(bad)} of {len(outcomes)} change(s) failed" if bad else
@@ -117,6 +115,12 @@ class Reporter:
             self._guard("opening the failure issue", lambda: self.client.upsert_issue(
                 f"apply-failed={self.spec['head']}", title, body))
         return body
+
+
+def _note(plan: dict) -> str | None:
+    """What the reader must know before the table: why nothing ran, that configuration edits wait for merge."""
+    lines = ([f"⛔ {plan['blocked']}"] if plan.get("blocked") else []) + [f"ℹ️ {n}" for n in plan.get("notices", [])]
+    return "\n\n".join(lines) or None
 
 
 def summary_counts(outcomes: list[dict]) -> dict:

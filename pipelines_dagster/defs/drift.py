@@ -69,14 +69,14 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
         from ..core.config import ConfigError
         from ..core.executor import prepare
         from ..integrations.git import GitError, resolve
-        from ..integrations.refs import configured_deploy_branch
+        from ..core.repo_config import deploy_branch
 
         selected = {by_key[k.asset_key] for k in context.selected_asset_check_keys}
         todo = {p: units[p].account for p in sorted(selected) if core.matches(p, config.paths)}
         try:
             repo = infra_repo.git_dir(fetch=True)
-            branch = infra_repo.deploy_branch or lineage.deploy_branch or configured_deploy_branch(repo)
-            head = resolve(repo, branch)
+            branch = deploy_branch(repo, infra_repo.deploy_branch)
+            head = resolve(repo, f"refs/heads/{branch}")
         except GitError as exc:
             raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
         context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")

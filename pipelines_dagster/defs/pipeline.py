@@ -63,7 +63,8 @@ def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra
             blocked = "this pull request comes from a fork: it gets no plan and no credentials"
     with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
         # the orchestrator's cache connection must live in the thread that uses it
-        detection = pool.submit(lambda: Orchestrator(repo).detect(spec.base, spec.head, event))
+        detection = pool.submit(lambda: Orchestrator(repo, deploy_branch=infra_repo.deploy_branch).detect(
+            spec.base, spec.head, event))
         try:
             change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
         except FutureTimeout:
@@ -135,11 +136,10 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
             context.log.warning(notice)
     baseline = None
     if any(c["action"] == "baseline" for c in item["changes"]):
-        from ..integrations.refs import configured_deploy_branch
+        from ..core.repo_config import deploy_branch
 
-        deploy_branch = (infra_repo.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH")
-                         or (prepared.deploy_branch if prepared else None) or configured_deploy_branch(repo))
-        baseline = core.Baseline(infra_repo.location, deploy_branch, github.client(),
+        branch = prepared.deploy_branch if prepared else deploy_branch(repo, infra_repo.deploy_branch)
+        baseline = core.Baseline(infra_repo.location, branch, github.client(),
                                  github.push_url(infra_repo.location))
     outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
                               baseline)

@@ -44,9 +44,9 @@ def _github_client(github: GitHubResource):
 
 
 def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
-    from ..integrations.refs import configured_deploy_branch
+    from ..core.repo_config import deploy_branch
 
-    return infra_repo.deploy_branch or configured_deploy_branch(git_dir)
+    return deploy_branch(git_dir, infra_repo.deploy_branch)
 
 
 def _deploy_head(infra_repo: InfraRepoResource):

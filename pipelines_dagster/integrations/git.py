@@ -7,6 +7,7 @@ rest of the pipeline; every function here accepts either that or a plain git dir
 
 import hashlib
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,21 +54,56 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True) -> Path:
     if not (mirror / "HEAD").exists():
         if not clone:
             raise GitError(f"{location}: not mirrored under {mirror.parent} yet")
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            proc = subprocess.run(["git", "clone", "--quiet", "--mirror", location, str(mirror)],
-                                  capture_output=True, text=True, timeout=NETWORK_TIMEOUT_S * 4)
-        except subprocess.TimeoutExpired:
-            raise GitError(f"{location}: clone did not finish within {NETWORK_TIMEOUT_S * 4:.0f} s") from None
-        if proc.returncode != 0:
-            raise GitError(f"{location}: {proc.stderr.strip()}")
+        _create_mirror(location, mirror)
     elif fetch:
+        _fetch_mirror(location, mirror)
+    return mirror
+
+
+# Branches and GitHub's pull request heads; never tags, so that no tag can shadow a branch.
+MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/pull/*/head:refs/pull/*/head")
+
+
+def _fetch_mirror(location: str, mirror: Path) -> None:
+    try:
+        _run(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=NETWORK_TIMEOUT_S)
+    except GitError as exc:
+        raise GitError(f"{location}: {exc}") from exc
+    tags = _run(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/")
+    if tags:  # a mirror made by an earlier version (git clone --mirror) still holds the remote's tags
+        _run(mirror, "update-ref", "--stdin", input=tags)
+
+
+def _create_mirror(location: str, mirror: Path) -> None:
+    """A bare mirror of the remote's branches and pull request heads, its HEAD naming the remote's default branch;
+    built in a temporary folder and renamed into place, so an interrupted clone leaves no half mirror."""
+    import shutil
+    import tempfile
+
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
+    try:
+        _run(building, "init", "--quiet", "--bare")
+        _run(building, "remote", "add", "origin", location)
+        for refspec in MIRROR_REFSPECS:
+            _run(building, "config", "--add", "remote.origin.fetch", refspec)
+        _run(building, "config", "remote.origin.tagOpt", "--no-tags")
         try:
-            _run(mirror, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*",
-                 "+refs/pull/*/head:refs/pull/*/head", timeout=NETWORK_TIMEOUT_S)
+            _run(building, "fetch", "--quiet", "--no-tags", "origin", timeout=NETWORK_TIMEOUT_S * 4)
+            head = _run(building, "ls-remote", "--symref", "origin", "HEAD", timeout=NETWORK_TIMEOUT_S).decode()
         except GitError as exc:
             raise GitError(f"{location}: {exc}") from exc
-    return mirror
+        default = next((line.split()[1] for line in head.splitlines() if line.startswith("ref: refs/heads/")), None)
+        if default:
+            _run(building, "symbolic-ref", "HEAD", default)
+        try:
+            os.rename(building, mirror)
+        except OSError:
+            if not (mirror / "HEAD").exists():
+                raise
+            # another process made the mirror meanwhile: use it
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def open_repo(location: str, fetch: bool = True):
@@ -77,14 +113,35 @@ def open_repo(location: str, fetch: bool = True):
     return git.Repo(open_git_dir(location, fetch))
 
 
+_REV_SUFFIX = re.compile(r"^(?P<name>[^~^@:]+)(?P<suffix>[~^@].*)?$")
+
+
 def resolve(repo, ref: str) -> str:
-    """Full commit sha of a ref, branch, tag or sha; GitError when it does not exist."""
-    for candidate in (ref, f"origin/{ref}"):
+    """Full commit sha of a sha, a branch, a tag or a revision expression (`main~1`); GitError when it does not
+    exist. A name that is a branch (`refs/heads/<name>`, else `refs/remotes/origin/<name>`) always means that
+    branch, so a tag named like a branch can never stand for it."""
+    match = _REV_SUFFIX.match(ref)
+    candidates = [ref]
+    if match and not ref.startswith("refs/") and not _SHA.match(match["name"]):
+        name, suffix = match["name"], match["suffix"] or ""
+        candidates = [f"refs/heads/{name}{suffix}", f"refs/remotes/origin/{name}{suffix}"]
+        if not any(_ref_exists(repo, c.removesuffix(suffix)) for c in candidates):
+            candidates = [ref]  # a tag, or something else rev-parse understands
+    for candidate in candidates:
         try:
-            return _run(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}").decode().strip()
+            return _run(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{candidate}^{{commit}}").decode().strip()
         except GitError:
             continue
     raise GitError(f"unknown ref {ref!r} in {_git_dir(repo)}")
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _ref_exists(repo, ref: str) -> bool:
+    return subprocess.run(["git", "--git-dir", _git_dir(repo), "show-ref", "--verify", "--quiet", ref],
+                          capture_output=True).returncode == 0
 
 
 @dataclass(frozen=True)

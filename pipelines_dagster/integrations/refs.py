@@ -2,15 +2,11 @@
 
 import subprocess
 
-import yaml
-
-from .git import GitError
-
-DEFAULT_DEPLOY_BRANCH = "main"
+from .git import GitError, _git_dir
 
 
 def _git(git_dir, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["git", "--git-dir", str(git_dir), *args], capture_output=True, text=True)
+    proc = subprocess.run(["git", "--git-dir", _git_dir(git_dir), *args], capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise GitError(f"git {args[0]}: {proc.stderr.strip()}")
     return proc
@@ -48,14 +44,17 @@ def first_parent_commits(git_dir, since: str, until: str) -> list[str]:
     return out.split()
 
 
-def configured_deploy_branch(git_dir) -> str:
-    """`deploy_branch` of `.pipelines.yml` at HEAD (the remote's default branch in a mirror), else "main"."""
-    proc = _git(git_dir, "cat-file", "blob", "HEAD:.pipelines.yml", check=False)
-    if proc.returncode != 0:
-        return DEFAULT_DEPLOY_BRANCH
-    try:
-        data = yaml.safe_load(proc.stdout) or {}
-    except yaml.YAMLError:
-        return DEFAULT_DEPLOY_BRANCH
-    branch = data.get("deploy_branch") if isinstance(data, dict) else None
-    return branch if isinstance(branch, str) and branch else DEFAULT_DEPLOY_BRANCH
+def default_branch(git_dir) -> str | None:
+    """The repository's default branch: what HEAD names in a bare repository or mirror (the remote's default
+    branch), else the remote's `origin/HEAD`, else `main` or `master` when one exists; None otherwise. A work
+    repository's own HEAD (whatever is checked out) is never taken for it."""
+    bare = _git(git_dir, "rev-parse", "--is-bare-repository", check=False).stdout.strip() == "true"
+    refs = ["HEAD"] if bare else []
+    refs.append("refs/remotes/origin/HEAD")
+    for ref in refs:
+        proc = _git(git_dir, "symbolic-ref", "--quiet", ref, check=False)
+        target = proc.stdout.strip()
+        for prefix in ("refs/heads/", "refs/remotes/origin/"):
+            if proc.returncode == 0 and target.startswith(prefix) and branch_sha(git_dir, target[len(prefix):]):
+                return target[len(prefix):]
+    return next((b for b in ("main", "master") if branch_sha(git_dir, b)), None)

@@ -1,0 +1,87 @@
+"""Which configuration a run may trust: the deploy branch, and `.pipelines.yml` plus the accounts file at a commit.
+
+Everything that decides credentials or what runs (accounts, roles, engines, ignore globs, extra units, account
+mapping, dependencies) comes from `refs/heads/<deploy branch>`, never from the ref under review: a pull request
+that edits `.pipelines.yml` or `accounts.yml` sees its edits take effect only once they are merged. The deploy
+branch itself comes from the deployment (an override), else from `.pipelines.yml` on the repository's default
+branch. Branches are always looked up as `refs/heads/<name>`, so a tag cannot stand for one.
+"""
+
+import os
+from dataclasses import dataclass
+
+from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
+                     load_pipelines_config)
+from .model import Problem
+
+DEFAULT_DEPLOY_BRANCH = "main"
+
+
+@dataclass
+class RepoConfig:
+    config: PipelinesConfig
+    accounts: Accounts | None
+
+
+@dataclass
+class TrustedConfig(RepoConfig):
+    """The configuration of the deploy branch's head, `sha`."""
+
+    branch: str = DEFAULT_DEPLOY_BRANCH
+    sha: str = ""
+
+
+def config_at(repo, sha: str) -> PipelinesConfig:
+    """`.pipelines.yml` at a commit (defaults when there is none); ConfigError when it is unusable."""
+    from ..integrations.git import read_blobs
+
+    text = read_blobs(repo, [f"{sha}:{PIPELINES_FILE}"]).get(f"{sha}:{PIPELINES_FILE}")
+    return load_pipelines_config(text.decode("utf-8", errors="replace") if text is not None else None)
+
+
+def load_repo_config(repo, sha: str) -> RepoConfig:
+    """`.pipelines.yml` and the accounts file at a commit; ConfigError when they are unusable."""
+    from ..integrations.git import read_blobs
+
+    config = config_at(repo, sha)
+    spec = f"{sha}:{config.accounts_file}"
+    raw = read_blobs(repo, [spec]).get(spec)
+    if raw is None:
+        return RepoConfig(config, None)
+    accounts, problems = load_accounts(raw.decode("utf-8", errors="replace"), config.accounts_file)
+    if problems:
+        raise ConfigError(problems)
+    return RepoConfig(config, accounts)
+
+
+def deploy_branch(repo, override: str | None = None) -> str:
+    """The deploy branch: the deployment's `override` (resource or PIPELINES_DEPLOY_BRANCH), else `deploy_branch`
+    of `.pipelines.yml` on the default branch, else the default branch itself, else "main"."""
+    from ..integrations.refs import branch_sha, default_branch
+
+    override = override or os.environ.get("PIPELINES_DEPLOY_BRANCH")
+    if override:
+        return override
+    default = default_branch(repo)
+    sha = branch_sha(repo, default) if default else None
+    if sha is None:
+        return DEFAULT_DEPLOY_BRANCH
+    try:
+        config = config_at(repo, sha)
+    except ConfigError:
+        return default
+    return config.deploy_branch if "deploy_branch" in config.model_fields_set else default
+
+
+def trusted_config(repo, override: str | None = None, accounts: bool = True) -> TrustedConfig:
+    """The configuration (and, with `accounts`, the accounts) of `refs/heads/<deploy branch>`; ConfigError when the
+    branch is missing or what is read is unusable."""
+    from ..integrations.refs import branch_sha
+
+    branch = deploy_branch(repo, override)
+    sha = branch_sha(repo, branch)
+    if sha is None:
+        raise ConfigError([Problem(None, f"the deploy branch {branch!r} does not exist: configuration, accounts and "
+                                         "roles are only read from it")])
+    found = load_repo_config(repo, sha) if accounts else RepoConfig(config_at(repo, sha), None)
+    return TrustedConfig(found.config, found.accounts, branch=branch, sha=sha)

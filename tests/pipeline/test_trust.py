@@ -1,0 +1,33 @@
+"""Attacks on the job by someone who can push branches, run for real (git, Terraform, the AWS emulator, Dagster)."""
+
+from pipelines_dagster.defs.pipeline import report_markdown
+from tests.conftest import ACCOUNTS, null_unit
+from tests.pipeline.test_job import env, run_job, units  # noqa: F401 (env is a fixture)
+
+
+def test_a_pull_request_cannot_choose_its_deploy_branch_roles_or_engine(repo, aws, env):  # noqa: F811
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "evil")
+    repo.commit({".pipelines.yml": "deploy_branch: evil\nroles: {plan: pipelines-apply, apply: pipelines-apply}\n"
+                                   "engine: {terraform: /bin/false}\n",
+                 "dev/steal/main.tf": null_unit(aws.endpoint, "dev/steal")})
+    result, summary = run_job(repo, env, "pull_request", base, "evil")
+    outcome = units(summary)["dev/steal"]
+    assert outcome["status"] == "succeeded", outcome["message"]  # terraform ran, not /bin/false
+    assert outcome["role_arn"] == f"arn:aws:iam::{ACCOUNTS['dev']}:role/pipelines-plan"
+    assert outcome["engine"] == "terraform"
+    report = report_markdown(result)
+    assert "`.pipelines.yml`: pipeline configuration takes effect after merge" in report
+
+
+def test_a_tag_named_like_the_deploy_branch_is_never_applied(repo, aws, env):  # noqa: F811
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "side")
+    evil = repo.commit({"dev/tagged/main.tf": null_unit(aws.endpoint, "dev/tagged")})
+    repo.git("tag", "main", evil)
+    repo.git("checkout", "-q", "main")
+    repo.commit({"dev/merged/main.tf": null_unit(aws.endpoint, "dev/merged")})
+    result, summary = run_job(repo, env, "push", base, "main")
+    assert result.success, summary
+    assert set(units(summary)) == {"dev/merged"}
+    assert aws.state(ACCOUNTS["dev"], "dev/tagged/terraform.tfstate") is None
