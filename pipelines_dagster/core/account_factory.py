@@ -6,9 +6,9 @@ pull request. Running it again updates the same branch and pull request, and cha
 import shutil
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from .config import Account
+from .config import ACCOUNT_NAME_RE, REGION_RE, Account
 
 TEMPLATES = "_templates/account-baseline"
 BRANCH_PREFIX = "pipelines/account-baseline-"
@@ -54,14 +54,52 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
+class BaselineError(Exception):
+    """The baseline cannot be generated safely (a template leaves the repository, a value is not a name)."""
+
+
+def _safe_path(rel: str) -> str:
+    """A repository path that stays inside the clone and out of `.git`."""
+    parts = PurePosixPath(rel).parts
+    if not parts or PurePosixPath(rel).is_absolute() or any(p in ("..", ".", "") for p in parts) or \
+            parts[0] == ".git":
+        raise BaselineError(f"baseline file {rel!r} would be written outside the repository")
+    return "/".join(parts)
+
+
+def _write_inside(root: Path, rel: str, text: str) -> None:
+    """Write a file of the clone, refusing to follow a symlink of the repository out of it."""
+    target = root
+    for part in PurePosixPath(rel).parts:
+        target = target / part
+        if target.is_symlink():
+            raise BaselineError(f"{rel}: {target.relative_to(root)} is a symlink in the repository; the baseline "
+                                "is not written through it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
 def baseline_files(checkout: Path, name: str, account: Account, region: str | None = None) -> dict[str, str]:
-    """Files (repo path -> text) that provision a new account, from the repository's templates or the default."""
+    """Files (repo path -> text) that provision a new account, from the repository's templates or the default.
+    BaselineError when a template is a symlink or a path would leave the repository."""
+    if not ACCOUNT_NAME_RE.match(name) or name in (".", ".."):
+        raise BaselineError(f"account name {name!r} cannot be a folder name")
     values = {"account_name": name, "account_id": account.id, "email": account.email or "",
-              "region": region or getattr(account, "region", None) or DEFAULT_REGION}
+              "region": region or account.region or DEFAULT_REGION}
+    if not REGION_RE.match(values["region"]):
+        raise BaselineError(f"region {values['region']!r} is not an AWS region name")
     templates = checkout / TEMPLATES
+    if templates.is_symlink():
+        raise BaselineError(f"{TEMPLATES} is a symlink: templates must be files of the repository")
     if templates.is_dir():
-        return {_fill(str(p.relative_to(templates)), values): _fill(p.read_text(), values)
-                for p in sorted(templates.rglob("*")) if p.is_file()}
+        files = {}
+        for p in sorted(templates.rglob("*")):
+            if p.is_symlink():
+                raise BaselineError(f"{p.relative_to(checkout)} is a symlink: templates must be files of the "
+                                    "repository")
+            if p.is_file():
+                files[_safe_path(_fill(str(p.relative_to(templates)), values))] = _fill(p.read_text(), values)
+        return files
     files = {f"{name}/account.hcl": _ACCOUNT_HCL.format(**values),
              f"{name}/{values['region']}/region.hcl": _REGION_HCL.format(**values),
              f"{name}/_global/pipelines-bootstrap/main.tf": _BOOTSTRAP_UNIT.format(**values)}
@@ -105,9 +143,7 @@ def open_baseline(location: str, deploy_branch: str, name: str, account: Account
         files = baseline_files(workdir / "repo", name, account)
         repo.git.checkout("-B", branch)
         for rel, text in files.items():
-            target = workdir / "repo" / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            _write_inside(workdir / "repo", rel, text)
         repo.git.add("--all", "--", *files)
         author = git.Actor("pipelines-dagster", "pipelines-dagster@users.noreply.github.com")
         repo.index.commit(f"Baseline for account {name} ({account.id})", author=author, committer=author)

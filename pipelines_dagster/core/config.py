@@ -13,6 +13,8 @@ PIPELINES_FILE = ".pipelines.yml"
 DEFAULT_ACCOUNTS_FILE = "accounts.yml"
 ACCOUNT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+EMAIL_RE = re.compile(r"^[^@\s\"'`\\$<>{}]+@[^@\s\"'`\\$<>{}]+$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")  # us-east-1, us-gov-west-1, ap-southeast-4
 
 
 class ConfigError(Exception):
@@ -115,6 +117,21 @@ class Account(BaseModel):
     deploy_order: int | None = None
     plan_role_arn: str | None = None
     apply_role_arn: str | None = None
+    region: str | None = None  # becomes a folder name of the account's baseline, and the units' AWS_REGION
+
+    @field_validator("email")
+    @classmethod
+    def _email_is_an_address(cls, value):
+        if value is not None and not EMAIL_RE.match(value):
+            raise ValueError(f"email {value!r} is not an email address")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_is_a_region(cls, value):
+        if value is not None and not REGION_RE.match(value):
+            raise ValueError(f"region {value!r} is not an AWS region name (like us-east-1)")
+        return value
 
     @field_validator("id", mode="before")
     @classmethod

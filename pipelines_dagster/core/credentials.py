@@ -247,7 +247,7 @@ class CredentialProvider:
         if kind == "plan" and role_arn == role_arn_for(account, "apply", self.roles):
             raise CredentialsError(f"account {account_name!r}: the plan role is configured as the apply role "
                                    f"({role_arn}); refusing to use it for a pull request")
-        region = (account.model_extra or {}).get("region") or self.region
+        region = account.region or self.region
         key = (account.id, role_arn, session)
         with self._lock:
             key_lock = self._locks.setdefault(key, threading.Lock())

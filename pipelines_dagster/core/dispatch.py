@@ -7,15 +7,17 @@ exit_code, output, message). Dispatching never raises for a failed change: a fai
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError, load_accounts, load_pipelines_config, PIPELINES_FILE
+from .config import ConfigError, load_accounts
 from .engine import Result, Status
 from .executor import ExecuteRequest, Prepared
 from .model import Action, ChangeSet, ChangeType, Event
 
 OK_STATUSES = frozenset({"succeeded", "no_changes", "validated"})
+AppliedCommit = Callable[[str], str | None]
 
 
 @dataclass
@@ -128,8 +130,9 @@ def skip_reason(plan: dict, change: dict, outcomes: dict) -> str | None:
 
 
 def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_parallel: int = 4,
-              baseline: Baseline | None = None) -> list[dict]:
-    """Run changes in wave order, each wave's changes in parallel (bounded), skipping dependents of failures."""
+              baseline: Baseline | None = None, applied_commit: AppliedCommit | None = None) -> list[dict]:
+    """Run changes in wave order, each wave's changes in parallel (bounded), skipping dependents of failures.
+    `applied_commit(unit)`: the commit a unit was last applied (or destroyed) at, to refuse going backwards."""
     results: list[dict] = []
     plan = {"spec": spec.to_dict(), "outcomes": {}}
     for wave in sorted({c["wave"] for c in items}):
@@ -141,18 +144,38 @@ def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_pa
             else:
                 todo.append(change)
         with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo, baseline), todo))
+            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo, baseline, applied_commit),
+                                 todo))
         results += done
         plan = record(plan, results)
     return results
 
 
-def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None = None) -> dict:
+def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None = None,
+                    applied_commit: AppliedCommit | None = None) -> dict:
     """One change to its outcome (with wall-clock start and end); never raises."""
     started = time.time()
-    result = _dispatch(change, spec, prepared, repo, baseline)
+    newer = newer_applied_commit(change, spec, repo, applied_commit)
+    result = (outcome(change, "skipped", f"refused: {change['unit']} was already applied at {newer[:12]}, a later "
+                                         f"commit than {spec.head[:12]}; applying this commit would take it back. "
+                                         "Apply the deploy branch's head instead.")
+              if newer else _dispatch(change, spec, prepared, repo, baseline))
     result.update(started_at=started, finished_at=time.time())
     return result
+
+
+def newer_applied_commit(change: dict, spec: RunSpec, repo, applied_commit: AppliedCommit | None) -> str | None:
+    """For an apply or destroy: the later commit this unit was already applied at, if there is one (a crashed run
+    retried, or an old commit launched by hand, must not roll a unit back)."""
+    from ..integrations.git import is_ancestor
+
+    if applied_commit is None or change.get("unit") is None or change["action"] not in (Action.APPLY.value,
+                                                                                         Action.DESTROY.value):
+        return None
+    applied = applied_commit(change["unit"])
+    if applied and applied != spec.head and is_ancestor(repo, spec.head, applied):
+        return applied
+    return None
 
 
 def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None) -> dict:
@@ -178,13 +201,11 @@ def _account_change(change: dict, spec: RunSpec, repo, baseline: Baseline | None
     if change["type"] == ChangeType.ACCOUNT_DELETED.value:
         return outcome(change, "validated", f"account {name!r} was removed from the accounts file; its "
                                             "infrastructure is not destroyed by this")
+    accounts_file = change["triggers"][0]  # the accounts file of the deploy branch's configuration
     try:
-        spec_file = f"{spec.head}:{PIPELINES_FILE}"
-        raw = read_blobs(repo, [spec_file]).get(spec_file)
-        config = load_pipelines_config(raw.decode() if raw is not None else None)
-        accounts_spec = f"{spec.head}:{config.accounts_file}"
+        accounts_spec = f"{spec.head}:{accounts_file}"
         text = read_blobs(repo, [accounts_spec]).get(accounts_spec)
-        accounts, problems = load_accounts(text.decode() if text is not None else "", config.accounts_file)
+        accounts, problems = load_accounts(text.decode(errors="replace") if text is not None else "", accounts_file)
     except ConfigError as exc:
         return outcome(change, "failed", str(exc))
     if name in accounts.entries and not accounts.entries[name].email:

@@ -142,7 +142,7 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
         baseline = core.Baseline(infra_repo.location, branch, github.client(),
                                  github.push_url(infra_repo.location))
     outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
-                              baseline)
+                              baseline, applied_commit=lambda unit: applied_commit(context.instance, unit))
     # a state lock, or STS still throttling after the executor's own backoff (what succeeded re-plans to no changes)
     retry_if_transient(context, [f"{o['change']['unit']}: {o['message'] or o['status']}" for o in outcomes
                                  if o["status"] == "state_locked" or o.get("transient")])
@@ -159,6 +159,14 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
                                  "summary": ", ".join(f"+{o['summary']['add']} ~{o['summary']['change']} "
                                                       f"-{o['summary']['destroy']}" for o in outcomes)})
     return outcomes
+
+
+def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
+    """The commit of the unit asset's latest materialization: where the unit was last applied or destroyed."""
+    event = instance.get_latest_materialization_event(dg.AssetKey(unit_key(unit)))
+    materialization = event.asset_materialization if event else None
+    commit = materialization.metadata.get("commit") if materialization else None
+    return getattr(commit, "value", commit)
 
 
 @dg.op(tags={"kind": "reporter"})

@@ -31,3 +31,27 @@ def test_a_tag_named_like_the_deploy_branch_is_never_applied(repo, aws, env):  #
     assert result.success, summary
     assert set(units(summary)) == {"dev/merged"}
     assert aws.state(ACCOUNTS["dev"], "dev/tagged/terraform.tfstate") is None
+
+
+def test_an_older_commit_is_never_applied_over_a_newer_one(repo, aws, env):  # noqa: F811
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
+    c0 = repo.git("rev-parse", "HEAD")
+    c1 = repo.commit({"dev/order/main.tf": null_unit(aws.endpoint, "dev/order", trigger="old")})
+    c2 = repo.commit({"dev/order/main.tf": null_unit(aws.endpoint, "dev/order", trigger="new")})
+    first, _ = run_job(repo, env, "push", c0, c1, instance=instance)
+    second, _ = run_job(repo, env, "push", c1, c2, instance=instance)
+    assert first.success and second.success
+    # the first run retried, or launched again from the Launchpad, after the second one applied
+    again, summary = run_job(repo, env, "push", c0, c1, instance=instance)
+    outcome = units(summary)["dev/order"]
+    assert outcome["status"] == "skipped"
+    assert f"already applied at {c2[:12]}" in outcome["message"] and c1[:12] in outcome["message"]
+    assert "already applied at" in report_markdown(again)
+    state = aws.state(ACCOUNTS["dev"], "dev/order/terraform.tfstate")
+    triggers = {i["attributes"]["triggers"]["version"] for r in state["resources"] for i in r["instances"]}
+    assert triggers == {"new"}
+    # the newest commit itself may run again (a retry of the latest apply)
+    latest, summary = run_job(repo, env, "push", c1, c2, instance=instance)
+    assert units(summary)["dev/order"]["status"] == "no_changes"
