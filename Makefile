@@ -15,9 +15,24 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Installs what is missing of APT_PACKAGES, quietly; does nothing when all are installed.
+# Installs what is missing of APT_PACKAGES, quietly; does nothing when all are installed. Without dpkg and apt-get
+# (not Debian or Ubuntu) it looks for the programs the tests run and says what to install when one is missing.
 system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+	@if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  { command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+	    missing="$$missing\n  PostgreSQL server (initdb, postgres) for tests/deploy/test_production_instance.py"; \
+	  { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } && command -v chromedriver >/dev/null || \
+	    missing="$$missing\n  Chromium and chromedriver for tests/e2e/test_browser.py"; \
+	  if [ -n "$$missing" ]; then \
+	    printf "make test needs, and this machine has no apt-get to install:$$missing\n" >&2; \
+	    printf "Install them with this system's package manager (for example: dnf install postgresql-server chromium chromedriver;\n" >&2; \
+	    printf "brew install postgresql chromium chromedriver), then run make test again.\n" >&2; \
+	    exit 1; \
+	  fi; \
+	  exit 0; \
+	fi; \
+	missing=$$(for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:" $$missing; \
