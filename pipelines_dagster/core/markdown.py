@@ -1,0 +1,105 @@
+"""Markdown for GitHub from untrusted text: unit paths, account names, warnings quoting HCL, error messages,
+Terraform output. Whatever the text holds, it renders as that text: no HTML, no markup, no links, no mentions.
+
+GitHub renders with cmark-gfm (tables, autolinks for URLs, `www.` and e-mail addresses), then links `@user` and
+`#123` in the HTML's text outside code. So, per context:
+
+- `text`: inline text (paragraphs, list items, table cells): HTML's special characters become entities, markdown's
+  punctuation is backslash-escaped (pipes too: a cell never splits), line breaks become spaces, and a block marker
+  at the start (`- `, `1. `, `#`) is escaped;
+- `code`: an inline code span whose fence is longer than any run of backticks inside, so no backtick ends it;
+- `block`: a fenced code block, fenced likewise (CommonMark: a closing fence is at least as long as the opening);
+- `html_text`: text inside raw HTML (`<summary>`, which cmark-gfm passes through without markdown: a backslash
+  would show), as entities only.
+
+Mentions, issue references and e-mail autolinks are broken with a zero-width joiner after the `@`, `#` or `GH-`
+(invisible, and GitHub's patterns need a letter or digit there); URLs and `www.` lose their autolink through the
+escaped `:` and `.`. Text inside code needs none of it: GitHub neither links nor mentions there.
+"""
+
+import re
+from urllib.parse import quote
+
+ZERO_WIDTH_JOINER = "\u200d"
+
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
+# Markdown-significant ASCII punctuation (emphasis, code, links and images, tables, strikethrough, GitHub's math,
+# headings, autolink schemes and emoji); `/`, `.`, `-`, `,` and the like are left alone, so paths stay paths.
+_PUNCTUATION = frozenset("\\`*_[]|~$#:!")
+_SPACE = re.compile(r"\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+_LINKABLE = re.compile(r"(?i)([@#]|\bGH-)(?=[a-z0-9])")  # @user, @org/team, user@example.com, #123, GH-123
+_WWW = re.compile(r"(?i)\b(www)\.")
+_ORDERED_MARKER = re.compile(r"^(\d{1,9})([.)])")
+_BACKTICKS = re.compile(r"`+")
+_LINE_ENDING = re.compile(r"\r\n|\r|\n")
+
+
+def _plain(value) -> str:
+    """The value as text without control characters (NUL and the like), None as empty."""
+    return _CONTROL.sub("\ufffd", "" if value is None else str(value))
+
+
+def _one_line(value) -> str:
+    return _SPACE.sub(" ", _plain(value)).strip()
+
+
+def _unlink(s: str) -> str:
+    return _LINKABLE.sub(r"\1" + ZERO_WIDTH_JOINER, s)
+
+
+def text(value) -> str:
+    """Inline text that renders as itself, on one line (safe in paragraphs, list items and table cells)."""
+    s = _unlink(_one_line(value))
+    out = []
+    for ch in s:
+        if ch in _ENTITIES:
+            out.append(_ENTITIES[ch])
+        elif ch in _PUNCTUATION:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    escaped = _WWW.sub(r"\1\\.", "".join(out))
+    if escaped[:1] in ("-", "+", "="):  # list item or setext marker at the start of a list item
+        return "\\" + escaped
+    return _ORDERED_MARKER.sub(r"\1\\\2", escaped)
+
+
+def code(value, *, table: bool = False) -> str:
+    """An inline code span holding `value` (line endings as spaces). `table=True` escapes pipes, as GFM tables need even
+    inside code."""
+    s = _LINE_ENDING.sub(" ", _plain(value))  # as CommonMark does inside code spans; no blank line can end it
+    if not s:
+        return ""
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(s)), default=0) + 1)
+    # CommonMark strips one space on each side when both are there: pad when the text starts or ends with a
+    # backtick (it would join the fence) or with a space (it would be stripped)
+    pad = " " if s[0] in "` " or s[-1] in "` " else ""
+    if table:
+        s = s.replace("|", "\\|")
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def block(value) -> str:
+    """A fenced code block holding `value` verbatim."""
+    s = _plain(value).replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    fence = "`" * max(3, max((len(run) for run in _BACKTICKS.findall(s)), default=0) + 1)
+    return f"{fence}\n{s}\n{fence}"
+
+
+def html_text(value) -> str:
+    """Text inside raw HTML such as `<summary>`: entities for HTML's and markdown's special characters."""
+    s = _unlink(_one_line(value))
+    return "".join(_ENTITIES.get(ch) or (f"&#{ord(ch)};" if ch in _PUNCTUATION else ch) for ch in s)
+
+
+def link(label, url: str) -> str:
+    """A link to one of our own pages (the Dagster run): the label escaped, the URL percent-encoded where
+    markdown would end it."""
+    return f"[{text(label)}]({quote(url, safe=':/?#@!$&*+,;=%~-._')})"
+
+
+def details(summary_html: str, body: str) -> str:
+    """A collapsed section: `summary_html` already escaped (html_text), `body` markdown. The blank lines end the
+    raw HTML, so the body is rendered as markdown."""
+    return f"<details><summary>{summary_html}</summary>\n\n{body}\n\n</details>\n"
