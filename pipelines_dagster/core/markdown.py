@@ -4,17 +4,19 @@ Terraform output. Whatever the text holds, it renders as that text: no HTML, no 
 GitHub renders with cmark-gfm (tables, autolinks for URLs, `www.` and e-mail addresses), then links `@user` and
 `#123` in the HTML's text outside code. So, per context:
 
-- `text`: inline text (paragraphs, list items, table cells): HTML's special characters become entities, markdown's
-  punctuation is backslash-escaped (pipes too: a cell never splits), line breaks become spaces, and a block marker
-  at the start (`- `, `1. `, `#`) is escaped;
+- `text`: inline text (paragraphs, list items, table cells): `&`, `<` and `>` become entities, markdown's
+  significant punctuation is backslash-escaped (pipes too: a cell never splits), line breaks become spaces, and a
+  block marker at the start (`- `, `1. `, `# `) is escaped;
 - `code`: an inline code span whose fence is longer than any run of backticks inside, so no backtick ends it;
 - `block`: a fenced code block, fenced likewise (CommonMark: a closing fence is at least as long as the opening);
 - `html_text`: text inside raw HTML (`<summary>`, which cmark-gfm passes through without markdown: a backslash
-  would show), as entities only.
+  would show), the same characters as entities.
 
 Mentions, issue references and e-mail autolinks are broken with a zero-width joiner after the `@`, `#` or `GH-`
-(invisible, and GitHub's patterns need a letter or digit there); URLs and `www.` lose their autolink through the
-escaped `:` and `.`. Text inside code needs none of it: GitHub neither links nor mentions there.
+(invisible, and GitHub's patterns need a letter or digit there); URLs and `www.` lose their autolink through an
+escaped `:` before `//` (or after `mailto`/`xmpp`) and `.` after `www`. Only what could act is escaped, so paths,
+file:line references and snake_case names read as they are. Text inside code needs none of it: GitHub neither
+links nor mentions there.
 """
 
 import re
@@ -22,14 +24,12 @@ from urllib.parse import quote
 
 ZERO_WIDTH_JOINER = "\u200d"
 
-_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}
-# Markdown-significant ASCII punctuation (emphasis, code, links and images, tables, strikethrough, GitHub's math,
-# headings, autolink schemes and emoji); `/`, `.`, `-`, `,` and the like are left alone, so paths stay paths.
-_PUNCTUATION = frozenset("\\`*_[]|~$#:!")
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+# Markdown-significant wherever they stand: emphasis, code, links and images, tables, strikethrough, GitHub's math.
+_ALWAYS = frozenset("\\`*[]|~$")
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _LINKABLE = re.compile(r"(?i)([@#]|\bGH-)(?=[a-z0-9])")  # @user, @org/team, user@example.com, #123, GH-123
-_WWW = re.compile(r"(?i)\b(www)\.")
 _ORDERED_MARKER = re.compile(r"^(\d{1,9})([.)])")
 _BACKTICKS = re.compile(r"`+")
 _LINE_ENDING = re.compile(r"\r\n|\r|\n")
@@ -48,18 +48,30 @@ def _unlink(s: str) -> str:
     return _LINKABLE.sub(r"\1" + ZERO_WIDTH_JOINER, s)
 
 
+def _acts(s: str, i: int) -> bool:
+    """Whether the character at `i` could start markup or an autolink (and so needs escaping)."""
+    ch = s[i]
+    if ch in _ALWAYS:
+        return True
+    if ch == "_":  # emphasis, except between two letters or digits (snake_case), where CommonMark ignores it
+        return not (0 < i < len(s) - 1 and s[i - 1].isalnum() and s[i + 1].isalnum())
+    if ch == "#":  # a heading at the start; references elsewhere are broken by _unlink
+        return i == 0
+    if ch == ":":  # an autolink's scheme
+        return s.startswith("//", i + 1) or s[:i].lower().endswith(("mailto", "xmpp"))
+    if ch == ".":  # www.example.com
+        return s[max(0, i - 3):i].lower() == "www" and (i == 3 or not s[i - 4].isalnum())
+    return False
+
+
+def _escape(value, mark) -> str:
+    s = _unlink(_one_line(value))
+    return "".join(_ENTITIES.get(ch) or (mark(ch) if _acts(s, i) else ch) for i, ch in enumerate(s))
+
+
 def text(value) -> str:
     """Inline text that renders as itself, on one line (safe in paragraphs, list items and table cells)."""
-    s = _unlink(_one_line(value))
-    out = []
-    for ch in s:
-        if ch in _ENTITIES:
-            out.append(_ENTITIES[ch])
-        elif ch in _PUNCTUATION:
-            out.append("\\" + ch)
-        else:
-            out.append(ch)
-    escaped = _WWW.sub(r"\1\\.", "".join(out))
+    escaped = _escape(value, lambda ch: "\\" + ch)
     if escaped[:1] in ("-", "+", "="):  # list item or setext marker at the start of a list item
         return "\\" + escaped
     return _ORDERED_MARKER.sub(r"\1\\\2", escaped)
@@ -88,9 +100,8 @@ def block(value) -> str:
 
 
 def html_text(value) -> str:
-    """Text inside raw HTML such as `<summary>`: entities for HTML's and markdown's special characters."""
-    s = _unlink(_one_line(value))
-    return "".join(_ENTITIES.get(ch) or (f"&#{ord(ch)};" if ch in _PUNCTUATION else ch) for ch in s)
+    """Text inside raw HTML such as `<summary>`: entities for HTML's special characters and for markdown's."""
+    return _escape(value, lambda ch: f"&#{ord(ch)};")
 
 
 def link(label, url: str) -> str:

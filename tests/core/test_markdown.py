@@ -78,23 +78,26 @@ def test_fenced_blocks_hold_any_output_verbatim(hostile):
     assert output in rendered.text
 
 
-def test_ordinary_paths_and_names_stay_readable_in_the_markdown_itself():
-    assert md.text("prod/us-east-1/app") == "prod/us-east-1/app"
+def test_ordinary_paths_and_messages_stay_readable_in_the_markdown_itself():
+    for plain in ("prod/us-east-1/app", "accounts.yml:13: account 'noemail': email is missing",
+                  'live/root.hcl:3: get_env("TF_VAR_region") has no default', "null_resource.item (count 2)"):
+        assert md.text(plain) == plain and md.html_text(plain) == plain
     assert md.code("prod/us-east-1/app") == "`prod/us-east-1/app`"
     assert md.code("prod/us-east-1/app", table=True) == "`prod/us-east-1/app`"
-    assert md.html_text("prod/us-east-1/app") == "prod/us-east-1/app"
-    assert md.text("Error: Unsupported argument (main.tf, line 3)") == "Error\\: Unsupported argument (main.tf, line 3)"
+    assert md.text("_envcommon/app.hcl") == "\\_envcommon/app.hcl"  # an underscore that could open emphasis
 
 
 def test_escapes_in_the_markdown_text():
     assert md.text("<img src=x>") == "&lt;img src=x&gt;"
     assert md.text("a|b") == "a\\|b"
-    assert md.text("*x* _y_ [z](u)") == "\\*x\\* \\_y\\_ \\[z\\](u)"
-    assert md.text("@alice and #12") == "@\u200dalice and \\#\u200d12"
-    assert md.text("https://evil.example www.evil.example") == "https\\://evil.example www\\.evil.example"
-    assert md.text("- a") == "\\- a" and md.text("1. a") == "1\\. a"
+    assert md.text("*x* _y_ [z](u) ~s~ $m$") == "\\*x\\* \\_y\\_ \\[z\\](u) \\~s\\~ \\$m\\$"
+    assert md.text("snake_case __init__") == "snake_case \\_\\_init\\_\\_"
+    assert md.text("@alice and #12") == "@\u200dalice and #\u200d12"
+    assert md.text("https://evil.example www.evil.example mailto:a") == \
+        "https\\://evil.example www\\.evil.example mailto\\:a"
+    assert md.text("- a") == "\\- a" and md.text("1. a") == "1\\. a" and md.text("# h") == "\\# h"
     assert md.text("two\nlines") == "two lines"
-    assert md.html_text('<b a="1">') == "&lt;b a=&quot;1&quot;&gt;"
+    assert md.html_text('<b a="1">') == '&lt;b a="1"&gt;'
     assert md.html_text("_x_ | `y`") == "&#95;x&#95; &#124; &#96;y&#96;"
 
 

@@ -19,7 +19,7 @@ def test_rows_outputs_errors_and_link():
     assert "### ❌ pipelines-dagster plan: failed" in body
     assert "Commit `ffffffffffff` · 2 change(s) · [Dagster run](http://ui/runs/abc)" in body
     assert "| ✅ succeeded | ModuleChanged | `prod/us-east-1/app1` | prod | plan | 1 to add, 1 to change, 0 to destroy | 12s |" in body
-    assert "- root.hcl\\:3\\: syntax error" in body and "<details><summary>Warnings</summary>" in body
+    assert "- root.hcl:3: syntax error" in body and "<details><summary>Warnings</summary>" in body
     assert body.index("prod/us-east-1/app2: plan") < body.index("prod/us-east-1/app1: plan")  # failures first
     assert "Error: boom" in body
 
@@ -58,8 +58,8 @@ def test_hostile_repository_text_renders_as_text_on_github():
     """Unit paths, accounts, errors, warnings quoting HCL, messages and outputs: no tag, link, image or mention of
     theirs reaches the rendered comment; each shows as the text it is."""
     outcomes = [
-        {"change": {"type": "ModuleChanged", "unit": HOSTILE_UNIT, "account": "@mallory **x** [y](https://evil.example)",
-                    "action": "plan"}, "status": "failed", "summary": {}, "duration_s": 3,
+        {"change": {"type": "ModuleChanged", "unit": HOSTILE_UNIT,
+                    "account": "@mallory **x** [y](https://evil.example)", "action": "plan"}, "status": "failed", "summary": {}, "duration_s": 3,
          "message": "Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
          "output": "````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"},
         outcome(2, output="Plan: 2 to add")]
