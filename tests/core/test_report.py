@@ -59,7 +59,8 @@ def test_hostile_repository_text_renders_as_text_on_github():
     theirs reaches the rendered comment; each shows as the text it is."""
     outcomes = [
         {"change": {"type": "ModuleChanged", "unit": HOSTILE_UNIT,
-                    "account": "@mallory **x** [y](https://evil.example)", "action": "plan"}, "status": "failed", "summary": {}, "duration_s": 3,
+                    "account": "@mallory **x** [y](https://evil.example)", "action": "plan"},
+         "status": "failed", "summary": {}, "duration_s": 3,
          "message": "Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
          "output": "````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"},
         outcome(2, output="Plan: 2 to add")]
