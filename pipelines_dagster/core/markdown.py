@@ -27,6 +27,7 @@ ZERO_WIDTH_JOINER = "\u200d"
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 # Markdown-significant wherever they stand: emphasis, code, links and images, tables, strikethrough, GitHub's math.
 _ALWAYS = frozenset("\\`*[]|~$")
+_CANDIDATES = re.compile(r"[&<>\\`*\[\]|~$_#:.]")  # the characters _acts may escape
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 _LINKABLE = re.compile(r"(?i)([@#]|\bGH-)(?=[a-z0-9])")  # @user, @org/team, user@example.com, #123, GH-123
@@ -66,7 +67,12 @@ def _acts(s: str, i: int) -> bool:
 
 def _escape(value, mark) -> str:
     s = _unlink(_one_line(value))
-    return "".join(_ENTITIES.get(ch) or (mark(ch) if _acts(s, i) else ch) for i, ch in enumerate(s))
+
+    def one(m: re.Match) -> str:
+        ch = m.group()
+        return _ENTITIES.get(ch) or (mark(ch) if _acts(s, m.start()) else ch)
+
+    return _CANDIDATES.sub(one, s)
 
 
 def text(value) -> str:
