@@ -1,17 +1,24 @@
-"""Every renderer besides the PR comment (drift issue, crash report, fork comment, baseline pull request): hostile
-repository text renders as itself on GitHub (rendered with cmark-gfm, tests/gfm.py)."""
+"""Every renderer besides the PR comment (drift issue, crash report, fork comment, baseline pull request, the
+failure issue as written to GitHub): hostile repository text renders as itself on GitHub (rendered with cmark-gfm,
+tests/gfm.py)."""
 
 from types import SimpleNamespace
+
+import pytest
 
 from pipelines_dagster.core import account_factory, drift, watch
 from pipelines_dagster.core.config import Account
 from pipelines_dagster.core.redact import Redactor
+from pipelines_dagster.core.reporter import Reporter
+from pipelines_dagster.integrations.github import GitHubClient
+from tests.fakes.github_fake import github_fake_fixture
 from tests.gfm import github, visible
 
 EVIL_UNIT = "dev/`x`</code></summary></details><h3>owned</h3><img src=https://evil.example/i.png>/@alice|#1"
 EVIL_TEXT = "Error: [log in](https://evil.example) www.evil.example @acme/admins #12 <b>bold</b> **x**"
 RUN_URL = "http://ui.example/runs/abc"
 SHA = "0123456789abcdef0123456789abcdef01234567"
+REPO = "acme/infrastructure-live"
 
 
 def assert_inert(markdown: str, *, links: list[str], shown: list[str], tags: set[str]):
@@ -57,3 +64,26 @@ def test_baseline_pull_request_body():
                             shown=["sand*box @alice"] + files)
     assert rendered.tags.count("li") == 3
     assert "- `sandbox/account.hcl`" in body  # ordinary paths read as paths
+
+
+github_fake = pytest.fixture(github_fake_fixture, name="github_fake")
+
+
+def test_the_failure_issue_of_a_push_through_github(github_fake):
+    """The reporter's issue for a failed apply, written through the client to the GitHub fake: a one-line title,
+    and a body in which the hostile unit and its output are text."""
+    unit = "prod/evil\n# <img src=x> @alice"
+    outcomes = [{"change": {"type": "ModuleChanged", "unit": unit, "account": "prod", "action": "apply"},
+                 "status": "failed", "output": "Error: </details><h3>Apply complete!</h3>\n```"}]
+    github_fake.add_commit(REPO, SHA)
+    client = GitHubClient(REPO, token=github_fake.token, base_url=github_fake.url, seconds_between_requests=0,
+                          seconds_between_writes=0)
+    reporter = Reporter(client, {"head": SHA, "event": "push", "pr": None}, RUN_URL)
+    reporter.finished({"errors": [], "warnings": [], "changes": [o["change"] for o in outcomes]}, outcomes)
+    assert reporter.problems == []
+    [issue] = github_fake.issues(REPO)
+    assert issue["title"] == f"pipelines-dagster: apply failed for {SHA[:12]}: prod/evil # <img src=x> @alice"
+    body = issue["body"].split("\n", 1)[1]  # after the marker line
+    assert_inert(body, links=[RUN_URL], tags={"h3", "p", "code", "a", "table", "thead", "tbody", "tr", "th", "td",
+                                              "details", "summary", "pre"},
+                 shown=["prod/evil # <img src=x> @alice", "Error: </details><h3>Apply complete!</h3>\n```"])
