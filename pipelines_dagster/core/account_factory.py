@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from . import markdown as md
 from .config import ACCOUNT_NAME_RE, REGION_RE, Account
 
 TEMPLATES = "_templates/account-baseline"
@@ -110,6 +111,14 @@ def baseline_files(checkout: Path, name: str, account: Account, region: str | No
     return files
 
 
+def pull_request_body(name: str, account: Account, files) -> str:
+    """The baseline pull request's markdown: the account's name and the files (from the repository's templates)
+    render as text."""
+    return (f"Adds the baseline infrastructure for account **{md.text(name)}** ({md.code(account.id)}), added to the "
+            "accounts file on the deploy branch.\n\nFiles:\n" + "".join(f"- {md.code(f)}\n" for f in sorted(files))
+            + "\nMerging it applies these units with the pipeline's apply role.")
+
+
 @dataclass
 class BaselineResult:
     branch: str
@@ -159,11 +168,8 @@ def open_baseline(location: str, deploy_branch: str, name: str, account: Account
             remote.push(f"+HEAD:refs/heads/{branch}")
         result = BaselineResult(branch, pushed, sorted(files))
         if client is not None:
-            body = (f"Adds the baseline infrastructure for account **{name}** (`{account.id}`), added to the accounts "
-                    "file on the deploy branch.\n\nFiles:\n" + "".join(f"- `{f}`\n" for f in sorted(files))
-                    + "\nMerging it applies these units with the pipeline's apply role.")
-            pr, created = client.create_or_update_pull_request(branch, deploy_branch,
-                                                               f"Baseline for account {name}", body)
+            pr, created = client.create_or_update_pull_request(branch, deploy_branch, f"Baseline for account {name}",
+                                                               pull_request_body(name, account, files))
             result.pull_request, result.pull_request_url, result.created = pr.number, pr.html_url, created
         return result
     finally:

@@ -11,6 +11,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from . import markdown as md
 from .engine import Result, Status
 from .executor import ExecuteRequest, Prepared
 from .model import Action, Event
@@ -129,7 +130,11 @@ def issue_title(listed: list[Finding]) -> str:
 
 
 def _cell(text) -> str:
-    return str(text if text else "-").replace("|", "\\|").replace("\n", " ")
+    return md.text(text) if text else "-"
+
+
+def _run_link(run_url: str | None) -> str:
+    return f" {md.link('Dagster run', run_url)}" if run_url else ""
 
 
 def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_url: str | None,
@@ -138,19 +143,20 @@ def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_ur
     drifted = [f for f in listed if f.state == DRIFTED]
     unchecked = [f for f in listed if f.state == UNCHECKED]
     head = [fingerprint_line(listed),
-            f"Drift checks plan the units of `{deploy_branch}` with the plan role (last change of this list: "
-            f"`{commit[:12]}`). These units differ from the code (a change made outside the pipeline, or one "
+            f"Drift checks plan the units of {md.code(deploy_branch)} with the plan role (last change of this list: "
+            f"{md.code(commit[:12])}). These units differ from the code (a change made outside the pipeline, or one "
             "never applied), or could not be planned. Fix the code or the infrastructure; this issue is updated "
             "when the list changes and closed when every unit is clean."
-            + (f" [Dagster run]({run_url})" if run_url else ""), ""]
+            + _run_link(run_url), ""]
     tables: list[str] = []
     if drifted:
         tables += [f"### Drifted ({len(drifted)})", "", "| unit | account | plan |", "|---|---|---|"]
-        tables += [f"| `{_cell(f.unit)}` | {_cell(f.account)} | {f.summary_line()} |" for f in drifted]
+        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {f.summary_line()} |" for f in drifted]
         tables.append("")
     if unchecked:
         tables += [f"### Could not be checked ({len(unchecked)})", "", "| unit | account | error |", "|---|---|---|"]
-        tables += [f"| `{_cell(f.unit)}` | {_cell(f.account)} | {_cell(f.message[:300])} |" for f in unchecked]
+        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {_cell(f.message[:300])} |"
+                   for f in unchecked]
         tables.append("")
     body = "\n".join(head + tables)
     if len(body) > limit:  # too many rows: keep what fits, and say how many were left out
@@ -163,8 +169,8 @@ def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_ur
         left = sum(1 for line in tables if line.startswith("| `")) - sum(1 for line in kept if line.startswith("| `"))
         return "\n".join(head + kept + ["", f"… and {left} more unit(s): see the drift checks in Dagster."])
     for f in drifted:
-        details = ("\n".join(["", f"<details><summary><code>{f.unit}</code>: {f.summary_line()}</summary>", ""]
-                             + [f"- `{_cell(r)}`" for r in f.resources] + ["", "</details>"]))
+        details = "\n" + md.details(f"<code>{md.html_text(f.unit)}</code>: {f.summary_line()}",
+                                     "\n".join(f"- {md.code(r)}" for r in f.resources)).rstrip("\n")
         if len(body) + len(details) > limit:
             break
         body += details
@@ -180,9 +186,8 @@ def update_issue(client, listed: list[Finding], *, deploy_branch: str, commit: s
     if not listed:
         if existing is None:
             return "every unit is clean; no issue is open"
-        closed = client.close_issue(ISSUE_KEY, comment=f"Every unit is clean at `{deploy_branch}` "
-                                                       f"(`{commit[:12]}`): closing." +
-                                                       (f" [Dagster run]({run_url})" if run_url else ""))
+        closed = client.close_issue(ISSUE_KEY, comment=f"Every unit is clean at {md.code(deploy_branch)} "
+                                                       f"({md.code(commit[:12])}): closing.{_run_link(run_url)}")
         return f"every unit is clean; closed #{closed.number}" if closed else "every unit is clean"
     if existing is not None and fingerprint_line(listed) in (existing.body or ""):
         return f"#{existing.number} already lists these {len(listed)} unit(s)"

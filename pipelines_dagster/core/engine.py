@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 
 from .model import Action
-from .redact import Redactor, default_redactor
+from .redact import Redactor, StreamRedactor, default_redactor
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class OutputCapture:
     def __init__(self, limit: int, redactor: Redactor):
         self.head_limit = max(limit // 2, 1)
         self.tail_limit = max(limit - self.head_limit, 1)
-        self.redact = redactor
+        self.redact = StreamRedactor(redactor)  # line by line, and a private key's lines in between
         self.head: list[str] = []
         self.head_chars = 0
         self.tail: deque[str] = deque()
@@ -248,6 +248,8 @@ class OutputCapture:
     def feed(self, raw: bytes | str) -> None:
         line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         line = self.redact(line.replace("\r\n", "\n"))
+        if not line:  # inside a private key
+            return
         if len(line) > self.tail_limit:
             line = line[: self.tail_limit - 40] + " ...[line truncated]\n"
         with self._lock:

@@ -2,8 +2,11 @@
 
 A comment never exceeds GitHub's 65,536 characters whatever the number of units: outputs are shortened first
 (keeping their tail, where Terraform's summary and errors are), then dropped, then rows are folded with a note.
+Every text from the repository (unit paths, accounts, errors, warnings, messages, outputs) goes through
+core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
 
+from . import markdown as md
 from .model import ChangeSet
 
 GITHUB_COMMENT_LIMIT = 65536
@@ -46,16 +49,17 @@ def _summary_text(outcome: dict) -> str:
 
 
 def _cell(text) -> str:
-    return str(text if text is not None else "-").replace("|", "\\|").replace("\n", " ")
+    return md.text(text) if text else "-"
 
 
 def _row(outcome: dict) -> str:
     change = outcome["change"]
-    status = outcome.get("status", "pending")
+    status = str(outcome.get("status", "pending"))
     duration = outcome.get("duration_s")
     return "| " + " | ".join([
-        f"{ICONS.get(status, '❔')} {status.replace('_', ' ')}", change["type"], f"`{_cell(change['unit'])}`"
-        if change.get("unit") else "-", _cell(change.get("account")), change["action"], _summary_text(outcome) or "-",
+        f"{ICONS.get(status, '❔')} {_cell(status.replace('_', ' '))}", _cell(change["type"]),
+        md.code(change["unit"], table=True) if change.get("unit") else "-", _cell(change.get("account")),
+        _cell(change["action"]), _summary_text(outcome) or "-",
         f"{duration:.0f}s" if isinstance(duration, (int, float)) else "-"]) + " |"
 
 
@@ -74,12 +78,12 @@ def _details(outcome: dict, limit: int) -> str:
     message = outcome.get("message")
     if message:
         text = f"{message}\n\n{text}" if text else message
-    text = _shorten(text.replace("```", "ˋˋˋ"), limit)
+    text = _shorten(text, limit)
     if not text:
         return ""
     change = outcome["change"]
     title = change.get("unit") or f"account {change.get('account')}"
-    return f"<details><summary>{_cell(title)}: {change['action']}</summary>\n\n```\n{text}\n```\n</details>\n"
+    return md.details(f"{md.html_text(title)}: {md.html_text(change['action'])}", md.block(text))
 
 
 def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: list[str] = (),
@@ -87,17 +91,16 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: l
                    limit: int = GITHUB_COMMENT_LIMIT) -> str:
     """The PR comment (or issue body) for one run; never longer than `limit` characters."""
     status = overall_status(outcomes, list(errors))
-    head = [f"### {ICONS.get(status, '❔')} pipelines-dagster {title}: {status.replace('_', ' ')}",
-            f"Commit `{head_sha[:12]}` · {len(outcomes)} change(s)" + (f" · [Dagster run]({run_url})" if run_url else ""),
-            ""]
+    head = [f"### {ICONS.get(status, '❔')} pipelines-dagster {md.text(title)}: {status.replace('_', ' ')}",
+            f"Commit {md.code(head_sha[:12])} · {len(outcomes)} change(s)"
+            + (f" · {md.link('Dagster run', run_url)}" if run_url else ""), ""]
     if note:
-        head += [note, ""]
+        head += [md.text(note), ""]
     problems = []
     if errors:
         problems += ["**Errors**", ""] + [f"- {_cell(e)}" for e in errors] + [""]
     if warnings:
-        problems += ["<details><summary>Warnings</summary>", ""] + [f"- {_cell(w)}" for w in warnings] + [
-            "", "</details>", ""]
+        problems += [md.details("Warnings", "\n".join(f"- {_cell(w)}" for w in warnings))]
     table_head = ["| status | type | unit | account | action | plan | time |", "|---|---|---|---|---|---|---|"]
     rows = [_row(o) for o in outcomes]
 

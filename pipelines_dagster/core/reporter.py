@@ -109,7 +109,8 @@ class Reporter:
         self._status("failure" if failed else "success", description)
         if self.spec["event"] == "push" and bad:
             units = ", ".join(o["change"]["unit"] or o["change"]["account"] for o in bad)
-            title = f"pipelines-dagster: {title_for('push')} failed for {self.spec['head'][:12]}: {units}"
+            title = " ".join(f"pipelines-dagster: {title_for('push')} failed for {self.spec['head'][:12]}: "
+                             f"{units}".split())  # a title is one line of plain text (unit paths may hold newlines)
             if len(title) > 250:
                 title = title[:247] + "..."
             self._guard("opening the failure issue", lambda: self.client.upsert_issue(

@@ -13,7 +13,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from . import markdown as md
 from .model import Event
+from .redact import without_url_credentials
 
 TAG_PR = "pipelines/pr"
 TAG_SHA = "pipelines/sha"
@@ -57,8 +59,10 @@ def dump_cursor(state: dict) -> str:
 
 
 def repo_identity(name: str) -> str:
-    """A tag value naming a repository (owner/name or URL): at most 63 of [A-Za-z0-9_.-], stable, unique."""
-    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip().rstrip("/")).strip("_") or "repo"
+    """A tag value naming a repository (owner/name or URL): at most 63 of [A-Za-z0-9_.-], stable, unique, and the
+    same with or without credentials in the URL (which it never shows)."""
+    name = without_url_credentials(name.strip())
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.rstrip("/")).strip("_") or "repo"
     if len(clean) <= 63:
         return clean
     return f"{clean[-50:].lstrip('_.-')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
@@ -86,9 +90,9 @@ def fork_comment_key(sha: str) -> str:
 
 
 def fork_comment(pr) -> str:
-    source = pr.head_repo or "a deleted repository"
+    source = md.text(pr.head_repo) if pr.head_repo else "a deleted repository"
     return (f"### ⛔ pipelines-dagster: no plan for this pull request\n\n"
-            f"Commit `{pr.head_sha[:12]}` comes from a fork ({source}). Plans run the pull request's code with "
+            f"Commit {md.code(pr.head_sha[:12])} comes from a fork ({source}). Plans run the pull request's code with "
             "credentials for the infrastructure accounts, so pull requests from forks get no run and no "
             "credentials.\n\nTo get a plan, a maintainer can push this branch to the repository itself and open the "
             "pull request from there.")
@@ -157,9 +161,9 @@ def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors:
                redact=None) -> str:
     """Markdown for a run that failed outside the dispatcher (so its own report never came)."""
     what = "apply" if target.event == Event.PUSH.value else "plan"
-    link = f"[Dagster run `{run_id[:8]}`]({run_url})" if run_url else f"Dagster run `{run_id}`"
+    link = md.link(f"Dagster run {run_id[:8]}", run_url) if run_url else f"Dagster run {md.code(run_id)}"
     lines = [f"### 💥 pipelines-dagster {what}: the run crashed",
-             (f"Commit `{target.sha[:12]}` · " if target.sha else "") + link, "",
+             (f"Commit {md.code(target.sha[:12])} · " if target.sha else "") + link, "",
              "The run stopped before it could report its results. The changes below were not (all) run; "
              "see the run's logs, then re-execute it from the Dagster UI.", ""]
     budget = ERROR_TEXT_LIMIT
@@ -168,7 +172,7 @@ def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors:
         if len(text) > budget:
             text = text[:max(budget, 200)] + "\n… (shortened)"
         budget = max(0, budget - len(text))
-        lines += [f"**{step}**", "", "```", text.replace("```", "ʼʼʼ").rstrip(), "```", ""]
+        lines += [f"**{md.text(step)}**", "", md.block(text.rstrip()), ""]
     return "\n".join(lines)
 
 

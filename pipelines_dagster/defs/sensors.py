@@ -34,6 +34,13 @@ def _reported(failure_event) -> bool:
     return bool(getattr(value, "value", value))
 
 
+def _redacted(text: str) -> str:
+    """Skip reasons and logs that can hold a repository location, a git error or a GitHub error: no credentials."""
+    from ..core.redact import default_redactor
+
+    return default_redactor()(text)
+
+
 def _github_client(github: GitHubResource):
     """A client for sensor ticks: at most one quick retry, no long rate-limit sleeps (the next tick retries)."""
     from ..integrations.github import GitHubClient, RetryPolicy
@@ -59,9 +66,9 @@ def _deploy_head(infra_repo: InfraRepoResource):
         deploy = _deploy_branch(infra_repo, git_dir)
         head = branch_sha(git_dir, deploy)
     except GitError as exc:
-        return dg.SkipReason(f"git: {exc}")
+        return dg.SkipReason(_redacted(f"git: {exc}"))
     if head is None:
-        return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        return dg.SkipReason(_redacted(f"the deploy branch {deploy!r} is not in {infra_repo.location}"))
     return git_dir, deploy, head
 
 
@@ -91,7 +98,7 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
     try:
         prs = client.list_open_pull_requests()
     except GitHubError as exc:
-        return dg.SkipReason(f"GitHub: {exc}")  # cursor unchanged: the next tick tries again
+        return dg.SkipReason(_redacted(f"GitHub: {exc}"))  # cursor unchanged: the next tick tries again
     by_number = {str(pr.number): pr for pr in prs}
     seen = state.get("prs") or {}
     handled = {n: seen[n] for n in by_number if n in seen}  # closed pull requests drop out
@@ -105,7 +112,7 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
             try:
                 client.upsert_comment(pr.number, watch.fork_comment(pr), key=watch.fork_comment_key(pr.head_sha))
             except GitHubError as exc:
-                context.log.warning(f"#{pr.number}: could not explain the missing plan: {exc}")
+                context.log.warning(_redacted(f"#{pr.number}: could not explain the missing plan: {exc}"))
                 continue
             context.log.info(f"#{pr.number} comes from a fork ({pr.head_repo}): no run")
             handled[str(pr.number)] = pr.head_sha
@@ -116,7 +123,8 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
             base_sha = branch_sha(git_dir, pr.base_ref)
             base = (merge_base(git_dir, pr.head_sha, base_sha) if base_sha else None) or pr.base_ref
         except GitError as exc:
-            context.log.warning(f"#{pr.number}: merge base unknown ({exc}); the plan starts at {pr.base_ref}")
+            context.log.warning(_redacted(f"#{pr.number}: merge base unknown ({exc}); the plan starts at "
+                                          f"{pr.base_ref}"))
         requests.append(_request(watch.pull_request_run(pr, base)))
         handled[str(pr.number)] = pr.head_sha
     if left:
@@ -137,10 +145,10 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
         deploy = _deploy_branch(infra_repo, git_dir)
         heads = branch_heads(git_dir)
     except GitError as exc:
-        return dg.SkipReason(f"git: {exc}")
+        return dg.SkipReason(_redacted(f"git: {exc}"))
     deploy_sha = heads.pop(deploy, None)
     if deploy_sha is None:
-        return dg.SkipReason(f"the deploy branch {deploy!r} is not in {infra_repo.location}")
+        return dg.SkipReason(_redacted(f"the deploy branch {deploy!r} is not in {infra_repo.location}"))
     seen = state.get("branches") or {}
     handled = {name: seen[name] for name in heads if name in seen}  # deleted branches drop out
     requests = []
@@ -273,7 +281,7 @@ def make_run_failure_sensor(job, name: str = "run_failure_sensor",
             else:
                 context.log.error(f"run {run.run_id} crashed; it has no pull request to report to:\n{body}")
         except GitHubError as exc:
-            context.log.error(f"run {run.run_id}: the crash could not be reported on GitHub: {exc}")
+            context.log.error(_redacted(f"run {run.run_id}: the crash could not be reported on GitHub: {exc}"))
 
     return run_failure_sensor
 
@@ -323,6 +331,7 @@ def make_asset_graph_sensor(lineage, location_name: str, ui_url: str | None, nam
                                 f"that this sensor can reload code location {location_name}, or reload it in the UI")
             return dg.SkipReason(f"{deploy} moved to {head[:12]}; PIPELINES_UI_URL is not set, no reload")
         problem = reload_code_location(ui_url, location_name)
+        problem = problem and _redacted(problem)  # the UI's URL may carry credentials
         if problem:
             context.log.warning(f"reloading code location {location_name} failed (next tick tries again): {problem}")
             return dg.SkipReason(f"{deploy} moved to {head[:12]}; reload failed: {problem}")

@@ -16,7 +16,14 @@ from ..core.repo_index import cache_root
 
 
 class GitError(Exception):
-    """A git operation failed (unknown ref, unreachable remote, ...)."""
+    """A git operation failed (unknown ref, unreachable remote, ...). Its message (git's own words and the
+    repository's location) is redacted when it is made: credentials in a URL never reach a log, a skip reason or a
+    comment."""
+
+    def __init__(self, message: str):
+        from ..core.redact import default_redactor
+
+        super().__init__(default_redactor()(message))
 
 
 def _git_dir(repo) -> str:

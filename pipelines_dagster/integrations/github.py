@@ -5,8 +5,10 @@ tell forks apart), the pull requests of a commit, one comment per head sha updat
 issue per subject opened/updated/closed, an idempotent pull request for a branch, and a branch's head sha.
 
 Comments and issues are found again by a hidden HTML marker at the start of their body,
-``<!-- pipelines-dagster:<key> -->`` (for the per-sha comment the key is ``sha=<sha>``): the client updates the one
-it finds and never adds a second.
+``<!-- pipelines-dagster:<key> -->`` (for the per-sha comment the key is ``sha=<sha>``), among those written by the
+client's own identity only (anyone can write the marker): the client updates the one it finds and never adds a
+second. The identity is looked up once, when first needed: the token's login (``GET /user``), or for a GitHub App,
+whose installation tokens may not read ``/user``, ``<slug>[bot]`` from ``GET /app`` (authenticated as the app).
 
 Transient failures are retried inside PyGithub's HTTP layer by a ``GithubRetry`` (urllib3 ``Retry``) subclass:
 5xx answers with exponential backoff; rate-limit answers (403 or 429, as GitHub documents both) after the
@@ -17,13 +19,14 @@ Every failure reaches the caller as one exception type, ``GitHubError``, carryin
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import requests
-from github import Auth, Github, GithubException
+from github import Auth, Github, GithubException, GithubIntegration
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubRetry import GithubRetry
 from github.Requester import Requester
@@ -253,25 +256,29 @@ class GitHubClient:
         self.owner = repo.split("/")[0]
         self.base_url = (base_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
         self.retry_policy = retry or RetryPolicy()
+        self._app_auth: Auth.AppAuth | None = None
         if app_id is not None or installation_id is not None or private_key is not None:
             if app_id is None or installation_id is None or not private_key:
                 raise ValueError("GitHub App auth needs app id, private key and installation id together")
-            auth = Auth.AppAuth(str(app_id), _load_private_key(private_key)).get_installation_auth(
-                int(installation_id))
+            self._app_auth = Auth.AppAuth(str(app_id), _load_private_key(private_key))
+            auth = self._app_auth.get_installation_auth(int(installation_id))
         elif token:
             auth = Auth.Token(token)
         else:
             raise ValueError("GitHub auth needs a token, or a GitHub App id, private key and installation id")
         p = self.retry_policy
-        self._gh = Github(
-            auth=auth, base_url=self.base_url, timeout=timeout, per_page=per_page, user_agent=user_agent,
-            retry=_Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
-                         secondary_rate_wait=p.secondary_rate_wait, max_rate_limit_wait=p.max_rate_limit_wait,
-                         # parsed Retry-After is capped here: one second over the maximum still fails the call
-                         retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False),
-            seconds_between_requests=seconds_between_requests, seconds_between_writes=seconds_between_writes,
-            lazy=True)
+        self._http = {"timeout": timeout, "user_agent": user_agent,
+                      "retry": _Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
+                                      secondary_rate_wait=p.secondary_rate_wait,
+                                      max_rate_limit_wait=p.max_rate_limit_wait,
+                                      # parsed Retry-After is capped here: one second over the maximum still fails
+                                      retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False)}
+        self._gh = Github(auth=auth, base_url=self.base_url, per_page=per_page,
+                          seconds_between_requests=seconds_between_requests,
+                          seconds_between_writes=seconds_between_writes, lazy=True, **self._http)
         self._repo = self._gh.get_repo(repo)  # lazy: no request
+        self._login: str | None = None
+        self._login_lock = threading.Lock()
 
     @classmethod
     def from_env(cls, repo: str | None = None, environ: Mapping[str, str] | None = None, **kwargs) -> "GitHubClient":
@@ -314,6 +321,35 @@ class GitHubClient:
                               rate_limited=rate_limited) from e
         except requests.RequestException as e:
             raise GitHubError(operation, None, f"no usable answer from {self.base_url}: {e}") from e
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def login(self) -> str:
+        """The login on the comments and issues this client writes (looked up once, on first use)."""
+        with self._login_lock:
+            if self._login is None:
+                self._login = self._app_login() if self._app_auth is not None else self._token_login()
+            return self._login
+
+    def _token_login(self) -> str:
+        with self._call("read the login of the GitHub token (GET /user), which tells our comments and issues from "
+                        "others'; a GitHub App installation token cannot: configure the App's id, key and "
+                        "installation instead"):
+            _, data = self._gh.requester.requestJsonAndCheck("GET", "/user")
+            return data["login"]
+
+    def _app_login(self) -> str:
+        with self._call("read the GitHub App's slug (GET /app), which tells our comments and issues from others'"):
+            integration = GithubIntegration(auth=self._app_auth, base_url=self.base_url, **self._http)
+            try:
+                return f"{integration.get_app().slug}[bot]"
+            finally:
+                integration.close()
+
+    def _ours(self, item) -> bool:
+        """Written by this client's identity (a comment or an issue)."""
+        return item.user is not None and item.user.login.lower() == self.login.lower()
 
     # ------------------------------------------------------------------ pull requests
 
@@ -368,12 +404,13 @@ class GitHubClient:
 
     def _find_comment(self, number: int, key: str):
         for comment in self._repo.get_issue(number).get_comments():
-            if _has_marker(key, comment.body):
+            if _has_marker(key, comment.body) and self._ours(comment):
                 return comment
         return None
 
     def upsert_comment(self, number: int, body: str, *, key: str, comment_id: int | None = None) -> CommentInfo:
-        """The one comment on issue/pull request `number` marked with `key`, created or updated in place.
+        """The one comment on issue/pull request `number` marked with `key` and written by this client's identity,
+        created or updated in place (a marked comment by anyone else is left alone).
 
         With `comment_id` (from an earlier call) the comment is updated directly, without listing comments;
         if it is gone, it is looked for and created as usual. The body (with its marker line) must fit GitHub's
@@ -435,14 +472,14 @@ class GitHubClient:
         for issue in self._repo.get_issues(state=state, sort="created", direction="asc", **kwargs):
             # the issues list holds pull requests too; their html_url names them (reading `pull_request` of a
             # plain issue would make PyGithub fetch it again)
-            if "/pull/" not in (issue.html_url or "") and _has_marker(key, issue.body):
+            if "/pull/" not in (issue.html_url or "") and _has_marker(key, issue.body) and self._ours(issue):
                 return issue
         return None
 
     def upsert_issue(self, key: str, title: str, body: str, *,
                      labels: tuple[str, ...] = (ISSUE_LABEL,)) -> IssueInfo:
-        """The one open issue marked with `key`, created or brought up to date (title, body, labels). Issues are
-        looked for among open issues carrying `labels`."""
+        """The one open issue marked with `key` and opened by this client's identity, created or brought up to date
+        (title, body, labels). Issues are looked for among open issues carrying `labels`."""
         full = _with_marker(key, body)
         with self._call(f"open or update the issue {marker(key)} in {self.repo_name}"):
             existing = self._find_issue(key, labels, "open")

@@ -1,6 +1,8 @@
-"""PR comment markdown: rows, outputs, and GitHub's 65,536-character limit whatever the number of units."""
+"""PR comment markdown: rows, outputs, GitHub's 65,536-character limit whatever the number of units, and hostile
+repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.py)."""
 
 from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, render_comment
+from tests.gfm import github, visible
 
 
 def outcome(i, status="succeeded", output="", unit=None):
@@ -40,6 +42,43 @@ def test_rows_fold_when_even_the_table_is_too_long():
     assert 0 < shown < 2000 and f"{2000 - shown} more change(s) not shown" in body
 
 
-def test_markdown_breaking_characters_in_output_are_neutralised():
-    body = render_comment(title="plan", head_sha="c" * 40, outcomes=[outcome(1, output="```\n<details>|")])
-    assert body.count("```") == 2
+def test_output_fences_are_longer_than_any_backtick_run_in_the_output():
+    output = "```\n<details>|\n`````\nend"
+    body = render_comment(title="plan", head_sha="c" * 40, outcomes=[outcome(1, output=output)])
+    assert f"``````\n{output}\n``````" in body
+    assert github(body).text.count(output) == 1  # verbatim, in one code block
+
+
+HOSTILE_UNIT = "prod/`</details><h3>unit</h3>`/@alice|x"
+HOSTILE_WARNING = ('live/terragrunt.hcl:3: get_env("X", "</details><h3>Plan succeeded</h3>'
+                   '<img src=https://evil.example/x.png>") has no value; cc @acme/admins, fixes #12')
+
+
+def test_hostile_repository_text_renders_as_text_on_github():
+    """Unit paths, accounts, errors, warnings quoting HCL, messages and outputs: no tag, link, image or mention of
+    theirs reaches the rendered comment; each shows as the text it is."""
+    outcomes = [
+        {"change": {"type": "ModuleChanged", "unit": HOSTILE_UNIT,
+                    "account": "@mallory **x** [y](https://evil.example)", "action": "plan"},
+         "status": "failed", "summary": {}, "duration_s": 3,
+         "message": "Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
+         "output": "````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"},
+        outcome(2, output="Plan: 2 to add")]
+    body = render_comment(title="plan", head_sha="d" * 40, outcomes=outcomes, warnings=[HOSTILE_WARNING],
+                          errors=["accounts.yml:2: <b>bad</b> | [click](https://evil.example) ![i](https://e.x/i)"],
+                          run_url="http://ui.example/runs/abc")
+    rendered = github(body)
+    assert rendered.links == ["http://ui.example/runs/abc"]  # ours, and nothing else
+    assert rendered.tags.count("h3") == 1 and "img" not in rendered.tags
+    assert rendered.tags.count("details") == 3 and rendered.tags.count("summary") == 3  # warnings, 2 outputs
+    assert set(rendered.tags) <= {"h3", "p", "a", "strong", "ul", "li", "details", "summary", "table", "thead",
+                                  "tbody", "tr", "th", "td", "code", "pre"}
+    assert rendered.mentions == [] and rendered.references == []
+    text = visible(rendered.text)
+    for shown in (HOSTILE_UNIT, HOSTILE_WARNING, "@mallory **x** [y](https://evil.example)",
+                  "accounts.yml:2: <b>bad</b> | [click](https://evil.example) ![i](https://e.x/i)",
+                  "</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"):
+        assert shown in text
+    cells = [row for row in body.splitlines() if row.startswith("| ❌")][0]
+    assert cells.count(" | ") == 6  # the pipe in the unit path does not add a column
+    assert "| ``prod/`</details><h3>unit</h3>`/@alice\\|x`` |" in cells

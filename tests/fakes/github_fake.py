@@ -16,7 +16,9 @@ notice the difference:
   exists for head/base, bodies over 65,536 characters, status descriptions over 140 characters, unknown states);
 - unknown objects are 404 ``{"message": "Not Found", ...}``; a wrong token is 401 ``Bad credentials``;
 - every response carries the primary rate-limit headers (``X-RateLimit-Limit/Remaining/Reset/Used/Resource``),
-  counted per identity; GitHub App installation tokens are issued for a JWT signed with the app's key.
+  counted per identity; GitHub App installation tokens are issued for a JWT signed with the app's key;
+- ``GET /app`` ("Get the authenticated app") answers a JWT only, with the app (its ``slug``, ...); an installation
+  token's ``GET /user`` is refused with 403, and what it writes carries the login ``<slug>[bot]``.
 
 Tests control it directly: seed repositories, branches, commits, pull requests and issues; inject failures
 (5xx, secondary rate limits with ``Retry-After``, an exhausted primary rate limit, 429); read the request log
@@ -314,10 +316,11 @@ class GitHubFake:
             return ident
 
     def add_app(self, app_id: int | str, public_key_pem: str | bytes, installation_id: int,
-                slug: str = "pipelines-dagster") -> None:
+                slug: str = "pipelines-dagster", *, name: str | None = None, owner: str = "acme") -> None:
         """Register a GitHub App (its public key, to check JWT signatures) and one installation of it."""
         with self._lock:
-            self._apps[str(app_id)] = {"public_key": public_key_pem, "slug": slug}
+            self._apps[str(app_id)] = {"public_key": public_key_pem, "slug": slug, "name": name or slug,
+                                       "owner": owner, "created_at": time.time()}
             self._installations[int(installation_id)] = {"app_id": str(app_id), "slug": slug}
 
     def add_repo(self, full_name: str, default_branch: str = "main", *, fork_of: str | None = None,
@@ -914,6 +917,23 @@ class GitHubFake:
                            doc="https://docs.github.com/rest/users/users#get-the-authenticated-user")
         return 200, self._user_json(ident), {}
 
+    def r_app(self, ident, query, data):
+        """GET /app: the app whose JWT authenticates the request (docs: "Get the authenticated app")."""
+        doc = "https://docs.github.com/rest/apps/apps#get-the-authenticated-app"
+        if getattr(ident, "app_id", None) is None:  # a user or installation token, not the app's JWT
+            raise ApiError(401, "A JSON web token could not be decoded", doc=doc)
+        app_id = ident.app_id
+        app = self._apps[app_id]
+        installations = sum(1 for i in self._installations.values() if i["app_id"] == app_id)
+        return 200, {"id": int(app_id), "slug": app["slug"], "client_id": f"Iv1.{fake_sha('client', app_id)[:16]}",
+                     "node_id": self._node("A", int(app_id)), "owner": self._user_json(self.user(app["owner"])),
+                     "name": app["name"], "description": "", "external_url": f"{self.html_base}/{app['owner']}",
+                     "html_url": f"{self.html_base}/apps/{app['slug']}", "created_at": iso(app["created_at"]),
+                     "updated_at": iso(app["created_at"]),
+                     "permissions": {"contents": "write", "pull_requests": "write", "issues": "write",
+                                     "statuses": "write", "metadata": "read"},
+                     "events": ["pull_request", "push"], "installations_count": installations}, {}
+
     def r_access_token(self, ident, query, data, installation_id):
         if getattr(ident, "app_id", None) is None:  # a user or installation token, not the app's JWT
             raise ApiError(401, "A JSON web token could not be decoded")
@@ -1313,6 +1333,7 @@ _REPO = r"/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)"
 _ROUTES = [(method, re.compile(pattern), handler) for method, pattern, handler in [
     ("GET", r"/rate_limit", GitHubFake.r_rate_limit),
     ("GET", r"/user", GitHubFake.r_user),
+    ("GET", r"/app", GitHubFake.r_app),
     ("POST", r"/app/installations/(?P<installation_id>\d+)/access_tokens", GitHubFake.r_access_token),
     ("GET", _REPO, GitHubFake.r_repo),
     ("GET", _REPO + r"/pulls", GitHubFake.r_list_pulls),

@@ -287,6 +287,35 @@ def test_github_app_installation_token(github_fake):
     assert e.value.status == 404
 
 
+def test_the_authenticated_app_answers_its_jwt_only(github_fake):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    github_fake.add_app(4242, public, installation_id=77, slug="infra-pipeline", name="Infra Pipeline")
+    now = int(time.time())
+    app_jwt = jwt.encode({"iss": "4242", "iat": now - 60, "exp": now + 300}, key, algorithm="RS256")
+    r = requests.get(f"{github_fake.url}/app", headers={"Authorization": f"Bearer {app_jwt}", "User-Agent": "t"})
+    assert r.status_code == 200
+    app = r.json()
+    assert (app["id"], app["slug"], app["name"], app["owner"]["login"]) == (4242, "infra-pipeline", "Infra Pipeline",
+                                                                             "acme")
+    assert app["html_url"] == "https://github.com/apps/infra-pipeline" and app["installations_count"] == 1
+    for field in ("node_id", "client_id", "description", "external_url", "created_at", "updated_at", "permissions",
+                  "events"):
+        assert field in app
+
+    token = requests.post(f"{github_fake.url}/app/installations/77/access_tokens",
+                          headers={"Authorization": f"Bearer {app_jwt}", "User-Agent": "t"}).json()["token"]
+    installation = Api(github_fake, token)
+    assert installation("GET", "/app").status_code == 401  # an installation token is not the app's JWT
+    refused = installation("GET", "/user")
+    assert (refused.status_code, refused.json()["message"]) == (403, "Resource not accessible by integration")
+    assert Api(github_fake)("GET", "/app").json()["message"] == "A JSON web token could not be decoded"
+    number = github_fake.add_issue(REPO, "x")
+    written = installation("POST", f"/repos/{REPO}/issues/{number}/comments", json={"body": "hi"})
+    assert written.json()["user"]["login"] == "infra-pipeline[bot]"
+
+
 def test_api_prefix_like_github_enterprise():
     with GitHubFake(api_prefix="/api/v3") as fake:
         fake.add_repo(REPO)

@@ -2,7 +2,9 @@
 
 import time
 
+import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -114,6 +116,94 @@ def test_comment_over_the_limit_is_rejected_by_github_with_422(github_fake, clie
     assert "Body is too long (maximum is 65536 characters)" in str(e.value)
     assert not e.value.transient
     assert len(github_fake.comments(REPO, pr)[0]["body"]) == BODY_LIMIT  # left as it was
+
+
+# ---------------------------------------------------------------- only our own comments and issues
+
+def register_app(fake) -> str:
+    """A GitHub App on the fake (slug pipelines-dagster, installation 99); returns its private key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    fake.add_app(1234, public, installation_id=99)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def app_client(fake) -> GitHubClient:
+    """A client authenticated as the installation of a GitHub App registered on the fake."""
+    return make_client(fake, token=None, app_id=1234, private_key=register_app(fake), installation_id=99)
+
+
+@pytest.fixture(params=["token", "app"])
+def auth_client(request, github_fake):
+    """(client, its login, a login that is someone else): a token's user, or a GitHub App's bot."""
+    if request.param == "token":
+        c = make_client(github_fake)
+        yield c, "pipelines-bot", "mallory"
+    else:
+        c = app_client(github_fake)
+        yield c, "pipelines-dagster[bot]", "pipelines-bot"  # the token's user is not the app
+    c.close()
+
+
+def test_a_marker_comment_planted_by_someone_else_is_left_alone(github_fake, auth_client, pr):
+    client, ours, other = auth_client
+    key = comment_key(SHA_A)
+    planted = f"{marker(key)}\n### ✅ pipelines-dagster plan: succeeded"
+    github_fake.add_comment(REPO, pr, planted, user=other)
+    assert client.find_comment(pr, key) is None
+    created = client.upsert_comment(pr, "1 change planned", key=key)
+    updated = client.upsert_comment(pr, "1 change failed", key=key)
+    assert created.created and updated.updated and updated.id == created.id
+    comments = github_fake.comments(REPO, pr)
+    assert [(c["user"]["login"], c["body"]) for c in comments] == [
+        (other, planted), (ours, f"{marker(key)}\n1 change failed")]
+    assert client.find_comment(pr, key).id == created.id
+    identity = github_fake.requests("GET", r"^/(user|app)$")
+    assert [r.path for r in identity] == (["/user"] if ours == "pipelines-bot" else ["/app"])  # once per client
+    assert identity[0].status == 200
+
+
+def test_an_earlier_comment_of_ours_is_found_and_updated(github_fake, auth_client, pr):
+    client, ours, other = auth_client
+    key = comment_key(SHA_A)
+    github_fake.add_comment(REPO, pr, f"{marker(key)}\nby someone else", user=other)
+    mine = github_fake.add_comment(REPO, pr, f"{marker(key)}\nearlier report", user=ours)
+    result = client.upsert_comment(pr, "new report", key=key)
+    assert result.id == mine and result.updated
+    assert [c["body"] for c in github_fake.comments(REPO, pr)] == [f"{marker(key)}\nby someone else",
+                                                                    f"{marker(key)}\nnew report"]
+
+
+def test_a_marker_issue_opened_by_someone_else_is_left_alone(github_fake, auth_client):
+    client, ours, other = auth_client
+    key = f"apply-failed={SHA_A}"
+    planted = github_fake.add_issue(REPO, "Apply succeeded", f"{marker(key)}\nall good", user=other,
+                                    labels=("pipelines-dagster",))
+    assert client.find_issue(key) is None
+    opened = client.upsert_issue(key, "Apply failed", "prod/mysql failed")
+    again = client.upsert_issue(key, "Apply failed", "prod/mysql and prod/redis failed")
+    assert opened.created and opened.number != planted and again.updated and again.number == opened.number
+    assert github_fake.issue(REPO, opened.number)["user"]["login"] == ours
+    assert client.close_issue(key).number == opened.number
+    left = github_fake.issue(REPO, planted)
+    assert (left["state"], left["title"], left["body"]) == ("open", "Apply succeeded", f"{marker(key)}\nall good")
+    assert github_fake.comments(REPO, planted) == []
+
+
+def test_an_installation_token_given_as_a_token_is_a_clear_error(github_fake, pr):
+    now = int(time.time())
+    app_jwt = jwt.encode({"iss": "1234", "iat": now - 60, "exp": now + 300}, register_app(github_fake),
+                         algorithm="RS256")
+    token = requests.post(f"{github_fake.url}/app/installations/99/access_tokens",
+                          headers={"Authorization": f"Bearer {app_jwt}", "User-Agent": "t"}).json()["token"]
+    github_fake.add_comment(REPO, pr, f"{marker(comment_key(SHA_A))}\nreport", user="pipelines-dagster[bot]")
+    github_fake.clear_log()
+    with pytest.raises(GitHubError) as e:
+        make_client(github_fake, token=token).upsert_comment(pr, "report", key=comment_key(SHA_A))
+    assert e.value.status == 403 and "GET /user" in str(e.value) and "GitHub App" in str(e.value)
+    assert github_fake.writes() == []
 
 
 # ---------------------------------------------------------------- statuses
