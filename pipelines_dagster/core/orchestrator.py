@@ -153,7 +153,7 @@ class Orchestrator:
         edited = sorted(paths & {PIPELINES_FILE, config.accounts_file})
         if not edited:
             return
-        result.notices.append(f"This pull request changes {' and '.join(f'`{p}`' for p in edited)}: pipeline "
+        result.notices.append(f"This pull request changes {' and '.join(edited)}: pipeline "
                               "configuration takes effect after merge; until then runs use the configuration, "
                               "accounts and roles of the deploy branch.")
         if PIPELINES_FILE in edited:
