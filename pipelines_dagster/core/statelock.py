@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 RECORDS_KEPT_S = 7 * 24 * 3600
+TERRAFORM_EXITS = (0, 1, 2)  # what Terraform itself exits with; anything else: it was killed
 _CREATED = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d+)?\s*(Z|[+-]\d\d:?\d\d)?")
 
 
@@ -69,7 +70,8 @@ class Holders:
     @contextmanager
     def holding(self, pid: int, holder: str, unit: str, command: str):
         """Records the command while it runs. The record stays unless the caller sets `exit_code` on the yielded
-        Hold to a normal exit: a command that was killed may have left its lock behind."""
+        Hold to one of Terraform's own (0, 1, 2): a command that was killed (by a signal, or its panic wrapper's
+        child was: exit 255) may have left its lock behind."""
         ticks = start_ticks(pid)
         record = {"who": holder, "pid": pid, "start_ticks": ticks, "boot_id": boot_id(), "started": time.time(),
                   "unit": unit, "command": command}
@@ -83,7 +85,7 @@ class Holders:
         try:
             yield hold
         finally:
-            if path is not None and hold.exit_code is not None and hold.exit_code >= 0:
+            if path is not None and hold.exit_code in TERRAFORM_EXITS:
                 path.unlink(missing_ok=True)
 
     def records(self) -> list[dict]:
