@@ -216,3 +216,32 @@ def test_killing_the_pipeline_process_mid_apply_loses_no_state_and_leaves_no_loc
     # Terraform finished on its own and said so in its output file, in the run folder the dead process left
     [log] = list(drop_box.glob("pipelines-units/pipelines-run-*/logs/*-apply.log"))
     assert "Apply complete! Resources: 3 added, 0 changed, 0 destroyed." in log.read_text()
+
+
+def test_the_recovery_command_a_stale_lock_names_releases_it(repo, aws, cli_env):
+    unit = f"dev/cli-stale-{uuid.uuid4().hex[:6]}"
+    repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    lock_id = hold_lock(aws, unit, "2024-05-01T10:00:00Z")
+    env = dict(cli_env, PIPELINES_LOCK_TIMEOUT="1s")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipelines_dagster.cli", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=180)
+
+    locked = cli("execute", "--repo", str(repo.path), "--ref", "main", "--unit", unit, "--action", "apply",
+                 "--event", "push")
+    assert locked.returncode == 1, locked.stderr
+    out = json.loads(locked.stdout)
+    assert out["status"] == "state_locked" and out["lock"]["id"] == lock_id and out["lock"]["stale"]
+    command = out["message"].split("recover with `", 1)[1].split("`", 1)[0]
+    assert command.startswith("pipelines-dagster unlock --repo ")
+
+    unlocked = cli(*command.split()[1:])
+
+    assert unlocked.returncode == 0, unlocked.stderr + unlocked.stdout
+    assert f"released the state lock {lock_id} of {unit}" in unlocked.stdout
+    assert f"role       arn:aws:iam::{DEV}:role/pipelines-apply" in unlocked.stdout
+    assert lock_item(aws, unit) is None
+    again = cli("execute", "--repo", str(repo.path), "--ref", "main", "--unit", unit, "--action", "apply",
+                "--event", "push")
+    assert json.loads(again.stdout)["status"] == "succeeded", again.stdout
