@@ -129,6 +129,26 @@ def test_a_forced_plugin_folder_ignores_providers_committed_in_the_unit(repo, aw
     assert not loot.exists(), "the committed provider ran although a plugin folder was forced"
 
 
+def test_an_explicit_provider_installation_in_the_cli_config_also_ignores_committed_providers(
+        repo, aws, make_executor, settings, plugin_dir, drop_box, pipeline_secrets):
+    """Without a forced plugin folder, a CLI configuration with its own provider_installation turns Terraform's
+    implied local mirrors (terraform.d/plugins in the unit) off."""
+    config = drop_box / "terraformrc"
+    config.write_text(f'provider_installation {{\n  filesystem_mirror {{\n    path = "{plugin_dir}"\n  }}\n}}\n')
+    config.chmod(0o644)
+    loot = drop_box / "loot"
+    unit = f"dev/evil-{uuid.uuid4().hex[:6]}"
+    head = evil_unit(repo, aws, unit, evil_provider(loot, pipeline_secrets["files"]))
+    executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None,
+                                                          env={"TF_CLI_CONFIG_FILE": str(config)}))
+
+    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+
+    assert result.status is Status.FAILED and "-plugin-dir" not in result.output
+    assert "terraform init failed" in result.message and "hashicorp/evil" in result.message
+    assert not loot.exists(), "the committed provider ran"
+
+
 def test_symlinks_leaving_the_repository_are_refused_and_links_inside_work(repo, aws, make_executor, drop_box):
     outside = drop_box / "outside.tf"
     outside.write_text('output "stolen" {\n  value = "contents-of-a-file-outside"\n}\n')
