@@ -531,6 +531,7 @@ class _UnitRun:
         self.capture = OutputCapture(settings.max_output_chars, redactor)
         self.result = Result(status=Status.FAILED, unit=unit, action=action, engine=engine, commit=commit)
         self.binary: str | None = None
+        self.plugin_dir: str | None = None
         self.env: dict[str, str] = {}
         self.steps = 0
 

@@ -167,9 +167,10 @@ def test_credentials_reach_the_child_only_and_secrets_are_redacted(repo, aws, ma
     monkeypatch.setenv("GITHUB_TOKEN", github_token)
     environ_before = dict(os.environ)
     env_dump = drop_box / "child.env"
+    echo = "echo secret=$AWS_SECRET_ACCESS_KEY session=$AWS_SESSION_TOKEN key=$AWS_ACCESS_KEY_ID"
     extra = f'''resource "null_resource" "probe" {{
   provisioner "local-exec" {{
-    command = "env > {env_dump}; echo UID=$(id -u) >> {env_dump}; echo secret=$AWS_SECRET_ACCESS_KEY session=$AWS_SESSION_TOKEN key=$AWS_ACCESS_KEY_ID"
+    command = "env > {env_dump}; echo UID=$(id -u) >> {env_dump}; {echo}"
   }}
 }}
 '''
