@@ -97,6 +97,45 @@ def _cmd_execute(args) -> int:
     return 0 if result.ok else 1
 
 
+def _add_unlock(sub) -> None:
+    p = sub.add_parser("unlock", help="release a stale state lock of a unit (terraform force-unlock), with the "
+                                      "unit's account's apply role, at the deploy branch's head")
+    p.add_argument("--repo", required=True, help="path or git URL of infrastructure-live")
+    p.add_argument("--unit", required=True, help="unit path relative to the repository root")
+    p.add_argument("--lock-id", required=True, help="the lock ID Terraform (or the pipeline's report) gave")
+    p.add_argument("--deploy-branch", help="deploy branch (default: $PIPELINES_DEPLOY_BRANCH, else .pipelines.yml)")
+    p.add_argument("--format", default="table", choices=["json", "table"])
+    p.set_defaults(func=_cmd_unlock)
+
+
+def _cmd_unlock(args) -> int:
+    from .core.config import ConfigError, normalize_unit_path
+    from .core.executor import prepare
+    from .integrations.git import GitError, open_git_dir, resolve
+    from .integrations.refs import configured_deploy_branch
+
+    try:
+        repo = open_git_dir(args.repo)
+        branch = args.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH") or configured_deploy_branch(repo)
+        head = resolve(repo, branch)
+        prepared = prepare(repo, head, deploy_branch=branch)
+    except GitError as exc:
+        print(f"pipelines-dagster unlock: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"pipelines-dagster unlock: {exc}", file=sys.stderr)
+        return 1
+    for notice in prepared.notices:
+        print(f"pipelines-dagster unlock: {notice}", file=sys.stderr)
+    result = prepared.executor.force_unlock(normalize_unit_path(args.unit), args.lock_id, head,
+                                            on_deploy_branch=prepared.on_deploy_branch)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+    else:
+        print(result_table(result))
+    return 0 if result.ok else 1
+
+
 def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run the Dagster job in-process for two refs")
     p.add_argument("--repo", required=True, help="path or git URL of infrastructure-live")
@@ -166,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_changes(sub)
     _add_run(sub)
     _add_execute(sub)
+    _add_unlock(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

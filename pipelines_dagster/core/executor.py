@@ -3,15 +3,14 @@ a private working copy, the engine run. Shared by `pipelines-dagster execute` an
 """
 
 import logging
-import shutil
-import tempfile
+import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from .config import PipelinesConfig
 from .credentials import CredentialProvider, CredentialsError, session_name
-from .engine import EngineSettings, Result, Status, run_in_workdir
+from .engine import EngineSettings, Result, Status, force_unlock_in_workdir, run_in_workdir
+from .isolation import IsolationError, RunFolder, resolve_unit_user
 from .model import Action, Event, UnitKind
 from .redact import default_redactor
 from .repo_config import RepoConfig, trusted_config
@@ -81,42 +80,98 @@ class Executor:
             return failed(f"unit {req.unit} does not exist at commit {commit[:12]}")
         engine = self.config.engine_for(req.unit, kind)
 
+        credentials = self._credentials(req.unit, event, on_deploy_branch, req.head, req.pr)
+        if isinstance(credentials, Result):
+            credentials.action, credentials.commit = action.value, commit
+            return credentials
+        credentials_env, account_name, role_arn, redactor = credentials
+        result = self._in_run_folder(commit, lambda folder: run_in_workdir(
+            folder, req.unit, action, engine, credentials_env=credentials_env, settings=self.settings,
+            redactor=redactor, commit=commit))
+        result.unit, result.action, result.commit = req.unit, action.value, commit
+        result.account, result.role_arn = account_name, role_arn
+        if result.lock is not None and result.lock.stale:
+            result.message = redactor(self.stale_lock_message(result, account_name, engine))
+        return result
+
+    def force_unlock(self, unit: str, lock_id: str, head: str, *, on_deploy_branch: bool) -> Result:
+        """`force-unlock -force <lock_id>` in `unit` at `head` (a deploy-branch commit) with its account's apply
+        role: the recovery from a stale state lock."""
+        def failed(message: str) -> Result:
+            return Result(status=Status.FAILED, unit=unit, action="force-unlock", commit=head,
+                          message=default_redactor()(message))
+
+        kind = unit_kind(self.repo, head, unit)
+        if kind is None:
+            return failed(f"unit {unit} does not exist at commit {head[:12]}")
+        engine = self.config.engine_for(unit, kind)
+        credentials = self._credentials(unit, Event.PUSH, on_deploy_branch, head, None)
+        if isinstance(credentials, Result):
+            credentials.action, credentials.commit = "force-unlock", head
+            return credentials
+        credentials_env, account_name, role_arn, redactor = credentials
+        result = self._in_run_folder(head, lambda folder: force_unlock_in_workdir(
+            folder, unit, lock_id, engine, credentials_env=credentials_env, settings=self.settings,
+            redactor=redactor, commit=head))
+        result.unit, result.action, result.commit = unit, "force-unlock", head
+        result.account, result.role_arn = account_name, role_arn
+        return result
+
+    def stale_lock_message(self, result: Result, account: str | None, engine: str) -> str:
+        lock = result.lock
+        repo = os.environ.get("PIPELINES_REPO_URL") or str(self.repo)
+        role = f"account {account}'s apply role" if account else "the ambient credentials"
+        return (f"the state lock ID {lock.id} is stale (held by {lock.who} since {lock.created}, {lock.stale}): "
+                f"recover with `pipelines-dagster unlock --repo {repo} --unit {result.unit} --lock-id {lock.id}`, "
+                f"which runs `{engine} force-unlock -force {lock.id}` in {result.unit} with {role}")
+
+    def _credentials(self, unit: str, event: Event, on_deploy_branch: bool, head: str, pr: int | None):
+        """(credentials_env, account, role ARN, redactor) for the unit's account, or a failed Result."""
         credentials_env = None
         account_name = role_arn = None
         secrets: list[str] = []
         trusted = self.credentials_config
         if trusted is not None and trusted.accounts is not None and self.provider is not None:
-            account_name = trusted.config.account_for(req.unit, trusted.accounts)
+            account_name = trusted.config.account_for(unit, trusted.accounts)
             account = trusted.accounts.entries.get(account_name) if account_name else None
             if account is None:
-                return failed(f"unit {req.unit} belongs to account {account_name!r}, which is not in "
-                              f"{trusted.accounts.file} on the deploy branch: no credentials for it")
+                return Result(status=Status.FAILED, unit=unit, message=default_redactor()(
+                    f"unit {unit} belongs to account {account_name!r}, which is not in {trusted.accounts.file} on "
+                    "the deploy branch: no credentials for it"))
             try:
                 creds = self.provider.for_account(account_name, account, event, on_deploy_branch=on_deploy_branch,
-                                                  session=session_name(req.head, req.pr), commit=req.head)
+                                                  session=session_name(head, pr), commit=head)
             except CredentialsError as exc:
-                result = failed(str(exc))
-                result.account, result.transient = account_name, exc.transient
-                return result
+                return Result(status=Status.FAILED, unit=unit, message=default_redactor()(str(exc)),
+                              account=account_name, transient=exc.transient)
             credentials_env, role_arn = creds.child_env(), creds.role_arn
             secrets = creds.secrets()
         redactor = default_redactor(*secrets, *(self.provider.recent_tokens if self.provider else ()))
+        return credentials_env, account_name, role_arn, redactor
 
-        run_dir = Path(tempfile.mkdtemp(prefix="pipelines-run-", dir=self.settings.workdir_root))
+    def _in_run_folder(self, commit: str, work) -> Result:
+        """`work(folder)` in a fresh run folder holding a checkout of `commit`, owned by the unit user."""
+        from ..integrations.git import GitError, UnsafeCheckout, checkout
+
+        def failed(message: str) -> Result:
+            return Result(status=Status.FAILED, message=default_redactor()(message))
+
         try:
-            from ..integrations.git import GitError, checkout
-
+            user = resolve_unit_user(self.settings.unit_user)
+            folder = RunFolder.create(self.settings.workdir_root, user)
+        except (IsolationError, OSError) as exc:
+            return failed(f"cannot prepare the unit's run folder: {exc}")
+        try:
             try:
-                checkout(self.repo, commit, run_dir / "src")
+                checkout(self.repo, commit, folder.src, owner=(user.uid, user.gid) if user else None)
+            except UnsafeCheckout as exc:
+                return failed(str(exc))
             except GitError as exc:
                 return failed(f"cannot check out {commit[:12]}: {exc}")
-            result = run_in_workdir(run_dir / "src", req.unit, action, engine, credentials_env=credentials_env,
-                                    settings=self.settings, redactor=redactor, run_dir=run_dir, commit=commit)
+            return work(folder)
         finally:
             if not self.settings.keep_workdir:
-                shutil.rmtree(run_dir, ignore_errors=True)
-        result.account, result.role_arn = account_name, role_arn
-        return result
+                folder.remove()
 
 
 @dataclass

@@ -41,9 +41,14 @@ class GitHubResource(dg.ConfigurableResource):
                                      seconds_between_requests=0)
 
     def push_url(self, location: str) -> str | None:
-        """An https remote with GITHUB_TOKEN for pushing branches; None keeps git's own credentials."""
-        token = os.environ.get("GITHUB_TOKEN")
-        if self.local_mode or not token or not location.startswith("https://"):
+        """An https remote with the GitHub token (PIPELINES_GITHUB_TOKEN_FILE, else GITHUB_TOKEN) for pushing
+        branches; None keeps git's own credentials."""
+        from ..integrations.github import token_from_env
+
+        if self.local_mode or not location.startswith("https://"):
+            return None
+        token = token_from_env()
+        if not token:
             return None
         return location.replace("https://", f"https://x-access-token:{token}@", 1)
 

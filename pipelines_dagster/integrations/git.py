@@ -224,15 +224,36 @@ def diff(repo, base: str, head: str) -> list[FileChange]:
     return [FileChange(parts[i][0], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
 
 
-def checkout(repo, sha: str, dest: Path) -> Path:
-    """A private working copy of one commit (no .git inside), for running tools without sharing state."""
+class UnsafeCheckout(GitError):
+    """The commit holds something that must not be checked out (a symlink leaving the repository)."""
+
+
+def checkout(repo, sha: str, dest: Path, owner: tuple[int, int] | None = None) -> Path:
+    """A private working copy of one commit (no .git inside), for running tools without sharing state. With
+    `owner` (uid, gid) the files are extracted as that user (and owned by it). A symlink whose target leaves the
+    repository is refused (UnsafeCheckout naming it): tools would read what it points to, and print it."""
     dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "--git-dir", _git_dir(repo), "archive", "--format=tar", sha],
                              capture_output=True)
     if archive.returncode != 0:
         raise GitError(f"cannot check out {sha}: {archive.stderr.decode(errors='replace').strip()}")
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
+    untar = subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(dest)], input=archive.stdout,
+                           capture_output=True, **as_owner)
+    if untar.returncode != 0:
+        raise GitError(f"cannot check out {sha}: tar: {untar.stderr.decode(errors='replace').strip()}")
+    root = os.path.realpath(dest)
+    for link in _symlinks(repo, sha):
+        target = os.path.realpath(os.path.join(root, link))
+        if target != root and not target.startswith(root + os.sep):
+            raise UnsafeCheckout(f"symlink {link} points outside the repository "
+                                 f"(-> {os.readlink(os.path.join(root, link))})")
     return dest
+
+
+def _symlinks(repo, sha: str) -> list[str]:
+    out = _run(repo, "ls-tree", "-r", "-z", "--full-tree", sha).decode("utf-8", "surrogateescape")
+    return [entry.split("\t", 1)[1] for entry in out.split("\0") if entry.startswith("120000 ")]
 
 
 def is_ancestor(repo, commit: str, of: str) -> bool:

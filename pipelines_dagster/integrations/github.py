@@ -242,6 +242,26 @@ def _issue_info(issue, created: bool = False, updated: bool = False) -> IssueInf
                      created=created, updated=updated)
 
 
+TOKEN_FILE_VAR = "PIPELINES_GITHUB_TOKEN_FILE"
+
+
+def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The GitHub token: the file named by PIPELINES_GITHUB_TOKEN_FILE (re-read on each call: mounted secrets
+    rotate), else GITHUB_TOKEN. A file that cannot be read is an error naming it."""
+    env = os.environ if environ is None else environ
+    path = env.get(TOKEN_FILE_VAR)
+    if not path:
+        return env.get("GITHUB_TOKEN") or None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"{TOKEN_FILE_VAR}={path}: cannot read the GitHub token: {exc.strerror}") from None
+    if not token:
+        raise ValueError(f"{TOKEN_FILE_VAR}={path}: the file is empty")
+    return token
+
+
 class GitHubClient:
     """The pipeline's GitHub operations on one repository (`owner/name`)."""
 
@@ -282,8 +302,9 @@ class GitHubClient:
 
     @classmethod
     def from_env(cls, repo: str | None = None, environ: Mapping[str, str] | None = None, **kwargs) -> "GitHubClient":
-        """Configured from DESIGN.md's variables: PIPELINES_GITHUB_REPO, GITHUB_TOKEN or PIPELINES_GITHUB_APP_ID +
-        PIPELINES_GITHUB_APP_PRIVATE_KEY + PIPELINES_GITHUB_INSTALLATION_ID, GITHUB_API_URL."""
+        """Configured from DESIGN.md's variables: PIPELINES_GITHUB_REPO, GITHUB_TOKEN (or a file named by
+        PIPELINES_GITHUB_TOKEN_FILE) or PIPELINES_GITHUB_APP_ID + PIPELINES_GITHUB_APP_PRIVATE_KEY (the key or its
+        path) + PIPELINES_GITHUB_INSTALLATION_ID, GITHUB_API_URL."""
         env = os.environ if environ is None else environ
         repo = repo or env.get("PIPELINES_GITHUB_REPO")
         if not repo:
@@ -293,7 +314,7 @@ class GitHubClient:
             return cls(repo, app_id=env["PIPELINES_GITHUB_APP_ID"],
                        private_key=env.get("PIPELINES_GITHUB_APP_PRIVATE_KEY"),
                        installation_id=env.get("PIPELINES_GITHUB_INSTALLATION_ID"), **kwargs)
-        return cls(repo, token=env.get("GITHUB_TOKEN"), **kwargs)
+        return cls(repo, token=token_from_env(env), **kwargs)
 
     @property
     def github(self) -> Github:

@@ -66,7 +66,7 @@ def env_refs(value) -> set[str]:
     return set()
 
 
-VERBATIM = {"projected", "value"}  # Kubernetes volume sources and tag-limit values keep their camelCase keys
+VERBATIM = {"projected", "secret", "value"}  # Kubernetes volume sources and tag-limit values keep their camelCase keys
 
 
 def snake(value):
@@ -182,11 +182,59 @@ def test_k8s_run_launcher_config_makes_a_valid_job_whose_pod_holds_the_oidc_toke
     token_source = token_source_from_env(env)
     assert isinstance(token_source, FileTokenSource)
     assert token_source.path == f"{mount['mountPath']}/{source['serviceAccountToken']['path']}"
-    # settings and secrets reach the run pod; the Postgres password from its Secret
+    # settings reach the run pod; the Postgres password from its Secret
     assert {"pipelines-env"} == {s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s}
-    assert {"pipelines-github"} == {s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s}
     [password] = [e for e in container["env"] if e["name"] == "DAGSTER_PG_PASSWORD"]
     assert password["valueFrom"]["secretKeyRef"]["name"] == deploy_env["DAGSTER_K8S_PG_PASSWORD_SECRET"]
+
+
+def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an_unprivileged_user(deploy_env,
+                                                                                                    tmp_path):
+    """The pods that run units: the GitHub token is a file only root reads, the run worker is root with only the
+    capabilities that switching users takes, and units run as pipelines-unit (created by the image)."""
+    from pipelines_dagster.core.engine import EngineSettings
+    from pipelines_dagster.integrations.github import token_from_env
+
+    job = run_worker_job(tmp_path)
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    # no Secret in the environment but the Postgres password the run worker needs (Dagster's instance reads it
+    # from there); nothing names a GitHub credential
+    assert not any("secretRef" in s for s in container.get("envFrom", []))
+    assert [e["name"] for e in container["env"] if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]] == \
+        ["DAGSTER_PG_PASSWORD"]
+    assert not {"GITHUB_TOKEN", "GH_TOKEN", "PIPELINES_GITHUB_APP_PRIVATE_KEY"} & set(env)
+
+    # the token: a key of the Secret `pipelines-github`, mounted read-only, mode 0400 (root's)
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "pipelines-github"]
+    assert volume["secret"]["defaultMode"] == 0o400
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    token_path = Path(env["PIPELINES_GITHUB_TOKEN_FILE"])
+    assert token_path.parent == Path(mount["mountPath"]) and token_path.name == "GITHUB_TOKEN"  # README's key
+    # the GitHub client reads it from there (the mount reproduced under a temporary root)
+    fake = tmp_path / token_path.relative_to("/")
+    fake.parent.mkdir(parents=True)
+    fake.write_text("ghs_fromthemountedsecret\n")
+    assert token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(fake)}) == "ghs_fromthemountedsecret"
+    # the OIDC token is root's too
+    [oidc] = [v for v in pod["volumes"] if "projected" in v]
+    assert oidc["projected"]["defaultMode"] == 0o400
+
+    # root, with only the capabilities that switching to the unit user and cleaning up after it take
+    context = container["securityContext"]
+    assert context["runAsUser"] == 0 and context["runAsNonRoot"] is False
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL",
+                                                                "SETGID", "SETUID"]}
+    assert "privileged" not in context
+    # units run as pipelines-unit, a user the image creates, neither root nor the code server's user
+    unit_user = EngineSettings.from_env(env).unit_user
+    assert unit_user == "pipelines-unit"
+    [create] = [c.value[0] for c in dockerfile() if c.cmd == "RUN" and "useradd" in c.value[0]]
+    match = re.search(rf"useradd --system --uid (\d+) [^&]*{unit_user}\b", create)
+    assert match and match.group(1) not in ("0", "10001")
 
 
 def test_apply_runs_of_the_deploy_branch_sensor_run_as_the_apply_service_account(deploy_env, tmp_path):
@@ -253,9 +301,11 @@ def test_helm_values_agree_with_the_instance_config():
     for key in ("env_vars", "volumes", "volume_mounts", "resources", "labels", "load_incluster_config"):
         assert helm_launcher[key] == launcher[key], key
     assert [s["name"] for s in helm_launcher["env_config_maps"]] == launcher["env_config_maps"]
-    assert [s["name"] for s in helm_launcher["env_secrets"]] == launcher["env_secrets"]
+    assert "env_secrets" not in helm_launcher and "env_secrets" not in launcher  # files, not environment
     assert helm_launcher["run_k8s_config"]["pod_spec_config"]["service_account_name"] == \
         launcher["service_account_name"]
+    assert values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"][
+        "securityContext"] == launcher["security_context"]
 
 
 def test_helm_user_deployment_is_this_code_location():
@@ -278,8 +328,8 @@ def test_kubernetes_typed_helm_values_validate_inside_a_pod():
                     "containers": [
                         {"name": "run", "image": IMAGE, "volumeMounts": launcher["volumeMounts"],
                          "resources": launcher["resources"], "imagePullPolicy": launcher["imagePullPolicy"],
-                         "envFrom": [{"configMapRef": s} for s in launcher["envConfigMaps"]]
-                         + [{"secretRef": s} for s in launcher["envSecrets"]],
+                         "envFrom": [{"configMapRef": s} for s in launcher["envConfigMaps"]],
+                         "securityContext": launcher["runK8sConfig"]["containerConfig"]["securityContext"],
                          "env": [dict(zip(("name", "value"), v.split("=", 1))) for v in launcher["envVars"]]},
                         {"name": "code", "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
                          "imagePullPolicy": deployment["image"]["pullPolicy"], "resources": deployment["resources"],

@@ -1,0 +1,50 @@
+"""The GitHub token read from a file (PIPELINES_GITHUB_TOKEN_FILE), so that no process needs it in its
+environment: the client authenticates with it, and baseline pushes use it."""
+
+import pytest
+
+from pipelines_dagster.defs.resources import GitHubResource
+from pipelines_dagster.integrations.github import GitHubClient, GitHubError, token_from_env
+
+REPO = "acme/infrastructure-live"
+
+
+def test_the_token_file_wins_over_the_variable_and_authenticates(github_fake, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(github_fake.token + "\n")
+    token_file.chmod(0o400)
+    env = {"PIPELINES_GITHUB_REPO": REPO, "GITHUB_API_URL": github_fake.url,
+           "PIPELINES_GITHUB_TOKEN_FILE": str(token_file), "GITHUB_TOKEN": "expired-token"}
+    github_fake.set_branch(REPO, "feature", "a" * 40)
+    github_fake.add_pull_request(REPO, "feature", title="A change")
+
+    client = GitHubClient.from_env(environ=env, seconds_between_requests=0, seconds_between_writes=0)
+
+    assert [pr.head_ref for pr in client.list_open_pull_requests()] == ["feature"]
+    # the variable alone would be refused: the file's token is the one used
+    with pytest.raises(GitHubError) as refused:
+        GitHubClient.from_env(environ={**env, "PIPELINES_GITHUB_TOKEN_FILE": ""}).list_open_pull_requests()
+    assert refused.value.status == 401
+
+
+def test_a_token_file_that_cannot_be_read_is_an_error_naming_it(tmp_path):
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match=f"PIPELINES_GITHUB_TOKEN_FILE={missing}: cannot read the GitHub token"):
+        token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(missing)})
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ValueError, match="the file is empty"):
+        token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(empty)})
+    assert token_from_env({"GITHUB_TOKEN": "from-the-variable"}) == "from-the-variable"
+
+
+def test_baseline_pushes_use_the_token_file(tmp_path, monkeypatch):
+    token_file = tmp_path / "token"
+    token_file.write_text("ghs_fromthefile\n")
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    monkeypatch.setenv("PIPELINES_GITHUB_TOKEN_FILE", str(token_file))
+
+    url = GitHubResource(repo=REPO).push_url("https://github.com/acme/infrastructure-live.git")
+
+    assert url == "https://x-access-token:ghs_fromthefile@github.com/acme/infrastructure-live.git"
+    assert GitHubResource(repo=None).push_url("https://github.com/acme/infrastructure-live.git") is None
