@@ -111,13 +111,13 @@ def _add_unlock(sub) -> None:
 def _cmd_unlock(args) -> int:
     from .core.config import ConfigError, normalize_unit_path
     from .core.executor import prepare
+    from .core.repo_config import deploy_branch
     from .integrations.git import GitError, open_git_dir, resolve
-    from .integrations.refs import configured_deploy_branch
 
     try:
         repo = open_git_dir(args.repo)
-        branch = args.deploy_branch or os.environ.get("PIPELINES_DEPLOY_BRANCH") or configured_deploy_branch(repo)
-        head = resolve(repo, branch)
+        branch = deploy_branch(repo, args.deploy_branch)
+        head = resolve(repo, f"refs/heads/{branch}")
         prepared = prepare(repo, head, deploy_branch=branch)
     except GitError as exc:
         print(f"pipelines-dagster unlock: {exc}", file=sys.stderr)
