@@ -509,8 +509,9 @@ def _executable(path: str, folder: RunFolder) -> str:
 
 
 def _user_name(folder: RunFolder) -> str:
+    """The user name Terraform records in a lock's `Who` (empty for a uid without a passwd entry)."""
     if folder.user is not None:
-        return folder.user.name
+        return folder.user.name if folder.user.lease is None else ""
     import pwd
 
     try:

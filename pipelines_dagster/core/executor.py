@@ -156,10 +156,13 @@ class Executor:
         def failed(message: str) -> Result:
             return Result(status=Status.FAILED, message=default_redactor()(message))
 
+        user = None
         try:
-            user = resolve_unit_user(self.settings.unit_user)
+            user = resolve_unit_user(self.settings.unit_user, self.settings.workdir_root)
             folder = RunFolder.create(self.settings.workdir_root, user)
         except (IsolationError, OSError) as exc:
+            if user is not None:
+                user.release()
             return failed(f"cannot prepare the unit's run folder: {exc}")
         try:
             try:
@@ -172,6 +175,8 @@ class Executor:
         finally:
             if not self.settings.keep_workdir:
                 folder.remove()
+            elif user is not None:
+                user.release()
 
 
 @dataclass

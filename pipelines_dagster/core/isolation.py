@@ -23,7 +23,9 @@ from pathlib import Path
 
 UNIT_USER_VAR = "PIPELINES_UNIT_USER"
 UNIT_ENV_VAR = "PIPELINES_UNIT_ENV"
-DEFAULT_ROOT_UNIT_USER = "nobody"
+# When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
+# at the same time, of other accounts or of an apply, cannot read one another's environments either.
+DEFAULT_ROOT_UNIT_USER = "200000-299999"
 UNIT_SPACE = "pipelines-units"  # under the work folder (or /tmp): run folders and staged copies
 
 # Passed from our environment to units (besides the deployment's EngineSettings.env and the unit's credentials).
@@ -93,13 +95,15 @@ def extra_env_names(env: Mapping[str, str]) -> list[str]:
 # --------------------------------------------------------------------------------------------- the unit user
 
 
-@dataclass(frozen=True)
+@dataclass
 class UnitUser:
-    """The user unit processes run as, with no supplementary groups."""
+    """The user unit processes run as, with no supplementary groups. `lease`: the open lock file that reserves a
+    uid of a range for this unit until `release()`."""
 
     name: str
     uid: int
     gid: int
+    lease: object | None = None
 
     def popen_args(self) -> dict:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
@@ -107,16 +111,78 @@ class UnitUser:
     def owns(self, path: Path) -> None:
         os.lchown(path, self.uid, self.gid)
 
+    def release(self) -> None:
+        if self.lease is not None:
+            self.lease.close()  # closing the file drops its lock
+            self.lease = None
+
 
 def default_unit_user() -> str | None:
-    """`nobody` when we are root (as in containers), else None: units run as ourselves."""
+    """A range of uids, one per unit, when we are root (as in containers); else None: units run as ourselves."""
     return DEFAULT_ROOT_UNIT_USER if os.geteuid() == 0 else None
 
 
-def resolve_unit_user(spec: str | None) -> UnitUser | None:
-    """The user to switch to for `spec` (a name, or a numeric uid); None when units run as ourselves."""
+def uid_range(spec: str | None) -> tuple[int, int] | None:
+    """`FIRST-LAST` of PIPELINES_UNIT_USER as numbers, None when it names a single user."""
+    first, _, last = (spec or "").partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        return None
+    if not 0 < int(first) <= int(last) < 2**31:
+        raise IsolationError(f"{UNIT_USER_VAR}={spec}: not a range of uids FIRST-LAST")
+    return int(first), int(last)
+
+
+def _uids_in_use() -> set[int]:
+    """Real uids of the processes alive now (an orphaned unit process keeps its uid taken)."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as fh:
+                    for line in fh:
+                        if line.startswith(b"Uid:"):
+                            found.add(int(line.split()[1]))
+                            break
+            except OSError:
+                continue
+    return found
+
+
+def lease_uid(first: int, last: int, space: Path) -> UnitUser:
+    """A uid of [first, last] that no unit holds (an exclusive lock on its lease file) and no process runs as."""
+    import fcntl
+    import random
+
+    leases = private_folder(space / "uids", 0o700)
+    busy = _uids_in_use()
+    size = last - first + 1
+    start = random.randrange(size)
+    for step in range(min(size, 4096)):
+        uid = first + (start + step) % size
+        if uid in busy:
+            continue
+        fh = open(leases / str(uid), "a")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            continue
+        return UnitUser(f"uid {uid}", uid, uid, lease=fh)
+    raise IsolationError(f"{UNIT_USER_VAR}={first}-{last}: every uid of the range is in use")
+
+
+def resolve_unit_user(spec: str | None, workdir_root: str | None = None) -> UnitUser | None:
+    """The user to switch to for `spec`: a name or a numeric uid, or a range FIRST-LAST from which this unit leases
+    a uid of its own (release it with `UnitUser.release`); None when units run as ourselves."""
     if not spec:
         return None
+    span = uid_range(spec)
+    if span is not None:
+        if os.geteuid() != 0:
+            raise IsolationError(f"{UNIT_USER_VAR}={spec}: running units as other users needs the pipeline to run "
+                                 f"as root (it runs as uid {os.geteuid()}); unset it to run units as this user")
+        probe = UnitUser(f"uid {span[0]}", span[0], span[0])  # any uid of the range reaches the same folders
+        return lease_uid(*span, unit_space(workdir_root, probe))
     try:
         entry = pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
     except (KeyError, ValueError):
@@ -331,3 +397,5 @@ class RunFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        if self.user is not None:
+            self.user.release()

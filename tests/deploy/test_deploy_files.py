@@ -191,8 +191,9 @@ def test_k8s_run_launcher_config_makes_a_valid_job_whose_pod_holds_the_oidc_toke
 def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an_unprivileged_user(deploy_env,
                                                                                                     tmp_path):
     """The pods that run units: the GitHub token is a file only root reads, the run worker is root with only the
-    capabilities that switching users takes, and units run as pipelines-unit (created by the image)."""
+    capabilities that switching users takes, and units run as uids of their own, apart from every user of the image."""
     from pipelines_dagster.core.engine import EngineSettings
+    from pipelines_dagster.core.isolation import uid_range
     from pipelines_dagster.integrations.github import token_from_env
 
     job = run_worker_job(tmp_path)
@@ -229,12 +230,11 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
     assert context["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL",
                                                                 "SETGID", "SETUID"]}
     assert "privileged" not in context
-    # units run as pipelines-unit, a user the image creates, neither root nor the code server's user
-    unit_user = EngineSettings.from_env(env).unit_user
-    assert unit_user == "pipelines-unit"
+    # each unit runs as a uid of its own from a range that holds neither root nor a user of the image
+    first, last = uid_range(EngineSettings.from_env(env).unit_user)
     [create] = [c.value[0] for c in dockerfile() if c.cmd == "RUN" and "useradd" in c.value[0]]
-    match = re.search(rf"useradd --system --uid (\d+) [^&]*{unit_user}\b", create)
-    assert match and match.group(1) not in ("0", "10001")
+    image_uids = {int(u) for u in re.findall(r"--uid (\d+)", create)}
+    assert 0 < first <= last and not any(first <= u <= last for u in image_uids | {0})
 
 
 def test_apply_runs_of_the_deploy_branch_sensor_run_as_the_apply_service_account(deploy_env, tmp_path):

