@@ -44,3 +44,74 @@ def unreachable_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://{USER}:{PASSWORD}@127.0.0.1:{port}/live.git"
+
+
+class _SmartHttp(SimpleHTTPRequestHandler):
+    """git's smart HTTP protocol (clone, fetch and push) through `git http-backend`, for requests whose Basic
+    credentials are `x-access-token:<token>`; 401 asks for them, as GitHub does. `seen` records the credentials
+    of every request."""
+
+    token = ""
+    seen: list = []
+
+    def log_message(self, format, *args):  # noqa: A002
+        pass
+
+    def do_GET(self):
+        self._git()
+
+    def do_POST(self):
+        self._git()
+
+    def _git(self):
+        import base64
+        import os
+
+        auth = self.headers.get("Authorization", "")
+        given = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else None
+        self.seen.append(given)
+        if given != f"x-access-token:{self.token}":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = {"PATH": os.environ["PATH"], "GIT_PROJECT_ROOT": self.directory, "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": path, "QUERY_STRING": query, "REQUEST_METHOD": self.command, "REMOTE_USER": "x",
+               "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+               "CONTENT_LENGTH": self.headers.get("Content-Length", "0")}
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        status = 200
+        headers = []
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(": ")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value))
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@contextmanager
+def served_with_token(bare: Path, token: str):
+    """`(url, seen)`: `http://127.0.0.1:<port>/<name>.git`, a remote that clones, fetches and takes pushes only
+    with the credentials `x-access-token:<token>`, and the credentials each request carried."""
+    seen: list = []
+    handler = type("Handler", (_SmartHttp,), {"token": token, "seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(bare.parent)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -140,15 +140,38 @@ class BaselineResult:
         return text
 
 
+ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) echo x-access-token ;;
+  *) printf '%s\\n' "$PIPELINES_GIT_TOKEN" ;;
+esac
+"""
+
+
+def _token_environment(workdir: Path, token: str | None) -> dict[str, str]:
+    """git's environment for an https remote with a token: git asks GIT_ASKPASS (a script that holds no secret)
+    and gets the token from this environment, so it is in no URL, no config file and no command line."""
+    if not token:
+        return {}
+    askpass = workdir / "askpass"
+    askpass.write_text(ASKPASS)
+    askpass.chmod(0o700)
+    return {"GIT_ASKPASS": str(askpass), "PIPELINES_GIT_TOKEN": token, "GIT_TERMINAL_PROMPT": "0"}
+
+
 def open_baseline(location: str, deploy_branch: str, name: str, account: Account, *, client=None,
-                  push_url: str | None = None) -> BaselineResult:
-    """Commit the baseline on its branch (starting from the deploy branch), push it, open or update the PR."""
+                  push_token: str | None = None) -> BaselineResult:
+    """Commit the baseline on its branch (starting from the deploy branch), push it, open or update the PR.
+    `push_token`: the GitHub token git authenticates with (to clone, fetch and push over https)."""
     import git
 
     branch = BRANCH_PREFIX + name
     workdir = Path(tempfile.mkdtemp(prefix="pipelines-baseline-"))
     try:
-        repo = git.Repo.clone_from(location, workdir / "repo", branch=deploy_branch, depth=1, no_tags=True)
+        env = _token_environment(workdir, push_token)
+        repo = git.Repo.clone_from(location, workdir / "repo", branch=deploy_branch, depth=1, no_tags=True,
+                                   env=env or None)
+        repo.git.update_environment(**env)
         files = baseline_files(workdir / "repo", name, account)
         repo.git.checkout("-B", branch)
         for rel, text in files.items():
@@ -157,8 +180,6 @@ def open_baseline(location: str, deploy_branch: str, name: str, account: Account
         author = git.Actor("pipelines-dagster", "pipelines-dagster@users.noreply.github.com")
         repo.index.commit(f"Baseline for account {name} ({account.id})", author=author, committer=author)
         remote = repo.remote("origin")
-        if push_url:
-            remote.set_url(push_url)
         existing = repo.git.ls_remote("--heads", "origin", branch).split()
         pushed = True
         if existing:

@@ -40,7 +40,7 @@ class Baseline:
     location: str
     deploy_branch: str
     client: object | None = None
-    push_url: str | None = None
+    push_token: str | None = None
 
 
 def mapping_key(change: dict) -> str:
@@ -226,7 +226,7 @@ def _baseline(change: dict, name: str, account, baseline: Baseline | None) -> di
         return outcome(change, "skipped", f"account {name!r}: no repository to open the baseline pull request in")
     try:
         result = open_baseline(baseline.location, baseline.deploy_branch, name, account, client=baseline.client,
-                               push_url=baseline.push_url)
+                               push_token=baseline.push_token)
     except Exception as exc:  # git or GitHub refused: the change fails with their message, the run goes on
         return outcome(change, "failed", default_redactor()(f"baseline for account {name!r}: {exc}"))
     return outcome(change, "succeeded" if result.pushed else "no_changes", f"account {name!r}: {result.message()}",

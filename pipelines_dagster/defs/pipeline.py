@@ -140,7 +140,7 @@ def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoRe
 
         branch = prepared.deploy_branch if prepared else deploy_branch(repo, infra_repo.deploy_branch)
         baseline = core.Baseline(infra_repo.location, branch, github.client(),
-                                 github.push_url(infra_repo.location))
+                                 github.push_token(infra_repo.location))
     outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
                               baseline, applied_commit=lambda unit: applied_commit(context.instance, unit))
     # a state lock, or STS still throttling after the executor's own backoff (what succeeded re-plans to no changes)

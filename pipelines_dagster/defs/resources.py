@@ -40,17 +40,14 @@ class GitHubResource(dg.ConfigurableResource):
         return GitHubClient.from_env(self.repo, seconds_between_writes=self.seconds_between_writes,
                                      seconds_between_requests=0)
 
-    def push_url(self, location: str) -> str | None:
-        """An https remote with the GitHub token (PIPELINES_GITHUB_TOKEN_FILE, else GITHUB_TOKEN) for pushing
-        branches; None keeps git's own credentials."""
+    def push_token(self, location: str) -> str | None:
+        """The GitHub token (PIPELINES_GITHUB_TOKEN_FILE, else GITHUB_TOKEN) git authenticates with to push
+        branches to an https remote; None keeps git's own credentials."""
         from ..integrations.github import token_from_env
 
         if self.local_mode or not location.startswith("https://"):
             return None
-        token = token_from_env()
-        if not token:
-            return None
-        return location.replace("https://", f"https://x-access-token:{token}@", 1)
+        return token_from_env()
 
 
 class EngineResource(dg.ConfigurableResource):

@@ -44,7 +44,7 @@ def test_baseline_pushes_use_the_token_file(tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     monkeypatch.setenv("PIPELINES_GITHUB_TOKEN_FILE", str(token_file))
 
-    url = GitHubResource(repo=REPO).push_url("https://github.com/acme/infrastructure-live.git")
+    token = GitHubResource(repo=REPO).push_token("https://github.com/acme/infrastructure-live.git")
 
-    assert url == "https://x-access-token:ghs_fromthefile@github.com/acme/infrastructure-live.git"
-    assert GitHubResource(repo=None).push_url("https://github.com/acme/infrastructure-live.git") is None
+    assert token == "ghs_fromthefile"
+    assert GitHubResource(repo=None).push_token("https://github.com/acme/infrastructure-live.git") is None

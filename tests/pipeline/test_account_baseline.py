@@ -99,3 +99,19 @@ def test_pull_request_adding_an_account_only_validates(remote, plugin_dir):
     assert "accounts.yml:13: account 'noemail': email is missing" in report_markdown(result)  # in the PR comment
     assert subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", "--verify", "-q", BRANCH],
                           capture_output=True).returncode != 0  # nothing pushed for a pull request
+
+
+def test_the_baseline_authenticates_with_the_token_through_askpass_never_in_a_url(remote, tmp_path):
+    from pipelines_dagster.core.account_factory import open_baseline
+    from pipelines_dagster.core.config import Account
+    from tests.githttp import served_with_token
+
+    token = "ghs_" + "BaselineToken7" * 3
+    account = Account(id="333333333333", email="sandbox@example.com")
+    with served_with_token(remote.bare, token) as (url, seen):
+        with pytest.raises(Exception) as refused:  # the remote wants credentials: without the token, nothing
+            open_baseline(url, "main", "sandbox", account, push_token=None)
+        assert token not in str(refused.value)
+        result = open_baseline(url, "main", "sandbox", account, push_token=token)
+    assert result.pushed and f"x-access-token:{token}" in seen
+    assert "sandbox/account.hcl" in branch_files(remote.bare, BRANCH)
