@@ -46,7 +46,12 @@ def test_plan_role_any_ref_apply_role_only_the_deploy_branch(tmp_path, tf_cli_co
     assert apply["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
         "repo:acme/infrastructure-live:ref:refs/heads/main"
     assert "StringLike" not in apply["Condition"]  # no wildcard can widen the apply role's trust
+    # plans read the state without its lock: a pull request's role cannot write a lock that would block applies
     actions = {a for s in policies["state"]["Statement"] for a in s["Action"]}
+    assert actions == {"s3:GetObject", "s3:ListBucket", "dynamodb:GetItem"}
+    (tmp_path / "locking").mkdir()
+    locking = render(tmp_path / "locking", tf_cli_config, "plan_role_locks = true")
+    actions = {a for s in locking["state"]["Statement"] for a in s["Action"]}
     assert actions == {"s3:GetObject", "s3:ListBucket", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"}
 
 

@@ -44,6 +44,12 @@ variable "apply_service_account" {
   default = "dagster:pipelines-apply"
 }
 
+variable "plan_role_locks" {
+  type        = bool
+  default     = false
+  description = "set when the pipeline runs with PIPELINES_PLAN_LOCK: plans then take the state lock"
+}
+
 variable "plan_role_name" {
   type    = string
   default = "pipelines-plan"
@@ -77,6 +83,7 @@ module "policies" {
   kubernetes_oidc_host         = replace(var.kubernetes_oidc_url, "https://", "")
   plan_service_account         = var.plan_service_account
   apply_service_account        = var.apply_service_account
+  plan_role_locks              = var.plan_role_locks
 }
 
 resource "aws_iam_role" "plan" {

@@ -36,6 +36,12 @@ variable "kubernetes_oidc_host" {
   default = ""
 }
 
+variable "plan_role_locks" {
+  type        = bool
+  default     = false
+  description = "whether plans take the state lock (PIPELINES_PLAN_LOCK); by default they only read the state"
+}
+
 variable "plan_service_account" {
   type    = string
   default = "dagster:pipelines-plan"
@@ -96,12 +102,13 @@ locals {
       }
     }] : [])
   }
-  # the plan role reads state and locks it; everything else it may only read (ReadOnlyAccess is attached too)
+  # the plan role reads state (plans run with -lock=false: a pull request cannot hold a lock that blocks applies);
+  # everything else it may only read (ReadOnlyAccess is attached too)
   plan_state_access = {
     Version = "2012-10-17"
     Statement = [
       { Effect = "Allow", Action = ["s3:GetObject", "s3:ListBucket"], Resource = ["arn:aws:s3:::*tfstate*", "arn:aws:s3:::*tfstate*/*"] },
-      { Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"], Resource = ["arn:aws:dynamodb:*:*:table/*lock*"] },
+      { Effect = "Allow", Action = var.plan_role_locks ? ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"] : ["dynamodb:GetItem"], Resource = ["arn:aws:dynamodb:*:*:table/*lock*"] },
     ]
   }
 }
