@@ -149,18 +149,14 @@ def _add_run(sub) -> None:
 def _cmd_run(args) -> int:
     import dagster as dg
 
-    from .defs.pipeline import infrastructure_pipeline, report_markdown
-    from .defs.resources import InfraRepoResource, resources_from_env
+    from .definitions import run_in_process
+    from .defs.pipeline import report_markdown
 
-    resources = resources_from_env()
-    resources["infra_repo"] = InfraRepoResource(location=args.repo,
-                                                deploy_branch=os.environ.get("PIPELINES_DEPLOY_BRANCH") or None)
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
     config = {"ops": {"orchestrate": {"config": {"event": args.event, "base_ref": args.base, "head_ref": args.head,
                                                  "pr_number": args.pr}}}}
-    result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources, instance=instance,
-                                                        raise_on_error=False,
-                                                        tags={"pipelines/event": args.event, "pipelines/source": "cli"})
+    result = run_in_process(config, instance=instance, environment={"PIPELINES_REPO_URL": args.repo},
+                            tags={"pipelines/event": args.event, "pipelines/source": "cli"})
     report = report_markdown(result)
     if report is not None:
         print(report)
@@ -176,11 +172,11 @@ def result_table(result) -> str:
     s = result.summary
     rows = [("unit", result.unit), ("action", result.action), ("engine", result.engine),
             ("commit", (result.commit or "")[:12]), ("account", result.account), ("role", result.role_arn),
-            ("status", result.status.value), ("summary", f"{s.add} to add, {s.change} to change, {s.destroy} to destroy"),
+            ("status", result.status.value), ("summary", s.line()),
             ("exit code", result.exit_code), ("duration", f"{result.duration_s:.1f}s")]
     lines = [f"{k:<10} {v}" for k, v in rows if v is not None]
-    lines += [f"  {r['action']:<8} {r['address']}" for r in s.resources]
-    lines += [f"  {o['action']:<8} output.{o['name']}" for o in s.outputs]
+    lines += [f"  {r.action:<8} {r.address}" for r in s.resources]
+    lines += [f"  {o.action:<8} output.{o.address}" for o in s.outputs]
     if result.message:
         lines += ["", result.message]
     if result.output:

@@ -1,40 +1,58 @@
-"""The one place that assembles the Dagster code location: jobs, sensors, schedules, asset lineage and resources
-from the environment."""
+"""The one place that assembles the Dagster code location: the job, sensors, schedules, asset lineage, drift
+checks and resources, from the deployment's settings (read once, here) and the deploy branch's lineage."""
 
 import os
 
 import dagster as dg
 
-from .core.watch import TAG_APPLY_LOCK
-from .defs.assets import DeployBranchLineage, code_location_name
-from .defs.drift import DEFAULT_CRON, make_drift_definitions, paths_from_env
-from .defs.pipeline import infrastructure_pipeline
-from .defs.resources import apply_lock, resources_from_env
-from .defs.sensors import (DEFAULT_STATUS, make_asset_graph_sensor, make_deploy_branch_sensor,
-                           make_pull_request_sensor, make_run_failure_sensor)
+from .core.lineage import Lineage, read_lineage
+from .core.watch import TAG_APPLY_LOCK, repo_identity
+from .defs.assets import DeployBranchLineage, code_location_name, lineage_specs
+from .defs.drift import make_drift_definitions
+from .defs.pipeline import JOB_NAME, in_process_executor, make_pipeline_job
+from .defs.resources import account_resource_key, resources_from_settings
+from .defs.sensors import (make_asset_graph_sensor, make_deploy_branch_sensor, make_pull_request_sensor,
+                           make_run_failure_sensor)
+from .settings import Settings
 
 
-def lineage_definitions(lineage, resources: dict, env=None) -> dg.Definitions:
-    """What depends on the deploy branch's units: drift checks, their job and schedule, the asset graph sensor."""
-    env = os.environ if env is None else env
+def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -> dg.Definitions:
+    """Everything the code location holds, for the deploy branch's `lineage` (its accounts and units)."""
+    resources = resources_from_settings(settings, lineage)
+    account_keys = [account_resource_key(a.name) for a in lineage.accounts]
+    job = make_pipeline_job(account_keys, stages=settings.wave_stages, max_parallel=settings.max_parallel,
+                            executor_def=executor_def)
+    status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
     # drift plans queue behind applies of the same repository (dagster.yaml's tag limit), and vice versa
-    lock = apply_lock(resources["github"], resources["infra_repo"])
-    drift = make_drift_definitions(
-        lineage, cron=env.get("PIPELINES_DRIFT_CRON") or DEFAULT_CRON, paths=paths_from_env(env),
-        tags={TAG_APPLY_LOCK: lock},
-        default_status=dg.DefaultScheduleStatus(DEFAULT_STATUS.value))
-    sensor = make_asset_graph_sensor(lineage, code_location_name(), env.get("PIPELINES_UI_URL") or None)
-    return dg.Definitions.merge(drift, dg.Definitions(sensors=[sensor]))
+    lock = repo_identity(settings.github_repo or settings.repo_url or ".")
+    drift = make_drift_definitions(lineage, cron=settings.drift_cron, paths=settings.drift_paths,
+                                   tags={TAG_APPLY_LOCK: lock}, account_keys=account_keys, default_status=status)
+    pipeline = dg.Definitions(
+        jobs=[job], assets=lineage_specs(lineage), resources=resources,
+        sensors=[make_pull_request_sensor(job, settings), make_deploy_branch_sensor(job, settings),
+                 make_run_failure_sensor(job, settings),
+                 make_asset_graph_sensor(lineage, code_location_name(), settings)])
+    return dg.Definitions.merge(pipeline, drift)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    resources = resources_from_env()
-    pipeline = dg.Definitions(jobs=[infrastructure_pipeline],
-                              sensors=[make_pull_request_sensor(infrastructure_pipeline),
-                                       make_deploy_branch_sensor(infrastructure_pipeline),
-                                       make_run_failure_sensor(infrastructure_pipeline)],
-                              resources=resources)
-    lineage = DeployBranchLineage(os.environ.get("PIPELINES_REPO_URL") or None, resources["infra_repo"].deploy_branch,
-                                  dependents=lambda found: lineage_definitions(found, resources))
-    return dg.Definitions.merge(pipeline, lineage.load())
+    settings = Settings.from_env()
+    return DeployBranchLineage(settings, lambda lineage: build_definitions(settings, lineage)).load()
+
+
+def in_process_job(environment: dict[str, str] | None = None) -> dg.JobDefinition:
+    """The job as the code location builds it from the environment (plus `environment`), with its steps run one
+    after the other in the calling process: `pipelines-dagster run` and the tests (through `run_in_process`)."""
+    settings = Settings.from_env({**os.environ, **(environment or {})})
+    lineage = read_lineage(settings.repo_url, settings.deploy_branch, cache_root=settings.cache_root,
+                           index_cache=settings.index_cache)
+    return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(JOB_NAME)
+
+
+def run_in_process(run_config: dict, *, instance: dg.DagsterInstance, environment: dict[str, str] | None = None,
+                   tags: dict | None = None):
+    """Run the job in this process (Dagster's execute_job with the job rebuilt by `in_process_job`)."""
+    job = dg.build_reconstructable_job("pipelines_dagster.definitions", "in_process_job",
+                                       reconstructable_kwargs={"environment": environment or {}})
+    return dg.execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)

@@ -180,6 +180,23 @@ def session_name(sha: str | None = None, pr: int | str | None = None, prefix: st
     return name if len(name) >= 2 else (name + "--")[:2]
 
 
+def choose_role(account_name: str, plan_role_arn: str, apply_role_arn: str, event: Event | str, *,
+                on_deploy_branch: bool, deploy_branch: str, commit: str | None = None) -> str:
+    """The plan role for pull requests; the apply role for pushes, only for commits on the deploy branch; never
+    the apply role in place of a plan role. CredentialsError says why a role is refused."""
+    if role_kind(Event(event)) == "apply":
+        if not on_deploy_branch:
+            what = f"commit {commit[:12]}" if commit else "this commit"
+            raise CredentialsError(
+                f"refusing to assume the apply role of account {account_name!r}: {what} is not on the deploy "
+                f"branch {deploy_branch!r} (apply roles are only used for commits on the deploy branch)")
+        return apply_role_arn
+    if plan_role_arn == apply_role_arn:
+        raise CredentialsError(f"account {account_name!r}: the plan role is configured as the apply role "
+                               f"({plan_role_arn}); refusing to use it for a pull request")
+    return plan_role_arn
+
+
 # --------------------------------------------------------------------------------------------- credentials
 
 
@@ -220,7 +237,7 @@ class CredentialProvider:
         self.token_source = token_source
         self.roles = roles or RolesConfig()
         self.deploy_branch = deploy_branch
-        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        self.region = region
         self.endpoint_url = endpoint_url
         self.max_attempts = max(1, max_attempts)
         self.backoff_s = backoff_s
@@ -237,18 +254,14 @@ class CredentialProvider:
     def for_account(self, account_name: str, account: Account, event: Event | str, *, on_deploy_branch: bool,
                     session: str, commit: str | None = None) -> AwsCredentials:
         """Credentials of the plan role (pull_request) or the apply role (push on the deploy branch)."""
-        kind = role_kind(Event(event))
-        if kind == "apply" and not on_deploy_branch:
-            what = f"commit {commit[:12]}" if commit else "this commit"
-            raise CredentialsError(
-                f"refusing to assume the apply role of account {account_name!r}: {what} is not on the deploy "
-                f"branch {self.deploy_branch!r} (apply roles are only used for commits on the deploy branch)")
-        role_arn = role_arn_for(account, kind, self.roles)
-        if kind == "plan" and role_arn == role_arn_for(account, "apply", self.roles):
-            raise CredentialsError(f"account {account_name!r}: the plan role is configured as the apply role "
-                                   f"({role_arn}); refusing to use it for a pull request")
-        region = account.region or self.region
-        key = (account.id, role_arn, session)
+        role_arn = choose_role(account_name, role_arn_for(account, "plan", self.roles),
+                               role_arn_for(account, "apply", self.roles), event, on_deploy_branch=on_deploy_branch,
+                               deploy_branch=self.deploy_branch, commit=commit)
+        return self.assume(role_arn, session, account_name, account.region or self.region)
+
+    def assume(self, role_arn: str, session: str, account_name: str, region: str | None) -> AwsCredentials:
+        """A role's credentials through the web identity token, cached until five minutes before they expire."""
+        key = (role_arn, session)
         with self._lock:
             key_lock = self._locks.setdefault(key, threading.Lock())
         with key_lock:

@@ -1,259 +1,256 @@
-"""The dispatcher: one run's plan of changes, its waves, and each change run to an outcome.
+"""The dispatcher: a run's plan, the stages its changes run in, and each change run to an outcome.
 
-An outcome is a JSON-able dict: the change, and the executor's result fields (status, summary, duration_s,
-exit_code, output, message). Dispatching never raises for a failed change: a failed change is an outcome.
+A pull request's changes all run at once (plans change nothing, so their order does not matter). A push runs in
+stages, one wave of dependency order each: the changes of a wave start when every change of the waves before
+has ended, and a change whose dependency did not succeed is skipped. The job has a fixed number of stages
+(a Dagster graph is fixed when the code loads): when a push has more waves than that, the last stage runs the
+remaining waves in one step, wave by wave. Each change is one item (one Dagster step), except that last one.
+
+Dispatching never raises for a failed change: a failed change is an outcome.
 """
 
-import hashlib
-import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
 
 from .config import ConfigError, load_accounts
-from .engine import Result, Status
 from .executor import ExecuteRequest, Prepared
-from .model import Action, ChangeSet, ChangeType, Event
+from .model import (Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status)
 
-OK_STATUSES = frozenset({"succeeded", "no_changes", "validated"})
 AppliedCommit = Callable[[str], str | None]
 
 
 @dataclass
-class RunSpec:
-    """What one pipeline run is about."""
-
-    event: str
-    base: str  # full shas
-    head: str
-    pr: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
 class Baseline:
-    """Where AccountAdded baselines go: the repository to push to, the deploy branch, GitHub (None: local)."""
+    """Where AccountAdded baselines go: the repository to push to, the deploy branch, GitHub (None: local mode),
+    the token git pushes with."""
 
     location: str
     deploy_branch: str
     client: object | None = None
-    push_token: str | None = None
+    push_token: str | None = field(default=None, repr=False)
 
 
-def mapping_key(change: dict) -> str:
-    """Dagster mapping keys: [A-Za-z0-9_], unique per change, not a keyword."""
-    name = change["unit"] if change.get("unit") is not None else f"account {change.get('account')}"
-    digest = hashlib.sha1(f"{change['type']}:{name}".encode()).hexdigest()[:8]
-    return "c_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[-48:] + "_" + digest
+class Item(BaseModel):
+    """What one dispatch step runs: one change, or (the last apply stage) the remaining waves in order."""
+
+    changes: list[InfraChange]
+    spec: RunSpec
+    pull_request: int | None = None
+
+    @property
+    def key(self) -> str:
+        first = self.changes[0].key
+        return first if len(self.changes) == 1 else f"{first}_and_{len(self.changes) - 1}_more"
 
 
-def make_plan(spec: RunSpec, change_set: ChangeSet, blocked: str | None = None) -> dict:
-    """The run's plan: every change, the repository's errors and warnings, and outcomes as they arrive."""
-    if blocked is None and change_set.errors and spec.event == Event.PUSH.value:
+class Progress(BaseModel):
+    """A run's plan and the outcomes so far (by change key): what travels from one stage to the next."""
+
+    plan: Plan
+    outcomes: dict[str, Outcome] = Field(default_factory=dict)
+    stage: int = 0
+
+    def record(self, outcomes: list[Outcome], stage: int | None = None) -> "Progress":
+        return self.model_copy(update={"outcomes": {**self.outcomes, **{o.change.key: o for o in outcomes}},
+                                       "stage": self.stage if stage is None else stage})
+
+    def outcome_list(self) -> list[Outcome]:
+        """Every change's outcome in plan order; a change that has none yet is pending."""
+        return [self.outcomes.get(c.key) or Outcome.note(c, Status.PENDING) for c in self.plan.changes]
+
+    def remaining(self) -> list[InfraChange]:
+        return [c for c in self.plan.changes if c.key not in self.outcomes]
+
+
+def make_plan(spec: RunSpec, change_set: ChangeSet, blocked: str | None = None,
+              pull_request: int | None = None) -> Plan:
+    """The run's plan: every change, the repository's errors and warnings. A push with errors applies nothing."""
+    if blocked is None and change_set.errors and spec.event is Event.PUSH:
         blocked = "the repository has errors at this commit: nothing is applied until they are fixed"
-    return {"spec": spec.to_dict(), "changes": [c.to_dict() for c in change_set.changes],
-            "errors": [str(e) for e in change_set.errors], "warnings": [str(w) for w in change_set.warnings],
-            "notices": list(change_set.notices), "blocked": blocked, "outcomes": {}}
+    return Plan(spec=spec, changes=change_set.changes, errors=[str(e) for e in change_set.errors],
+                warnings=[str(w) for w in change_set.warnings], notices=list(change_set.notices), blocked=blocked,
+                pull_request=pull_request if pull_request is not None else spec.pr)
 
 
-def outcome(change: dict, status: str, message: str = "", **fields) -> dict:
-    return {"change": change, "status": status, "message": message,
-            "summary": fields.pop("summary", {"add": 0, "change": 0, "destroy": 0}), "duration_s": 0.0,
-            "output": "", **fields}
+def start(plan: Plan, stages: int) -> tuple[Progress, list[Item]]:
+    """The run's first items: every change of a pull request, the first wave of a push."""
+    progress = Progress(plan=plan)
+    if plan.blocked:
+        return progress.record([Outcome.note(c, Status.SKIPPED, plan.blocked) for c in plan.changes]), []
+    if plan.spec.event is Event.PULL_REQUEST:
+        return progress, [_item(plan, [c]) for c in plan.changes]
+    return next_stage(progress, [], stage=0, last_stage=stages - 1)
 
 
-def record(plan: dict, outcomes: list[dict]) -> dict:
-    plan = dict(plan, outcomes=dict(plan["outcomes"]))
-    for o in outcomes:
-        plan["outcomes"][mapping_key(o["change"])] = o
-    return plan
+def next_stage(progress: Progress, results: list[Outcome], *, stage: int,
+               last_stage: int) -> tuple[Progress, list[Item]]:
+    """Record a stage's results; the items of the next wave that has something to run (its changes whose
+    dependencies did not succeed are skipped), or at the last stage every remaining wave as one item. No items:
+    the run is done."""
+    progress = progress.record(results, stage)
+    if progress.plan.spec.event is not Event.PUSH or progress.plan.blocked:
+        return progress, []  # a pull request's changes all run in the first stage
+    while True:
+        remaining = progress.remaining()
+        if not remaining:
+            return progress, []
+        waves = sorted({c.wave for c in remaining})
+        if stage >= last_stage and len(waves) > 1:
+            return progress, [_item(progress.plan, sorted(remaining, key=lambda c: c.wave))]
+        todo, skipped = [], []
+        for change in (c for c in remaining if c.wave == waves[0]):
+            reason = skip_reason(progress, change)
+            if reason:
+                skipped.append(Outcome.note(change, Status.SKIPPED, reason))
+            else:
+                todo.append(change)
+        progress = progress.record(skipped)
+        if todo:
+            return progress, [_item(progress.plan, [c]) for c in todo]
 
 
-def work_items(plan: dict, max_items: int | None = None) -> tuple[list[list[dict]], list[dict]]:
-    """The plan's changes grouped into items that can run in parallel, and outcomes for changes not run.
-
-    An item is a chain: changes connected by dependencies, run in wave order inside one dispatch step.
-    Independent chains are separate items; with more chains than `max_items` (the parallelism), chains share
-    items so that no step waits for a free slot only to pay its start-up again. On push, when ordering crosses
-    chains (accounts with different deploy_order, or destroys that must follow every apply), the whole plan is
-    one item run wave by wave.
-    """
-    changes = plan["changes"]
-    if plan.get("blocked"):
-        return [], [outcome(c, "skipped", plan["blocked"]) for c in changes]
-    if not changes:
-        return [], []
-    by_unit = {c["unit"]: i for i, c in enumerate(changes) if c.get("unit") is not None}
-    parent = list(range(len(changes)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, change in enumerate(changes):
-        for dep in change.get("depends_on", []):
-            if dep in by_unit:
-                parent[find(i)] = find(by_unit[dep])
-    groups: dict[int, list[dict]] = {}
-    for i, change in enumerate(changes):
-        groups.setdefault(find(i), []).append(change)
-    items = list(groups.values())
-    if plan["spec"]["event"] == Event.PUSH.value and len(items) > 1 and _crossing_order(items):
-        items = [changes]
-    if max_items and len(items) > max_items:
-        bins: list[list[dict]] = [[] for _ in range(max_items)]
-        for item in sorted(items, key=len, reverse=True):
-            min(bins, key=len).extend(item)
-        items = bins
-    return [sorted(item, key=lambda c: c["wave"]) for item in items], []
+def _item(plan: Plan, changes: list[InfraChange]) -> Item:
+    return Item(changes=changes, spec=plan.spec, pull_request=plan.pull_request)
 
 
-def _crossing_order(items: list[list[dict]]) -> bool:
-    """True when some chain must wait for another: its first wave is later than another chain's last."""
-    spans = [(min(c["wave"] for c in item), max(c["wave"] for c in item)) for item in items]
-    return any(start > 0 for start, _ in spans)
-
-
-def skip_reason(plan: dict, change: dict, outcomes: dict) -> str | None:
-    if plan["spec"]["event"] != Event.PUSH.value:
-        return None  # plans change nothing: every plan runs
-    by_unit = {o["change"]["unit"]: o for o in outcomes.values() if o["change"].get("unit") is not None}
-    bad = [d for d in change.get("depends_on", []) if d in by_unit and by_unit[d]["status"] not in OK_STATUSES]
+def skip_reason(progress: Progress, change: InfraChange) -> str | None:
+    """Why a push's change does not run: a change it depends on did not succeed. Plans always run."""
+    if progress.plan.spec.event is not Event.PUSH:
+        return None
+    by_unit = {o.change.unit: o for o in progress.outcomes.values() if o.change.unit is not None}
+    bad = [d for d in change.depends_on if d in by_unit and not by_unit[d].status.ok]
     if bad:
         return f"skipped: it depends on {', '.join(bad)}, which did not succeed"
     return None
 
 
-def run_items(items: list[dict], spec: RunSpec, prepared: Prepared, repo, max_parallel: int = 4,
-              baseline: Baseline | None = None, applied_commit: AppliedCommit | None = None) -> list[dict]:
-    """Run changes in wave order, each wave's changes in parallel (bounded), skipping dependents of failures.
-    `applied_commit(unit)`: the commit a unit was last applied (or destroyed) at, to refuse going backwards."""
-    results: list[dict] = []
-    plan = {"spec": spec.to_dict(), "outcomes": {}}
-    for wave in sorted({c["wave"] for c in items}):
+def run_item(item: Item, prepared: Prepared | None, repo, max_parallel: int = 4, baseline: Baseline | None = None,
+             applied_commit: AppliedCommit | None = None) -> list[Outcome]:
+    """Run an item's changes in wave order, each wave's changes in parallel (bounded), skipping dependents of
+    failures. `applied_commit(unit)`: the commit a unit was last applied (or destroyed) at, to refuse going
+    backwards."""
+    progress = Progress(plan=Plan(spec=item.spec, changes=item.changes))
+    for wave in sorted({c.wave for c in item.changes}):
         todo = []
-        for change in (c for c in items if c["wave"] == wave):
-            reason = skip_reason(plan, change, plan["outcomes"])
+        for change in (c for c in item.changes if c.wave == wave):
+            reason = skip_reason(progress, change)
             if reason:
-                results.append(outcome(change, "skipped", reason))
+                progress = progress.record([Outcome.note(change, Status.SKIPPED, reason)])
             else:
                 todo.append(change)
         with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
-            done = list(pool.map(lambda c: dispatch_change(c, spec, prepared, repo, baseline, applied_commit),
+            done = list(pool.map(lambda c: dispatch_change(c, item.spec, prepared, repo, baseline, applied_commit),
                                  todo))
-        results += done
-        plan = record(plan, results)
-    return results
+        progress = progress.record(done)
+    return [progress.outcomes[c.key] for c in item.changes]
 
 
-def dispatch_change(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None = None,
-                    applied_commit: AppliedCommit | None = None) -> dict:
+def dispatch_change(change: InfraChange, spec: RunSpec, prepared: Prepared | None, repo,
+                    baseline: Baseline | None = None, applied_commit: AppliedCommit | None = None) -> Outcome:
     """One change to its outcome (with wall-clock start and end); never raises."""
     started = time.time()
     newer = newer_applied_commit(change, spec, repo, applied_commit)
-    result = (outcome(change, "skipped", f"refused: {change['unit']} was already applied at {newer[:12]}, a later "
-                                         f"commit than {spec.head[:12]}; applying this commit would take it back. "
-                                         "Apply the deploy branch's head instead.")
-              if newer else _dispatch(change, spec, prepared, repo, baseline))
-    result.update(started_at=started, finished_at=time.time())
-    return result
+    if newer:
+        outcome = Outcome.note(change, Status.REFUSED, f"{change.unit} was already applied at {newer[:12]}, a later "
+                                                       f"commit than {spec.head[:12]}; applying this commit would "
+                                                       "take it back. Apply the deploy branch's head instead.")
+    else:
+        outcome = _dispatch(change, spec, prepared, repo, baseline)
+    return outcome.model_copy(update={"started_at": started, "finished_at": time.time()})
 
 
-def newer_applied_commit(change: dict, spec: RunSpec, repo, applied_commit: AppliedCommit | None) -> str | None:
+def newer_applied_commit(change: InfraChange, spec: RunSpec, repo, applied_commit: AppliedCommit | None) -> str | None:
     """For an apply or destroy: the later commit this unit was already applied at, if there is one (a crashed run
     retried, or an old commit launched by hand, must not roll a unit back)."""
     from ..integrations.git import is_ancestor
 
-    if applied_commit is None or change.get("unit") is None or change["action"] not in (Action.APPLY.value,
-                                                                                         Action.DESTROY.value):
+    if applied_commit is None or change.unit is None or change.action not in (Action.APPLY, Action.DESTROY):
         return None
-    applied = applied_commit(change["unit"])
+    applied = applied_commit(change.unit)
     if applied and applied != spec.head and is_ancestor(repo, spec.head, applied):
         return applied
     return None
 
 
-def _dispatch(change: dict, spec: RunSpec, prepared: Prepared, repo, baseline: Baseline | None) -> dict:
+def _dispatch(change: InfraChange, spec: RunSpec, prepared: Prepared | None, repo,
+              baseline: Baseline | None) -> Outcome:
     try:
-        if change.get("unit") is None:
+        if change.unit is None:
             return _account_change(change, spec, repo, baseline)
+        if prepared is None:
+            return Outcome.note(change, Status.FAILED, "no executor for this run")
         result = prepared.executor.execute(
-            ExecuteRequest(unit=change["unit"], action=Action(change["action"]), event=Event(spec.event),
-                           head=spec.head, base=spec.base, pr=spec.pr),
-            on_deploy_branch=prepared.on_deploy_branch)
+            ExecuteRequest(unit=change.unit, action=change.action, event=spec.event, head=spec.head, base=spec.base,
+                           pr=spec.pr), on_deploy_branch=prepared.on_deploy_branch)
     except Exception as exc:  # a bug or an unexpected tool failure: the change fails, the run goes on
-        result = Result(status=Status.FAILED, unit=change.get("unit"), action=change.get("action"),
-                        message=f"internal error: {type(exc).__name__}: {exc}")
-    data = result.to_dict()
-    return outcome(change, data.pop("status"), data.pop("message"), summary=data.pop("summary"),
-                   **{k: v for k, v in data.items() if k not in ("unit", "action")})
+        result = Result(status=Status.FAILED, message=f"internal error: {type(exc).__name__}: {exc}")
+    return Outcome.of(change, result)
 
 
-def _account_change(change: dict, spec: RunSpec, repo, baseline: Baseline | None) -> dict:
+def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline | None) -> Outcome:
     from ..integrations.git import read_blobs
 
-    name, action = change["account"], Action(change["action"])
-    if change["type"] == ChangeType.ACCOUNT_DELETED.value:
-        return outcome(change, "validated", f"account {name!r} was removed from the accounts file; its "
-                                            "infrastructure is not destroyed by this")
-    accounts_file = change["triggers"][0]  # the accounts file of the deploy branch's configuration
+    name = change.account
+    if change.type is ChangeType.ACCOUNT_DELETED:
+        return Outcome.note(change, Status.VALIDATED, f"account {name!r} was removed from the accounts file; its "
+                                                      "infrastructure is not destroyed by this")
+    accounts_file = change.triggers[0]  # the accounts file of the deploy branch's configuration
     try:
-        accounts_spec = f"{spec.head}:{accounts_file}"
-        text = read_blobs(repo, [accounts_spec]).get(accounts_spec)
-        accounts, problems = load_accounts(text.decode(errors="replace") if text is not None else "", accounts_file)
+        found = read_blobs(repo, [f"{spec.head}:{accounts_file}"]).get(f"{spec.head}:{accounts_file}")
+        accounts, problems = load_accounts(found.decode(errors="replace") if found is not None else "", accounts_file)
     except ConfigError as exc:
-        return outcome(change, "failed", str(exc))
-    if name in accounts.entries and not accounts.entries[name].email:
-        return outcome(change, "failed", f"account {name!r}: email is missing")
-    if name in accounts.entries and action is Action.BASELINE:
-        return _baseline(change, name, accounts.entries[name], baseline)
-    if name in accounts.entries:
-        return outcome(change, "validated", f"account {name!r} ({accounts.entries[name].id}) is valid")
-    mine = [str(p) for p in problems if f"account {name!r}" in p.message] or [f"account {name!r} is not valid"]
-    return outcome(change, "failed", "; ".join(mine))
+        return Outcome.note(change, Status.FAILED, str(exc))
+    account = accounts.entries.get(name)
+    if account is None:
+        mine = [str(p) for p in problems if f"account {name!r}" in p.message] or [f"account {name!r} is not valid"]
+        return Outcome.note(change, Status.FAILED, "; ".join(mine))
+    if not account.email:
+        return Outcome.note(change, Status.FAILED, f"account {name!r}: email is missing")
+    if change.action is Action.BASELINE:
+        return _baseline(change, name, account, baseline)
+    return Outcome.note(change, Status.VALIDATED, f"account {name!r} ({account.id}) is valid")
 
 
-def _baseline(change: dict, name: str, account, baseline: Baseline | None) -> dict:
+def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None) -> Outcome:
     from .account_factory import open_baseline
     from .redact import default_redactor
 
     if baseline is None:
-        return outcome(change, "skipped", f"account {name!r}: no repository to open the baseline pull request in")
+        return Outcome.note(change, Status.SKIPPED, f"account {name!r}: no repository to open the baseline pull "
+                                                    "request in")
     try:
         result = open_baseline(baseline.location, baseline.deploy_branch, name, account, client=baseline.client,
                                push_token=baseline.push_token)
     except Exception as exc:  # git or GitHub refused: the change fails with their message, the run goes on
-        return outcome(change, "failed", default_redactor()(f"baseline for account {name!r}: {exc}"))
-    return outcome(change, "succeeded" if result.pushed else "no_changes", f"account {name!r}: {result.message()}",
-                   pull_request=result.pull_request)
+        return Outcome.note(change, Status.FAILED, default_redactor()(f"baseline for account {name!r}: {exc}"))
+    return Outcome.note(change, Status.SUCCEEDED if result.pushed else Status.NO_CHANGES,
+                        f"account {name!r}: {result.message()}", pull_request=result.pull_request)
 
 
-def asset_events(outcomes: list[dict], spec: RunSpec, on_deploy_branch: bool,
+def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
                  pr: int | None = None) -> list[tuple[str, str, dict]]:
     """What the asset lineage records per unit: ("materialization", unit, metadata) for a successful apply or
     destroy of a deploy-branch commit, ("observation", unit, metadata) for a plan that ran."""
     events = []
     for o in outcomes:
-        change = o["change"]
-        unit, action = change.get("unit"), change["action"]
-        if unit is None or o["status"] == "skipped":
+        change = o.change
+        if change.unit is None or o.status in (Status.SKIPPED, Status.REFUSED):
             continue
-        metadata = {"commit": spec.head, "action": action, "status": o["status"],
-                    "account": change.get("account") or "", "resources_added": o["summary"]["add"],
-                    "resources_changed": o["summary"]["change"], "resources_destroyed": o["summary"]["destroy"],
-                    "duration_s": round(o.get("duration_s", 0.0), 1)}
+        metadata = {"commit": spec.head, "action": change.action.value, "status": o.status.value,
+                    "account": change.account or "", "resources_added": o.summary.add,
+                    "resources_changed": o.summary.change, "resources_destroyed": o.summary.destroy,
+                    "duration_s": round(o.duration_s, 1)}
         if pr is not None:
             metadata["pr"] = pr
-        if action in (Action.APPLY.value, Action.DESTROY.value):
-            if spec.event == Event.PUSH.value and on_deploy_branch and o["status"] in ("succeeded", "no_changes"):
-                events.append(("materialization", unit, metadata))
-        elif action in (Action.PLAN.value, Action.PLAN_DESTROY.value):
-            if o["status"] not in OK_STATUSES:
-                metadata["message"] = (o.get("message") or "")[:1000]
-            events.append(("observation", unit, metadata))
+        if change.action in (Action.APPLY, Action.DESTROY):
+            if spec.event is Event.PUSH and on_deploy_branch and o.status in (Status.SUCCEEDED, Status.NO_CHANGES):
+                events.append(("materialization", change.unit, metadata))
+        elif change.action in (Action.PLAN, Action.PLAN_DESTROY):
+            if not o.status.ok:
+                metadata["message"] = o.message[:1000]
+            events.append(("observation", change.unit, metadata))
     return events

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import markdown as md
-from .engine import Result, Status
 from .executor import ExecuteRequest, Prepared
-from .model import Action, Event
+from .model import Action, Event, PlanSummary, Result, Status
 
 ISSUE_KEY = "drift"
 CLEAN, DRIFTED, UNCHECKED, GONE = "clean", "drifted", "unchecked", "gone"
@@ -27,7 +26,7 @@ class Finding:
     state: str  # CLEAN, DRIFTED, UNCHECKED or GONE
     account: str | None = None
     commit: str | None = None
-    summary: dict = field(default_factory=lambda: {"add": 0, "change": 0, "destroy": 0})
+    summary: PlanSummary = field(default_factory=PlanSummary)  # the counts only
     resources: list[str] = field(default_factory=list)  # "address: action"
     message: str = ""
 
@@ -36,15 +35,14 @@ class Finding:
         return self.state in (CLEAN, GONE)
 
     def summary_line(self) -> str:
-        s = self.summary
-        return f"{s['add']} to add, {s['change']} to change, {s['destroy']} to destroy"
+        return self.summary.line()
 
     def to_metadata(self) -> dict:
         """Plain values for the asset check's metadata (and read back by `from_metadata`)."""
         data = {"state": self.state, "account": self.account or "", "commit": self.commit or ""}
         if self.state == DRIFTED:
-            data.update(plan=self.summary_line(), add=self.summary["add"], change=self.summary["change"],
-                        destroy=self.summary["destroy"], resources="\n".join(self.resources))
+            data.update(plan=self.summary_line(), add=self.summary.add, change=self.summary.change,
+                        destroy=self.summary.destroy, resources="\n".join(self.resources))
         if self.message:
             data["message"] = self.message
         return data
@@ -53,7 +51,7 @@ class Finding:
     def from_metadata(cls, unit: str, metadata: dict) -> "Finding":
         return cls(unit=unit, state=str(metadata.get("state", UNCHECKED)), account=metadata.get("account") or None,
                    commit=metadata.get("commit") or None,
-                   summary={k: int(metadata.get(k, 0)) for k in ("add", "change", "destroy")},
+                   summary=PlanSummary(**{k: int(metadata.get(k, 0)) for k in ("add", "change", "destroy")}),
                    resources=[r for r in str(metadata.get("resources", "")).splitlines() if r],
                    message=str(metadata.get("message", "")))
 
@@ -64,9 +62,9 @@ def finding(unit: str, account: str | None, commit: str, result: Result) -> Find
         return Finding(unit, CLEAN, account, commit)
     if result.status is Status.SUCCEEDED:
         s = result.summary
-        resources = [f"{r['address']}: {r['action']}" for r in s.resources[:RESOURCES_LISTED]]
-        resources += [f"output.{o['name']}: {o['action']}" for o in s.outputs[:RESOURCES_LISTED - len(resources)]]
-        return Finding(unit, DRIFTED, account, commit, {"add": s.add, "change": s.change, "destroy": s.destroy},
+        resources = [f"{r.address}: {r.action}" for r in s.resources[:RESOURCES_LISTED]]
+        resources += [f"output.{o.address}: {o.action}" for o in s.outputs[:RESOURCES_LISTED - len(resources)]]
+        return Finding(unit, DRIFTED, account, commit, PlanSummary(add=s.add, change=s.change, destroy=s.destroy),
                        resources, result.message)
     return Finding(unit, UNCHECKED, account, commit, message=result.message or f"plan {result.status.value}")
 

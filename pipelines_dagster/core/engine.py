@@ -26,13 +26,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
 from .isolation import (STAGED_FILE_VARS, UNIT_USER_VAR, IsolationError, RunFolder, can_use, default_unit_user,
                         extra_env_names, unit_environment)
-from .model import Action
+from .model import Action, LockInfo, PlanSummary, Result, Status
 from .redact import Redactor, StreamRedactor, default_redactor
 from .statelock import Hold, Holders, stale_reason, who
 
@@ -57,20 +56,6 @@ NON_INTERACTIVE_ENV = {
     "NO_COLOR": "1",
 }
 TIMED_OUT_EXIT = 124  # as timeout(1)
-
-
-class Status(str, Enum):
-    SUCCEEDED = "succeeded"
-    NO_CHANGES = "no_changes"
-    FAILED = "failed"
-    STATE_LOCKED = "state_locked"
-    TIMED_OUT = "timed_out"
-    TOOL_MISSING = "tool_missing"
-    SKIPPED = "skipped"
-
-    @property
-    def ok(self) -> bool:
-        return self in (Status.SUCCEEDED, Status.NO_CHANGES)
 
 
 # --------------------------------------------------------------------------------------------- settings
@@ -144,122 +129,6 @@ def _number(env: Mapping[str, str], name: str) -> float:
         return float(env[name])
     except ValueError:
         raise ValueError(f"{name}={env[name]!r} is not a number of seconds") from None
-
-
-# --------------------------------------------------------------------------------------------- results
-
-
-@dataclass
-class PlanSummary:
-    add: int = 0
-    change: int = 0
-    destroy: int = 0
-    resources: list[dict] = field(default_factory=list)  # {"address", "action", "actions"}
-    outputs: list[dict] = field(default_factory=list)  # {"name", "action", "actions"}
-
-    @property
-    def has_changes(self) -> bool:
-        return bool(self.resources or self.outputs)
-
-    def line(self) -> str:
-        text = f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
-        if self.outputs:
-            text += f", {len(self.outputs)} output change{'s' if len(self.outputs) != 1 else ''}"
-        return text
-
-    def to_dict(self) -> dict:
-        return {"add": self.add, "change": self.change, "destroy": self.destroy,
-                "resources": list(self.resources), "outputs": list(self.outputs)}
-
-    @classmethod
-    def from_plan_json(cls, plan: dict) -> "PlanSummary":
-        """Counts as Terraform prints them: a replacement is one add and one destroy; reads are not changes."""
-        summary = cls()
-        for rc in plan.get("resource_changes") or []:
-            actions = list((rc.get("change") or {}).get("actions") or [])
-            if not actions or actions in (["no-op"], ["read"]):
-                continue
-            if "create" in actions:
-                summary.add += 1
-            if "delete" in actions:
-                summary.destroy += 1
-            if "update" in actions:
-                summary.change += 1
-            summary.resources.append({"address": rc.get("address"), "action": _action_label(actions),
-                                      "actions": actions})
-        for name, oc in sorted((plan.get("output_changes") or {}).items()):
-            actions = list((oc or {}).get("actions") or [])
-            if actions and actions != ["no-op"]:
-                summary.outputs.append({"name": name, "action": _action_label(actions), "actions": actions})
-        return summary
-
-
-def _action_label(actions: list[str]) -> str:
-    if "create" in actions and "delete" in actions:
-        return "replace"
-    return actions[0] if len(actions) == 1 else "+".join(actions)
-
-
-@dataclass
-class LockInfo:
-    id: str | None = None
-    who: str | None = None
-    operation: str | None = None
-    created: str | None = None
-    path: str | None = None
-    stale: str | None = None  # why its holder is gone; None when it may still be working
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "who": self.who, "operation": self.operation, "created": self.created,
-                "path": self.path, "stale": self.stale}
-
-
-@dataclass
-class Result:
-    status: Status
-    unit: str | None = None
-    action: str | None = None
-    engine: str | None = None
-    commit: str | None = None
-    summary: PlanSummary = field(default_factory=PlanSummary)
-    duration_s: float = 0.0
-    # of the failing command, else of the last one (the plan's with detailed_exitcode); None when nothing ran
-    exit_code: int | None = None
-    output: str = ""  # redacted, capped
-    message: str = ""  # redacted
-    lock: LockInfo | None = None
-    account: str | None = None
-    role_arn: str | None = None
-    transient: bool = False  # failed for a reason that may clear (STS throttling): worth a later retry
-
-    @property
-    def ok(self) -> bool:
-        return self.status.ok
-
-    def to_dict(self) -> dict:
-        data = {
-            "status": self.status.value,
-            "unit": self.unit,
-            "action": self.action,
-            "engine": self.engine,
-            "commit": self.commit,
-            "account": self.account,
-            "role_arn": self.role_arn,
-            "summary": self.summary.to_dict(),
-            "exit_code": self.exit_code,
-            "duration_s": round(self.duration_s, 3),
-            "message": self.message,
-            "output": self.output,
-        }
-        if self.lock is not None:
-            data["lock"] = self.lock.to_dict()
-        if self.transient:
-            data["transient"] = True
-        return data
-
-    @classmethod
-    def skipped(cls, unit: str | None, action: str | None, reason: str) -> "Result":
-        return cls(status=Status.SKIPPED, unit=unit, action=action, message=reason)
 
 
 # --------------------------------------------------------------------------------------------- output capture

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from .config import PipelinesConfig
 from .credentials import CredentialProvider, CredentialsError, session_name
-from .engine import EngineSettings, Result, Status, force_unlock_in_workdir, run_in_workdir
+from .engine import EngineSettings, force_unlock_in_workdir, run_in_workdir
 from .isolation import IsolationError, RunFolder, resolve_unit_user
-from .model import Action, Event, UnitKind
+from .model import Action, Event, Result, Status, UnitKind
 from .redact import default_redactor
 from .repo_config import RepoConfig, trusted_config
 
@@ -190,11 +190,12 @@ class Prepared:
 
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
-            token_source=None) -> Prepared:
+            token_source=None, provider_factory=None, region: str | None = None) -> Prepared:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
-    and the deployment's OIDC token source. `deploy_branch` is the deployment's override. ConfigError when the
-    deploy branch or its configuration is unusable."""
+    and the deployment's OIDC token source. `deploy_branch` is the deployment's override. `provider_factory(
+    trusted config)` gives what answers for the accounts' credentials (the pipeline's account resources); by
+    default a CredentialProvider. ConfigError when the deploy branch or its configuration is unusable."""
     from ..integrations.git import is_ancestor
     from .credentials import token_source_from_env
 
@@ -203,7 +204,8 @@ def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: Engi
     token_source = token_source if token_source is not None else token_source_from_env()
     notices, provider = [], None
     if trusted.accounts is not None and token_source is not None:
-        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=trusted.branch)
+        provider = provider_factory(trusted) if provider_factory else CredentialProvider(
+            token_source, trusted.config.roles, deploy_branch=trusted.branch, region=region)
     elif trusted.accounts is not None:
         notices.append("no OIDC token source configured (PIPELINES_WEB_IDENTITY_TOKEN_FILE, "
                        "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "

@@ -28,6 +28,10 @@ class AccountNode:
     id: str
     email: str | None = None
     deploy_order: int | None = None
+    plan_role_arn: str = ""
+    apply_role_arn: str = ""
+    session_duration_s: int = 3600
+    region: str | None = None
 
 
 @dataclass
@@ -93,8 +97,10 @@ def group_name(account: str | None) -> str:
 # ------------------------------------------------------------------------------------------------ reading
 
 
-def read_lineage(location: str | None, deploy_branch: str | None = None, cache_dir=None) -> Lineage:
-    """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL)."""
+def read_lineage(location: str | None, deploy_branch: str | None = None, *, cache_root=None,
+                 index_cache=None) -> Lineage:
+    """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL);
+    `cache_root` holds the mirrors, `index_cache` the parse cache (None: none)."""
     from ..integrations.git import GitError, open_git_dir
     from ..integrations.refs import branch_sha
     from .repo_config import deploy_branch as find_deploy_branch
@@ -102,7 +108,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, cache_d
     if not location:
         return Lineage(notes=["PIPELINES_REPO_URL is not set: there are no unit assets"])
     try:
-        git_dir = open_git_dir(location, fetch=False, clone=False)
+        git_dir = open_git_dir(location, fetch=False, clone=False, cache_root=cache_root)
         branch = find_deploy_branch(git_dir, deploy_branch)
         sha = branch_sha(git_dir, branch)
     except GitError as exc:
@@ -113,19 +119,22 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, cache_d
                        notes=[f"the deploy branch {branch!r} is not in {location}: there are no unit assets"])
     lineage = Lineage(location=location, deploy_branch=branch, commit=sha)
     try:
-        return _lineage_at(git_dir, sha, lineage, cache_dir)
+        return _lineage_at(git_dir, sha, lineage, index_cache)
     except Exception as exc:  # noted, with the commit: the code location loads, and is not reloaded in a loop
         return Lineage(location=location, deploy_branch=branch, commit=sha,
                        notes=[f"reading {branch} at {sha[:12]} failed: {type(exc).__name__}: {exc}"])
 
 
 def _lineage_at(git_dir, sha: str, lineage: Lineage, cache_dir) -> Lineage:
+    from .credentials import role_arn_for
     from .orchestrator import Orchestrator
 
     side, index = Orchestrator(git_dir, cache_dir).repository_at(sha)
     lineage.notes += [str(p) for p in side.config_problems + side.account_problems]
     if side.accounts is not None:
-        lineage.accounts = [AccountNode(name, a.id, a.email, a.deploy_order)
+        roles = side.config.roles
+        lineage.accounts = [AccountNode(name, a.id, a.email, a.deploy_order, role_arn_for(a, "plan", roles),
+                                        role_arn_for(a, "apply", roles), roles.session_duration_s, a.region)
                             for name, a in sorted(side.accounts.entries.items())]
     paths = sorted(index.units)
     deps = {p: sorted({d for d in index.dependencies(p) if d in index.units and d != p}) for p in paths}

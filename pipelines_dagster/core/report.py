@@ -7,12 +7,9 @@ core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
 
 from . import markdown as md
-from .model import ChangeSet
+from .model import ChangeSet, Outcome, Status
 
 GITHUB_COMMENT_LIMIT = 65536
-ICONS = {"succeeded": "✅", "no_changes": "➖", "failed": "❌", "state_locked": "🔒", "timed_out": "⏱️",
-         "tool_missing": "🧰", "skipped": "⏭️", "pending": "⏳", "running": "🔄", "validated": "✅"}
-FAILED_STATUSES = frozenset({"failed", "state_locked", "timed_out", "tool_missing"})
 
 
 def changes_table(change_set: ChangeSet) -> str:
@@ -33,34 +30,33 @@ def changes_table(change_set: ChangeSet) -> str:
     return "\n".join(out)
 
 
-def overall_status(outcomes: list[dict], errors: list[str]) -> str:
-    if errors or any(o.get("status") in FAILED_STATUSES for o in outcomes):
-        return "failed"
-    if any(o.get("status") in ("pending", "running") for o in outcomes):
-        return "running"
-    return "succeeded"
+def overall_status(outcomes: list[Outcome], errors: list[str]) -> Status:
+    if errors or any(o.status.failed for o in outcomes):
+        return Status.FAILED
+    if any(o.status is Status.PENDING for o in outcomes):
+        return Status.PENDING
+    return Status.SUCCEEDED
 
 
-def _summary_text(outcome: dict) -> str:
-    summary = outcome.get("summary") or {}
-    if not summary or outcome.get("status") in ("pending", "running", "skipped"):
+def _summary_text(outcome: Outcome) -> str:
+    if outcome.status in (Status.PENDING, Status.SKIPPED, Status.REFUSED, Status.VALIDATED) or \
+            outcome.change.unit is None:
         return ""
-    return f"{summary.get('add', 0)} to add, {summary.get('change', 0)} to change, {summary.get('destroy', 0)} to destroy"
+    return outcome.summary.line()
 
 
 def _cell(text) -> str:
     return md.text(text) if text else "-"
 
 
-def _row(outcome: dict) -> str:
-    change = outcome["change"]
-    status = str(outcome.get("status", "pending"))
-    duration = outcome.get("duration_s")
+def _row(outcome: Outcome) -> str:
+    change = outcome.change
+    ran = outcome.status not in (Status.PENDING, Status.SKIPPED, Status.REFUSED)
     return "| " + " | ".join([
-        f"{ICONS.get(status, '❔')} {_cell(status.replace('_', ' '))}", _cell(change["type"]),
-        md.code(change["unit"], table=True) if change.get("unit") else "-", _cell(change.get("account")),
-        _cell(change["action"]), _summary_text(outcome) or "-",
-        f"{duration:.0f}s" if isinstance(duration, (int, float)) else "-"]) + " |"
+        f"{outcome.status.icon} {outcome.status.label}", change.type.value,
+        md.code(change.unit, table=True) if change.unit is not None else "-", _cell(change.account),
+        change.action.value, _summary_text(outcome) or "-",
+        f"{outcome.duration_s:.0f}s" if ran else "-"]) + " |"
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -73,25 +69,23 @@ def _shorten(text: str, limit: int) -> str:
     return f"... {len(text) - keep} characters cut; the run's logs have everything ...\n" + text[-keep:]
 
 
-def _details(outcome: dict, limit: int) -> str:
-    text = (outcome.get("output") or "").strip()
-    message = outcome.get("message")
-    if message:
-        text = f"{message}\n\n{text}" if text else message
+def _details(outcome: Outcome, limit: int) -> str:
+    text = outcome.output.strip()
+    if outcome.message:
+        text = f"{outcome.message}\n\n{text}" if text else outcome.message
     text = _shorten(text, limit)
     if not text:
         return ""
-    change = outcome["change"]
-    title = change.get("unit") or f"account {change.get('account')}"
-    return md.details(f"{md.html_text(title)}: {md.html_text(change['action'])}", md.block(text))
+    change = outcome.change
+    return md.details(f"{md.html_text(change.name)}: {md.html_text(change.action.value)}", md.block(text))
 
 
-def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: list[str] = (),
+def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: list[str] = (),
                    warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
                    limit: int = GITHUB_COMMENT_LIMIT) -> str:
     """The PR comment (or issue body) for one run; never longer than `limit` characters."""
     status = overall_status(outcomes, list(errors))
-    head = [f"### {ICONS.get(status, '❔')} pipelines-dagster {md.text(title)}: {status.replace('_', ' ')}",
+    head = [f"### {status.icon} pipelines-dagster {md.text(title)}: {status.label}",
             f"Commit {md.code(head_sha[:12])} · {len(outcomes)} change(s)"
             + (f" · {md.link('Dagster run', run_url)}" if run_url else ""), ""]
     if note:
@@ -117,8 +111,7 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[dict], errors: l
 
     # 1. outputs (failures first), shortened evenly; when there are many, as many as fit at a readable length
     budget = limit - len(assemble(rows, 0, [])) - 200
-    with_output = sorted((o for o in outcomes if (o.get("output") or o.get("message"))),
-                         key=lambda o: o.get("status") not in FAILED_STATUSES)
+    with_output = sorted((o for o in outcomes if o.output or o.message), key=lambda o: not o.status.failed)
     if with_output and budget > 0:
         per = max(budget // len(with_output), 1500)
         while per >= 200:

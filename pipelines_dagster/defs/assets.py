@@ -40,9 +40,11 @@ class DeployBranchLineage(StateBackedDefinitionsLoader[str]):
     """Reads the lineage when the code server loads; `defs_from_state` turns it into definitions, also when a run
     worker reconstructs them from the state the code server recorded."""
 
-    def __init__(self, location: str | None, deploy_branch: str | None, dependents):
-        """`dependents(lineage)`: the other definitions built from the lineage (drift checks, sensors)."""
-        self.location, self.deploy_branch, self.dependents = location, deploy_branch, dependents
+    def __init__(self, settings, dependents):
+        """`dependents(lineage)`: the other definitions built from the lineage (jobs, resources, drift checks,
+        sensors). `settings`: the deployment's (pipelines_dagster.settings.Settings)."""
+        self.settings, self.dependents = settings, dependents
+        self.location, self.deploy_branch = settings.repo_url, settings.deploy_branch
 
     @property
     def defs_key(self) -> str:
@@ -50,7 +52,8 @@ class DeployBranchLineage(StateBackedDefinitionsLoader[str]):
 
     def fetch_state(self) -> str:
         try:
-            lineage = read_lineage(self.location, self.deploy_branch)
+            lineage = read_lineage(self.location, self.deploy_branch, cache_root=self.settings.cache_root,
+                                   index_cache=self.settings.index_cache)
         except Exception as exc:  # the code location loads whatever happens to the repository
             lineage = Lineage(location=self.location, deploy_branch=self.deploy_branch,
                               notes=[f"reading the deploy branch failed: {type(exc).__name__}: {exc}"])

@@ -6,15 +6,13 @@ issue always lists what the latest result of every unit's check says.
 """
 
 import dataclasses
-import os
-import re
 
 import dagster as dg
 from pydantic import Field
 
 from ..core import drift as core
 from ..core.lineage import Lineage, unit_key
-from .resources import EngineResource, GitHubResource, InfraRepoResource
+from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource
 
 CHECK_NAME = "drift"
 JOB_NAME = "drift_detection"
@@ -26,12 +24,6 @@ DEFAULT_CRON = "0 6 * * *"  # daily, 06:00 UTC
 class DriftConfig(dg.Config):
     paths: list[str] = Field(default_factory=list, description="Units to check: fnmatch globs of unit paths (a "
                              "folder matches the units under it); empty checks every selected unit.")
-
-
-def paths_from_env(env=None) -> list[str]:
-    """PIPELINES_DRIFT_PATHS: globs separated by commas or whitespace."""
-    env = os.environ if env is None else env
-    return [p for p in re.split(r"[,\s]+", env.get("PIPELINES_DRIFT_PATHS", "")) if p]
 
 
 def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, core.Finding]:
@@ -49,23 +41,26 @@ def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, 
 
 
 def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: list[str] = (),
-                           tags: dict | None = None,
+                           tags: dict | None = None, account_keys: list[str] = (),
                            default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING
                            ) -> dg.Definitions:
+    """The drift checks of `lineage`'s units; their plans use the account resources `account_keys`."""
     if not lineage.units:
         return dg.Definitions()
     units = {u.path: u for u in lineage.units}
     by_key = {dg.AssetKey(unit_key(path)): path for path in units}
 
     @dg.multi_asset_check(
-        name=OP_NAME, can_subset=True,
+        name=OP_NAME, can_subset=True, required_resource_keys={"infra_repo", "github", "engine", *account_keys},
         specs=[dg.AssetCheckSpec(CHECK_NAME, asset=key, description=(
             "Plans the unit at the deploy-branch head with the plan role: passes when the plan is empty, fails "
             "(WARN) with the plan summary when reality differs from the code, fails (ERROR) when it cannot plan."))
             for key in by_key],
         description="Drift detection: plans the selected units at the deploy-branch head with `-detailed-exitcode`.")
-    def drift_plans(context: dg.AssetCheckExecutionContext, config: DriftConfig, infra_repo: InfraRepoResource,
-                        github: GitHubResource, engine: EngineResource):
+    def drift_plans(context: dg.AssetCheckExecutionContext, config: DriftConfig):
+        infra_repo: InfraRepoResource = context.resources.infra_repo
+        github: GitHubResource = context.resources.github
+        engine: EngineResource = context.resources.engine
         from ..core.config import ConfigError
         from ..core.executor import prepare
         from ..integrations.git import GitError, resolve
@@ -82,7 +77,9 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
         context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")
         try:
             prepared = prepare(repo, head, deploy_branch=branch,
-                               settings=dataclasses.replace(engine.settings(), detailed_exitcode=True))
+                               settings=dataclasses.replace(engine.settings(), detailed_exitcode=True),
+                               provider_factory=lambda trusted: AccountCredentials(
+                                   context.resources, trusted.branch, trusted.config.roles))
             findings = core.check_units(prepared, repo, head, todo, engine.max_parallel)
         except ConfigError as exc:
             findings = [core.Finding(p, core.UNCHECKED, a, head, message=f"configuration: {exc}")

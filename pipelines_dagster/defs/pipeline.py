@@ -1,104 +1,66 @@
-"""The job: orchestrate -> dispatch (mapped over chains) -> report.
+"""The job: orchestrate -> one step per infrastructure change -> report.
 
-A Dagster graph is fixed when the code loads, so dependency order has a deliberate shape: `orchestrate` emits
-one item per chain of changes connected by dependencies; `dispatch` runs a chain in wave order (skipping the
-dependents of a failed apply), and independent chains run in parallel as separate steps.
+`orchestrate` detects the changes and emits one dynamic output per change: every change of a pull request at once
+(`plan[...]` steps), or the first wave of a push (`apply_wave_0[...]`). A Dagster graph is fixed when the code
+loads, so a push's dependency order is a fixed number of stages (PIPELINES_WAVE_STAGES): each `wave_N` step takes
+the collected results of the wave before, skips the dependents of failures, and emits the next wave (nothing, in a
+pull request's run, where they run alongside the plans). When a push has more waves than stages, the last stage
+runs the remaining waves in one step, wave by wave. `report` records the last results and reports.
+
+Every output is always produced (a stage with nothing to do emits no change): Dagster's executor loops forever
+on an optional output that is not produced when `require_upstream_step_success` is off (1.13.27).
+
+A change whose action fails yields its outcome and then fails its step: the run's collect steps go on (the
+executor's `require_upstream_step_success: false`), the report reports it, and "Re-execute from failure" in the UI
+runs exactly the failed changes again (and the stages and report after them), updating the same comment.
 """
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import dagster as dg
+from pydantic import Field
 
 from ..core import dispatch as core
 from ..core import watch
+from ..core.dispatch import Item, Progress
 from ..core.lineage import unit_key
-from ..core.model import Event
+from ..core.model import Event, Outcome, RunSpec, Status
 from ..core.orchestrator import Orchestrator
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
-from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
+from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 DETECTING_NOTE_AFTER_S = 3.0
-# failures that may clear (a state lock, STS throttling, GitHub 5xx or rate limits) retry their step this often
-TRANSIENT_RETRIES = int(os.environ.get("PIPELINES_LOCK_RETRIES", "2"))
-TRANSIENT_RETRY_WAIT_S = float(os.environ.get("PIPELINES_LOCK_RETRY_WAIT_S", "30"))
-APPLY_LOCK_RETRIES = int(os.environ.get("PIPELINES_APPLY_LOCK_RETRIES", "60"))
-APPLY_LOCK_WAIT_S = float(os.environ.get("PIPELINES_APPLY_LOCK_WAIT_S", "30"))
 JOB_NAME = "infrastructure_pipeline"
-REPORTED = "reported"  # metadata of the deliberate failure that follows a complete report
+REPORTED = "reported"  # metadata of a step failure whose cause the report reports
+REPORT_STEP = "report"
+# the executor setting that lets collect steps run although some of the steps they collect failed
+FAILED_STEPS_DO_NOT_STOP_THE_RUN = {"step_dependency_config": {"require_upstream_step_success": False}}
 
 
 class OrchestrateConfig(dg.Config):
-    event: str = "pull_request"
-    base_ref: str
-    head_ref: str
-    pr_number: int | None = None
+    event: str = Field("pull_request", description="pull_request (plan with plan roles) or push (apply a commit "
+                                                   "of the deploy branch with apply roles)")
+    base_ref: str = Field(description="where the change starts: a branch, tag, sha or revision (for a pull "
+                                      "request, the diff starts at its merge base with this)")
+    head_ref: str = Field(description="the change's last commit: a branch, tag, sha or revision")
+    pr_number: int | None = Field(None, description="the pull request to comment on")
 
 
-@dg.op(out={"plan": dg.Out(dict), "items": dg.DynamicOut(dict)}, tags={"kind": "orchestrator"})
-def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
-                github: GitHubResource, engine: EngineResource):
-    """Detect and classify the changes between base and head; emit wave 0."""
-    from ..integrations.git import GitError, resolve
-    from ..integrations.refs import merge_base
-
-    try:
-        repo = infra_repo.git_dir()
-        event = Event(config.event)
-        base, head = resolve(repo, config.base_ref), resolve(repo, config.head_ref)
-        if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
-            base = merge_base(repo, base, head) or base
-        spec = core.RunSpec(event=event.value, base=base, head=head, pr=config.pr_number)
-    except (GitError, ValueError) as exc:
-        raise dg.Failure(description=f"cannot start: {exc}") from None
-    if event is Event.PUSH:
-        wait_for_other_applies(context, apply_lock(github, infra_repo))
-    reporter = Reporter(github.client(), spec.to_dict(), engine.run_url(context.run_id))
-    reporter.started(comment=False)
-    blocked = None
-    if config.pr_number is not None and reporter.client is not None:
-        pr = reporter._guard("reading the pull request", lambda: reporter.client.get_pull_request(config.pr_number))
-        if pr is not None and pr.is_fork:
-            blocked = "this pull request comes from a fork: it gets no plan and no credentials"
-    with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
-        # the orchestrator's cache connection must live in the thread that uses it
-        detection = pool.submit(lambda: Orchestrator(repo, deploy_branch=infra_repo.deploy_branch).detect(
-            spec.base, spec.head, event))
-        try:
-            change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
-        except FutureTimeout:
-            reporter.detecting()
-            change_set = detection.result()
-    plan = core.make_plan(spec, change_set, blocked)
-    reporter.planned(plan)
-    context.add_output_metadata({"changes": len(plan["changes"]), "errors": len(plan["errors"]),
-                                 "warnings": len(plan["warnings"]),
-                                 "waves": 1 + max((c["wave"] for c in plan["changes"]), default=-1)},
-                                output_name="plan")
-    for problem in plan["errors"]:
-        context.log.error(problem)
-    items, skipped = core.work_items(plan, engine.max_parallel)
-    plan = core.record(plan, skipped)
-    yield dg.Output(plan, "plan")
-    pr = reporter.pull_request() if items else None  # a push's merged PR: already looked up for the comment
-    for changes in items:
-        units = [str(c["unit"] or c["account"]) for c in changes]
-        key = core.mapping_key(changes[0]) + (f"_and_{len(changes) - 1}" if len(changes) > 1 else "")
-        yield dg.DynamicOutput({"changes": changes, "spec": plan["spec"], "alone": len(items) == 1, "pr": pr},
-                               mapping_key=key, output_name="items",
-                               metadata={"units": ", ".join(units)[:500], "type": changes[0]["type"],
-                                         "action": changes[0]["action"], "account": str(changes[0]["account"])})
+def transient_problems(outcomes: list[Outcome]) -> list[str]:
+    """Failures that may clear by themselves: a state lock whose holder may still be working, STS throttling."""
+    return [f"{o.change.name}: {o.message or o.status.value}" for o in outcomes
+            if (o.status is Status.STATE_LOCKED and not (o.lock and o.lock.stale)) or o.transient]
 
 
-def retry_if_transient(context: dg.OpExecutionContext, problems: list[str]) -> None:
+def retry_if_transient(context: dg.OpExecutionContext, engine: EngineResource, problems: list[str]) -> None:
     """Failures that may clear: Dagster runs the step again later; after the last retry they are reported."""
-    if problems and context.retry_number < TRANSIENT_RETRIES:
-        context.log.warning(f"retrying in {TRANSIENT_RETRY_WAIT_S:.0f} s: " + "; ".join(problems))
-        raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT_S)
+    if problems and context.retry_number < engine.transient_retries:
+        context.log.warning(f"retrying in {engine.transient_retry_wait_s:.0f} s: " + "; ".join(problems))
+        raise dg.RetryRequested(max_retries=engine.transient_retries, seconds_to_wait=engine.transient_retry_wait_s)
 
 
-def wait_for_other_applies(context: dg.OpExecutionContext, lock: str) -> None:
+def wait_for_other_applies(context: dg.OpExecutionContext, engine: EngineResource, lock: str) -> None:
     """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
     run queue starts one at a time; a push run launched without it (from the Launchpad) takes the tag now and,
     while another apply of the repository is in progress, waits through Dagster's retries."""
@@ -110,55 +72,11 @@ def wait_for_other_applies(context: dg.OpExecutionContext, lock: str) -> None:
     others = [r.dagster_run.run_id for r in records  # the earlier run goes first
               if r.dagster_run.run_id != context.run_id and (mine is None or r.create_timestamp <= mine)]
     if others:
-        if context.retry_number < APPLY_LOCK_RETRIES:
+        if context.retry_number < engine.apply_lock_retries:
             context.log.warning(f"waiting for the apply run(s) in progress: {', '.join(others)}")
-            raise dg.RetryRequested(max_retries=APPLY_LOCK_RETRIES, seconds_to_wait=APPLY_LOCK_WAIT_S)
+            raise dg.RetryRequested(max_retries=engine.apply_lock_retries, seconds_to_wait=engine.apply_lock_wait_s)
         raise dg.Failure(description=f"another apply of this repository is still in progress ({', '.join(others)}); "
                                      "nothing was applied: launch this run again when it has finished")
-
-
-@dg.op(tags={"kind": "dispatcher"})
-def dispatch(context: dg.OpExecutionContext, item: dict, infra_repo: InfraRepoResource,
-             github: GitHubResource, engine: EngineResource) -> list:
-    """Run one chain of changes in wave order with their accounts' credentials; never fails the step."""
-    from ..core.config import ConfigError
-    from ..core.executor import prepare
-
-    spec = core.RunSpec(**item["spec"])
-    repo = infra_repo.git_dir(fetch=False)
-    prepared = None
-    if any(c.get("unit") is not None for c in item["changes"]):  # account entries need no executor
-        try:
-            prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings())
-        except ConfigError as exc:
-            return [core.outcome(c, "failed", f"configuration: {exc}") for c in item["changes"]]
-        for notice in prepared.notices:
-            context.log.warning(notice)
-    baseline = None
-    if any(c["action"] == "baseline" for c in item["changes"]):
-        from ..core.repo_config import deploy_branch
-
-        branch = prepared.deploy_branch if prepared else deploy_branch(repo, infra_repo.deploy_branch)
-        baseline = core.Baseline(infra_repo.location, branch, github.client(),
-                                 github.push_token(infra_repo.location))
-    outcomes = core.run_items(item["changes"], spec, prepared, repo, engine.max_parallel if item["alone"] else 1,
-                              baseline, applied_commit=lambda unit: applied_commit(context.instance, unit))
-    # a state lock, or STS still throttling after the executor's own backoff (what succeeded re-plans to no changes)
-    retry_if_transient(context, [f"{o['change']['unit']}: {o['message'] or o['status']}" for o in outcomes
-                                 if o["status"] == "state_locked" or o.get("transient")])
-    for o in outcomes:
-        change = o["change"]
-        log = context.log.info if o["status"] in core.OK_STATUSES | {"skipped"} else context.log.error
-        log(f"{change['unit'] or change['account']}: {change['action']} {o['status']}"
-            + (f": {o['message']}" if o.get("message") else ""))
-    on_deploy_branch = prepared is not None and prepared.on_deploy_branch
-    for kind, unit, metadata in core.asset_events(outcomes, spec, on_deploy_branch, item.get("pr")):
-        event = dg.AssetMaterialization if kind == "materialization" else dg.AssetObservation
-        context.log_event(event(asset_key=unit_key(unit), metadata=metadata))
-    context.add_output_metadata({"statuses": ", ".join(o["status"] for o in outcomes),
-                                 "summary": ", ".join(f"+{o['summary']['add']} ~{o['summary']['change']} "
-                                                      f"-{o['summary']['destroy']}" for o in outcomes)})
-    return outcomes
 
 
 def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
@@ -169,40 +87,201 @@ def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
     return getattr(commit, "value", commit)
 
 
-@dg.op(tags={"kind": "reporter"})
-def report(context: dg.OpExecutionContext, plan: dict, results: list, github: GitHubResource,
-           engine: EngineResource):
-    """The final PR comment, commit status and failure issue (GitHub), or the report as run metadata (local).
-    Then, when a change failed or the repository has errors, it fails the run on purpose: the failure carries
-    `reported: True`, so the run-failure sensor knows there is nothing left to report."""
-    plan = core.record(plan, [o for batch in results for o in batch])
-    outcomes = [plan["outcomes"][core.mapping_key(c)] for c in plan["changes"]
-                if core.mapping_key(c) in plan["outcomes"]]
-    reporter = Reporter(github.client(), plan["spec"], engine.run_url(context.run_id))
+def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
+    first = item.changes[0]
+    return dg.DynamicOutput(item, mapping_key=item.key, output_name=output_name,
+                           metadata={"unit": first.name, "type": first.type.value, "action": first.action.value,
+                                     "account": first.account or "", "wave": first.wave,
+                                     **({"changes": len(item.changes)} if len(item.changes) > 1 else {})})
+
+
+def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
+                 github: GitHubResource, engine: EngineResource, stages: int):
+    from ..integrations.git import GitError, resolve
+    from ..integrations.refs import merge_base
+
+    try:
+        repo = infra_repo.git_dir()
+        event = Event(config.event)
+        base, head = resolve(repo, config.base_ref), resolve(repo, config.head_ref)
+        if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
+            base = merge_base(repo, base, head) or base
+        spec = RunSpec(event=event, base=base, head=head, pr=config.pr_number)
+    except (GitError, ValueError) as exc:
+        raise dg.Failure(description=f"cannot start: {exc}") from None
+    if event is Event.PUSH:
+        wait_for_other_applies(context, engine, apply_lock(github, infra_repo))
+    reporter = Reporter(github.client(), spec, engine.run_url(context.run_id))
+    reporter.started(comment=False)
+    blocked = None
+    if config.pr_number is not None and reporter.client is not None:
+        pr = reporter._guard("reading the pull request", lambda: reporter.client.get_pull_request(config.pr_number))
+        if pr is not None and pr.is_fork:
+            blocked = "this pull request comes from a fork: it gets no plan and no credentials"
+    with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
+        # the orchestrator's cache connection must live in the thread that uses it
+        detection = pool.submit(lambda: Orchestrator(repo, infra_repo.index_cache_dir,
+                                                     deploy_branch=infra_repo.deploy_branch).detect(
+            spec.base, spec.head, event))
+        try:
+            change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
+        except FutureTimeout:
+            reporter.detecting()
+            change_set = detection.result()
+    plan = core.make_plan(spec, change_set, blocked)
+    reporter.planned(plan)
+    plan = plan.model_copy(update={"pull_request": reporter.pull_request()})  # a push's merged PR, if any
+    for problem in plan.errors:
+        context.log.error(problem)
+    progress, items = core.start(plan, stages)
+    yield dg.Output(progress, "progress", metadata={
+        "changes": len(plan.changes), "errors": len(plan.errors), "warnings": len(plan.warnings),
+        "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
+    for item in items:
+        yield _dynamic(item, "plans" if event is Event.PULL_REQUEST else "applies")
+
+
+def _run_change(context: dg.OpExecutionContext, item: Item, infra_repo: InfraRepoResource, github: GitHubResource,
+                engine: EngineResource):
+    """One change (or the last stage's remaining waves) with its account's credentials. The outcome is the
+    step's output; a failed change then fails the step (the report has what it needs)."""
+    from ..core.config import ConfigError
+    from ..core.executor import prepare
+
+    spec = item.spec
+    repo = infra_repo.git_dir(fetch=False)
+    prepared = None
+    if any(c.unit is not None for c in item.changes):  # account entries need no executor
+        try:
+            prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings(),
+                               provider_factory=lambda trusted: AccountCredentials(
+                                   context.resources, trusted.branch, trusted.config.roles))
+        except ConfigError as exc:
+            outcomes = [Outcome.note(c, Status.FAILED, f"configuration: {exc}") for c in item.changes]
+            yield from _finish(context, outcomes, [])
+            return
+        for notice in prepared.notices:
+            context.log.warning(notice)
+    baseline = None
+    if any(c.action.value == "baseline" for c in item.changes):
+        from ..core.repo_config import deploy_branch
+
+        branch = prepared.deploy_branch if prepared else deploy_branch(repo, infra_repo.deploy_branch)
+        baseline = core.Baseline(infra_repo.location, branch, github.client(), github.push_token(infra_repo.location))
+    outcomes = core.run_item(item, prepared, repo, engine.max_parallel, baseline,
+                             applied_commit=lambda unit: applied_commit(context.instance, unit))
+    retry_if_transient(context, engine, transient_problems(outcomes))
+    on_deploy_branch = prepared is not None and prepared.on_deploy_branch
+    yield from _finish(context, outcomes, core.asset_events(outcomes, spec, on_deploy_branch, item.pull_request))
+
+
+def _finish(context, outcomes: list[Outcome], asset_events):
+    for o in outcomes:
+        log = context.log.error if o.status.failed else context.log.info
+        log(f"{o.change.name}: {o.change.action.value} {o.status.value}" + (f": {o.message}" if o.message else ""))
+    for kind, unit, metadata in asset_events:
+        event = dg.AssetMaterialization if kind == "materialization" else dg.AssetObservation
+        yield event(asset_key=unit_key(unit), metadata=metadata)
+    yield dg.Output(outcomes, metadata={
+        "status": ", ".join(o.status.value for o in outcomes), "plan": ", ".join(o.summary.line() for o in outcomes),
+        "duration_s": round(sum(o.duration_s for o in outcomes), 1)})
+    failed = failed_outcomes(outcomes)
+    if failed:  # after the output: the run's later steps still get it
+        raise dg.Failure(description="; ".join(f"{o.change.name}: {o.message or o.status.value}"[:500]
+                                               for o in failed), metadata={REPORTED: True})
+
+
+def _stage(progress: Progress, results: list[list[Outcome]], stage: int, stages: int):
+    """Record the previous wave's results; emit the next wave (nothing when the run has no more)."""
+    progress, items = core.next_stage(progress, _flat(results), stage=stage, last_stage=stages - 1)
+    yield dg.Output(progress, "progress", metadata={"changes": sum(len(i.changes) for i in items)})
+    for item in items:
+        yield _dynamic(item, "applies")
+
+
+def _flat(results: list[list[Outcome]]) -> list[Outcome]:
+    return [o for batch in results for o in batch]
+
+
+def _report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
+            plans: list[list[Outcome]], github: GitHubResource, engine: EngineResource):
+    progress = progress.record(_flat(results) + _flat(plans))
+    plan, outcomes = progress.plan, progress.outcome_list()
+    reporter = Reporter(github.client(), plan.spec, engine.run_url(context.run_id), plan.pull_request)
     body = reporter.finished(plan, outcomes)
-    retry_if_transient(context, reporter.problems if reporter.transient_problems else [])  # writes are idempotent
-    summary = {"failed": [o["change"]["unit"] or o["change"]["account"] for o in failed_outcomes(outcomes)],
-               "errors": plan["errors"], "run_failed": run_failed(plan, outcomes), "outcomes": outcomes,
-               "github_problems": reporter.problems}
-    yield dg.Output(summary, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
-                                       "github_problems": reporter.problems})
-    if summary["run_failed"]:
-        raise dg.Failure(description="; ".join(
-            ([f"failed: {', '.join(summary['failed'])}"] if summary["failed"] else [])
-            + ([f"{len(summary['errors'])} repository error(s)"] if summary["errors"] else [])),
-            metadata={REPORTED: True})
+    retry_if_transient(context, engine, reporter.problems if reporter.transient_problems else [])  # idempotent
+    yield dg.Output(progress, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
+                                        "github_problems": reporter.problems})
+    if run_failed(plan, outcomes) and not failed_outcomes(outcomes):  # failed steps already fail the run
+        raise dg.Failure(description=f"{len(plan.errors)} repository error(s)", metadata={REPORTED: True})
 
 
-@dg.job(name=JOB_NAME, tags={"pipelines/job": JOB_NAME},
-        executor_def=dg.multiprocess_executor.configured({
-            "max_concurrent": int(os.environ.get("PIPELINES_MAX_PARALLEL", "4")),
-            # steps fork from a server that has already imported Dagster and this code: no per-step start-up
-            # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
-            "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
-                                                                "dagster_postgres"]}}}))
-def infrastructure_pipeline():
-    plan, items = orchestrate()
-    report(plan, items.map(dispatch).collect())
+def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_parallel: int = 4,
+                      executor_def: dg.ExecutorDefinition | None = None, name: str = JOB_NAME) -> dg.JobDefinition:
+    """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`."""
+    resource_keys = {"infra_repo", "github", "engine", *account_keys}
+
+    @dg.op(out={"progress": dg.Out(Progress), "plans": dg.DynamicOut(Item), "applies": dg.DynamicOut(Item)},
+           tags={"kind": "orchestrator"})
+    def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
+                    github: GitHubResource, engine: EngineResource):
+        """Detect and classify the changes between base and head; emit a pull request's changes, or a push's
+        first wave."""
+        yield from _orchestrate(context, config, infra_repo, github, engine, stages)
+
+    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]), tags={"kind": "dispatcher"})
+    def plan_change(context: dg.OpExecutionContext, item: Item):
+        """Plan one change of a pull request with its account's plan role."""
+        r = context.resources
+        yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
+
+    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]), tags={"kind": "dispatcher"})
+    def apply_change(context: dg.OpExecutionContext, item: Item):
+        """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
+        r = context.resources
+        yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
+
+    def stage_op(stage: int):
+        @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "applies": dg.DynamicOut(Item)},
+               tags={"kind": "orchestrator"})
+        def wave(progress: Progress, results: list[list[Outcome]]):
+            """Record the previous wave's outcomes, skip the dependents of failures, emit the next wave."""
+            yield from _stage(progress, results, stage, stages)
+
+        return wave
+
+    @dg.op(out=dg.Out(Progress), tags={"kind": "reporter"})
+    def report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
+               plans: list[list[Outcome]], github: GitHubResource, engine: EngineResource):
+        """The PR comment, commit status and failure issue (GitHub), or the report as run metadata (local); fails
+        the run when the repository has errors."""
+        yield from _report(context, progress, results, plans, github, engine)
+
+    executor_def = executor_def or dg.multiprocess_executor.configured({
+        "max_concurrent": max_parallel, **FAILED_STEPS_DO_NOT_STOP_THE_RUN,
+        # steps fork from a server that has already imported Dagster and this code: no per-step start-up
+        # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
+        "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
+                                                            "dagster_postgres"]}}})
+
+    @dg.job(name=name, tags={"pipelines/job": name}, executor_def=executor_def,
+            description="Plans a pull request's infrastructure changes, or applies a deploy-branch commit's in "
+                        "dependency order: one step per change, each with its account's credentials.")
+    def infrastructure_pipeline():
+        progress, plans, applies = orchestrate()
+        plan_results = plans.map(plan_change.alias("plan")).collect()
+        for stage in range(1, stages):
+            progress, applies = stage_op(stage)(
+                progress, applies.map(apply_change.alias(f"apply_wave_{stage - 1}")).collect())
+        report(progress, applies.map(apply_change.alias(f"apply_wave_{stages - 1}")).collect(), plan_results)
+
+    return infrastructure_pipeline
+
+
+def in_process_executor() -> dg.ExecutorDefinition:
+    """Steps one after the other in the calling process (the command line's `run`, tests), with the same
+    handling of failed steps as the job's own executor."""
+    return dg.in_process_executor.configured(FAILED_STEPS_DO_NOT_STOP_THE_RUN, name="in_process_pipeline")
 
 
 def report_markdown(result) -> str | None:

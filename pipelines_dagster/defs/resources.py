@@ -1,44 +1,63 @@
-"""Resources, configured from the environment variables of DESIGN.md."""
+"""Resources, built from the deployment's settings (pipelines_dagster.settings): the repository, GitHub, how
+units run, and one resource per AWS account of the deploy branch (its roles, assumed through OIDC).
 
-import os
+Resource configuration is shown in the UI: it holds no secret. The GitHub token and the OIDC token are read when
+they are used (from the files the deployment names, or the environment)."""
+
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.utils import ResourceWithBoto3Configuration
+from pydantic import Field
 
 from ..core.engine import EngineSettings
+from ..settings import Settings
 
 
 class InfraRepoResource(dg.ConfigurableResource):
     """infrastructure-live: a local path or a git URL (mirrored under the cache and fetched on use)."""
 
-    location: str
-    deploy_branch: str | None = None
+    location: str = Field(description="git URL or local path of infrastructure-live (PIPELINES_REPO_URL)")
+    deploy_branch: str | None = Field(None, description="the deploy branch, overriding .pipelines.yml's "
+                                                         "(PIPELINES_DEPLOY_BRANCH)")
+    cache_dir: str = Field(description="mirrors and caches (PIPELINES_CACHE_DIR)")
+    index_cache: bool = Field(True, description="parse and evaluation cache on disk (not PIPELINES_NO_CACHE)")
+    git_timeout_s: float = Field(45, description="deadline of a fetch (PIPELINES_GIT_TIMEOUT_S)")
+    detection_timeout_s: float = Field(300, description="deadline of change detection "
+                                                        "(PIPELINES_DETECTION_TIMEOUT_S)")
 
     def git_dir(self, fetch: bool = True) -> Path:
         from ..integrations.git import open_git_dir
 
-        return open_git_dir(self.location, fetch=fetch)
+        return open_git_dir(self.location, fetch=fetch, cache_root=Path(self.cache_dir),
+                            timeout_s=self.git_timeout_s)
+
+    @property
+    def index_cache_dir(self) -> Path | None:
+        return Path(self.cache_dir) / "index" if self.index_cache else None
 
 
 class GitHubResource(dg.ConfigurableResource):
-    """GitHub (token or App from the environment); `repo` unset means local mode: no GitHub calls at all."""
+    """GitHub (token or App, read when used); `repo` unset means local mode: no GitHub calls at all."""
 
-    repo: str | None = None
-    # a run makes at most 6 writes and each step has its own client, so PyGithub's default 1 s pause between
-    # writes would only slow the run; GitHub's secondary rate limits are honoured by the retries instead
-    seconds_between_writes: float = 0.1
+    repo: str | None = Field(None, description="owner/name on GitHub; unset: local mode (PIPELINES_GITHUB_REPO)")
+    api_url: str = Field("https://api.github.com", description="GitHub's API base (GITHUB_API_URL)")
+    # a run makes a few writes and each step has its own client, so PyGithub's default 1 s pause between writes
+    # would only slow the run; GitHub's secondary rate limits are honoured by the retries instead
+    seconds_between_writes: float = Field(0.1, description="pause between writes (PIPELINES_GITHUB_WRITE_PAUSE_S)")
 
     @property
     def local_mode(self) -> bool:
         return not self.repo
 
-    def client(self):
+    def client(self, **kwargs):
         if self.local_mode:
             return None
         from ..integrations.github import GitHubClient
 
-        return GitHubClient.from_env(self.repo, seconds_between_writes=self.seconds_between_writes,
-                                     seconds_between_requests=0)
+        kwargs.setdefault("seconds_between_writes", self.seconds_between_writes)
+        kwargs.setdefault("seconds_between_requests", 0)
+        return GitHubClient.from_env(self.repo, base_url=self.api_url, **kwargs)
 
     def push_token(self, location: str) -> str | None:
         """The GitHub token (PIPELINES_GITHUB_TOKEN_FILE, else GITHUB_TOKEN) git authenticates with to push
@@ -51,21 +70,114 @@ class GitHubResource(dg.ConfigurableResource):
 
 
 class EngineResource(dg.ConfigurableResource):
-    """How units run: parallelism inside one step, offline provider folder, timeout, Dagster UI link base."""
+    """How units run (the executor's settings), how failures are retried, and where the UI is."""
 
-    max_parallel: int = 4
-    plugin_dir: str | None = None
-    timeout_s: float | None = None
-    ui_url: str | None = None
+    max_parallel: int = Field(4, description="units of one step at the same time (PIPELINES_MAX_PARALLEL)")
+    plugin_dir: str | None = Field(None, description="terraform init -plugin-dir (PIPELINES_TF_PLUGIN_DIR)")
+    timeout_s: float = Field(3600, description="deadline of one unit's action (PIPELINES_ACTION_TIMEOUT_S)")
+    unit_user: str | None = Field(None, description="what units run as (PIPELINES_UNIT_USER)")
+    unit_env: list[str] = Field(default_factory=list, description="more variables for units (PIPELINES_UNIT_ENV)")
+    plan_lock: bool = Field(False, description="plans take the state lock (PIPELINES_PLAN_LOCK)")
+    lock_timeout: str = Field("5m", description="applies wait this long for the lock (PIPELINES_LOCK_TIMEOUT)")
+    apply_grace_s: float = Field(600, description="SIGKILL of an apply after SIGTERM (PIPELINES_APPLY_GRACE_S)")
+    work_dir: str | None = Field(None, description="where run folders go (PIPELINES_WORK_DIR)")
+    cache_dir: str = Field(description="lock records of our commands (PIPELINES_CACHE_DIR)")
+    transient_retries: int = Field(2, description="retries after a transient failure (PIPELINES_LOCK_RETRIES)")
+    transient_retry_wait_s: float = Field(30, description="wait before them (PIPELINES_LOCK_RETRY_WAIT_S)")
+    apply_lock_retries: int = Field(60, description="waits for another apply (PIPELINES_APPLY_LOCK_RETRIES)")
+    apply_lock_wait_s: float = Field(30, description="between them (PIPELINES_APPLY_LOCK_WAIT_S)")
+    ui_url: str | None = Field(None, description="base URL of the Dagster UI (PIPELINES_UI_URL)")
+    aws_region: str | None = Field(None, description="STS region (AWS_REGION)")
 
-    def settings(self) -> EngineSettings:
-        overrides = {"plugin_dir": self.plugin_dir} if self.plugin_dir else {}
-        if self.timeout_s:
-            overrides["timeout_s"] = self.timeout_s
-        return EngineSettings.from_env(**overrides)
+    def settings(self, **overrides) -> EngineSettings:
+        return EngineSettings(plugin_dir=self.plugin_dir, timeout_s=self.timeout_s, unit_user=self.unit_user,
+                              env_names=list(self.unit_env), plan_lock=self.plan_lock,
+                              lock_timeout=self.lock_timeout or None, apply_kill_grace_s=self.apply_grace_s,
+                              workdir_root=self.work_dir, holders_dir=str(Path(self.cache_dir) / "lock-holders"),
+                              **overrides)
 
     def run_url(self, run_id: str) -> str | None:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
+
+
+class AccountResource(ResourceWithBoto3Configuration):
+    """One AWS account of the deploy branch: its id and the roles the pipeline assumes in it through OIDC (the
+    plan role for pull requests, the apply role only for deploy-branch commits). `region_name` and `endpoint_url`
+    are those of STS (boto3's defaults and AWS_ENDPOINT_URL otherwise)."""
+
+    account_name: str = Field(description="the account's name in the accounts file")
+    account_id: str = Field(description="the 12-digit AWS account id")
+    plan_role_arn: str = Field(description="the role pull requests' plans run with")
+    apply_role_arn: str = Field(description="the role deploy-branch applies run with")
+    session_duration_s: int = Field(3600, description="lifetime of the credentials")
+
+    def provider(self, deploy_branch: str):
+        """A core CredentialProvider whose STS client has this resource's boto3 configuration."""
+        import boto3
+        from botocore.config import Config
+
+        from ..core.credentials import CredentialProvider, token_source_from_env
+        from ..core.config import RolesConfig
+
+        token_source = token_source_from_env()
+        if token_source is None:
+            return None
+        # retries are the provider's (throttling only, with backoff); botocore's would also retry other errors
+        sts = boto3.session.Session(profile_name=self.profile_name).client(
+            "sts", region_name=self.region_name or "us-east-1", endpoint_url=self.endpoint_url,
+            use_ssl=self.use_ssl, verify=self.verify,
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=30))
+        return CredentialProvider(token_source, RolesConfig(session_duration_s=self.session_duration_s),
+                                  deploy_branch=deploy_branch, region=self.region_name, sts_client=sts,
+                                  max_attempts=max(self.max_attempts, 1) + 1)
+
+
+def account_resource_key(name: str) -> str:
+    """The resource key of an account: `aws_` and the name's letters, digits and `_`."""
+    import re
+
+    return "aws_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def account_resources(lineage, settings: Settings) -> dict[str, AccountResource]:
+    """One resource per account of the deploy branch (a core.lineage.Lineage)."""
+    return {account_resource_key(a.name): AccountResource(
+        account_name=a.name, account_id=a.id, plan_role_arn=a.plan_role_arn, apply_role_arn=a.apply_role_arn,
+        session_duration_s=a.session_duration_s, region_name=a.region or settings.aws_region)
+        for a in lineage.accounts}
+
+
+class AccountCredentials:
+    """What the executor asks for credentials (core.credentials.CredentialProvider's interface), answered by the
+    account's resource. The deploy branch's accounts file decides which account a unit belongs to; when it no
+    longer agrees with the resource (the code location was loaded before the account changed), nothing is
+    assumed."""
+
+    def __init__(self, resources, deploy_branch: str, roles):
+        self.resources, self.deploy_branch, self.roles = resources, deploy_branch, roles
+        self.recent_tokens: list[str] = []
+
+    def for_account(self, account_name: str, account, event, *, on_deploy_branch: bool, session: str,
+                    commit: str | None = None):
+        from ..core.credentials import CredentialsError, choose_role, role_arn_for
+
+        resource = getattr(self.resources, account_resource_key(account_name), None)
+        plan_arn, apply_arn = role_arn_for(account, "plan", self.roles), role_arn_for(account, "apply", self.roles)
+        if resource is None or (resource.account_id, resource.plan_role_arn, resource.apply_role_arn) != \
+                (account.id, plan_arn, apply_arn):
+            what = "has no resource in this code location" if resource is None else "differs from its resource"
+            raise CredentialsError(f"account {account_name!r} on the deploy branch {what} (the accounts file "
+                                   "changed after the code location loaded): reload the code location")
+        role_arn = choose_role(account_name, resource.plan_role_arn, resource.apply_role_arn, event,
+                               on_deploy_branch=on_deploy_branch, deploy_branch=self.deploy_branch, commit=commit)
+        provider = resource.provider(self.deploy_branch)
+        if provider is None:
+            raise CredentialsError("no OIDC token source configured (PIPELINES_WEB_IDENTITY_TOKEN_FILE, "
+                                   "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND)")
+        try:
+            return provider.assume(role_arn, session, account_name, account.region or resource.region_name)
+        finally:
+            self.recent_tokens.extend(provider.recent_tokens)
 
 
 def apply_lock(github: GitHubResource, infra_repo: InfraRepoResource) -> str:
@@ -75,13 +187,28 @@ def apply_lock(github: GitHubResource, infra_repo: InfraRepoResource) -> str:
     return repo_identity(github.repo or infra_repo.location)
 
 
-def resources_from_env(env=None) -> dict:
-    env = os.environ if env is None else env
-    return {
-        "infra_repo": InfraRepoResource(location=env.get("PIPELINES_REPO_URL", "."),
-                                        deploy_branch=env.get("PIPELINES_DEPLOY_BRANCH") or None),
-        "github": GitHubResource(repo=env.get("PIPELINES_GITHUB_REPO") or None),
-        "engine": EngineResource(max_parallel=int(env.get("PIPELINES_MAX_PARALLEL", "4")),
-                                 plugin_dir=env.get("PIPELINES_TF_PLUGIN_DIR") or None,
-                                 ui_url=env.get("PIPELINES_UI_URL") or None),
+def resources_from_settings(settings: Settings, lineage=None) -> dict:
+    """Every resource of the code location: the repository, GitHub, the engine, and the deploy branch's
+    accounts (from `lineage`, a core.lineage.Lineage)."""
+    cache = str(settings.cache_root)
+    resources = {
+        "infra_repo": InfraRepoResource(location=settings.repo_url or ".", deploy_branch=settings.deploy_branch,
+                                        cache_dir=cache, index_cache=not settings.no_cache,
+                                        git_timeout_s=settings.git_timeout_s,
+                                        detection_timeout_s=settings.detection_timeout_s),
+        "github": GitHubResource(repo=settings.github_repo, api_url=settings.github_api_url,
+                                 seconds_between_writes=settings.github_write_pause_s),
+        "engine": EngineResource(max_parallel=settings.max_parallel, plugin_dir=settings.tf_plugin_dir,
+                                 timeout_s=settings.action_timeout_s, unit_user=settings.effective_unit_user,
+                                 unit_env=settings.unit_env, plan_lock=settings.plan_lock,
+                                 lock_timeout=settings.lock_timeout, apply_grace_s=settings.apply_grace_s,
+                                 work_dir=settings.work_dir, cache_dir=cache,
+                                 transient_retries=settings.transient_retries,
+                                 transient_retry_wait_s=settings.transient_retry_wait_s,
+                                 apply_lock_retries=settings.apply_lock_retries,
+                                 apply_lock_wait_s=settings.apply_lock_wait_s, ui_url=settings.ui_url,
+                                 aws_region=settings.aws_region),
     }
+    if lineage is not None:
+        resources.update(account_resources(lineage, settings))
+    return resources

@@ -8,30 +8,34 @@ that never waits long, and work that does not fit the tick budget is left (unrec
 """
 
 import json
-import os
 import time
 
 import dagster as dg
 
 from ..core import watch
-from .pipeline import REPORTED
+from .pipeline import REPORT_STEP, REPORTED
+from ..settings import Settings
 from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
-INTERVAL_S = int(os.environ.get("PIPELINES_SENSOR_INTERVAL_S", "30"))
-TICK_BUDGET_S = float(os.environ.get("PIPELINES_SENSOR_TICK_BUDGET_S", "35"))
-MAX_PUSH_RUNS_PER_TICK = max(1, int(os.environ.get("PIPELINES_MAX_PUSH_RUNS_PER_TICK", "25")))
-DEFAULT_STATUS = (dg.DefaultSensorStatus.STOPPED
-                  if os.environ.get("PIPELINES_SENSORS_DEFAULT_STATUS", "running").lower() == "stopped"
-                  else dg.DefaultSensorStatus.RUNNING)
+DEFAULTS = Settings()
+
+
+def default_status(settings: Settings) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if settings.sensors_running else dg.DefaultSensorStatus.STOPPED
 
 
 def _reported(failure_event) -> bool:
-    """A deliberate failure after a complete report (the report op's, with `reported` metadata)."""
+    """A failure whose cause the report reports (a failed change's step, or the report's own deliberate one)."""
     data = failure_event.event_specific_data
     failure = getattr(data, "user_failure_data", None) if data is not None else None
     metadata = failure.metadata if failure is not None else {}
     value = metadata.get(REPORTED)
     return bool(getattr(value, "value", value))
+
+
+def _report_written(instance, run_id: str) -> bool:
+    """Whether the run's report step wrote its report (its output)."""
+    return any(e.step_key == REPORT_STEP for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT))
 
 
 def _redacted(text: str) -> str:
@@ -43,11 +47,10 @@ def _redacted(text: str) -> str:
 
 def _github_client(github: GitHubResource):
     """A client for sensor ticks: at most one quick retry, no long rate-limit sleeps (the next tick retries)."""
-    from ..integrations.github import GitHubClient, RetryPolicy
+    from ..integrations.github import RetryPolicy
 
     policy = RetryPolicy(total=1, backoff_factor=0.5, backoff_max=2, secondary_rate_wait=2, max_rate_limit_wait=5)
-    return GitHubClient.from_env(github.repo, retry=policy, timeout=10, seconds_between_requests=0,
-                                 seconds_between_writes=github.seconds_between_writes)
+    return github.client(retry=policy, timeout=10)
 
 
 def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
@@ -76,10 +79,9 @@ def _request(run: watch.RunWanted, tags: dict | None = None) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags={**run.tags, **(tags or {})})
 
 
-def apply_run_tags(env=None) -> dict:
+def apply_run_tags(account: str | None) -> dict:
     """On Kubernetes (deploy/), apply runs' pods run as PIPELINES_APPLY_SERVICE_ACCOUNT, the only identity that
     the accounts' apply roles trust; every other run keeps the run launcher's plan service account."""
-    account = (os.environ if env is None else env).get("PIPELINES_APPLY_SERVICE_ACCOUNT")
     if not account:
         return {}
     return {"dagster-k8s/config": json.dumps({"pod_spec_config": {"service_account_name": account}})}
@@ -88,12 +90,13 @@ def apply_run_tags(env=None) -> dict:
 # ------------------------------------------------------------------------------------------------ pull requests
 
 
-def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, github: GitHubResource):
+def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, github: GitHubResource,
+                        tick_budget_s: float):
     from ..integrations.git import GitError
     from ..integrations.github import GitHubError
     from ..integrations.refs import branch_sha, merge_base
 
-    deadline = time.monotonic() + TICK_BUDGET_S
+    deadline = time.monotonic() + tick_budget_s
     client = _github_client(github)
     try:
         prs = client.list_open_pull_requests()
@@ -128,7 +131,7 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
         requests.append(_request(watch.pull_request_run(pr, base)))
         handled[str(pr.number)] = pr.head_sha
     if left:
-        context.log.warning(f"{left} pull request(s) left for the next tick (tick budget {TICK_BUDGET_S:.0f}s)")
+        context.log.warning(f"{left} pull request(s) left for the next tick (tick budget {tick_budget_s:.0f}s)")
     cursor = watch.dump_cursor({**state, "prs": handled})
     if not requests:
         return dg.SensorResult(skip_reason=f"{len(prs)} open pull request(s), no new head", cursor=cursor)
@@ -166,9 +169,9 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def make_pull_request_sensor(job, name: str = "pull_request_sensor",
-                             minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
-    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+def make_pull_request_sensor(job, settings: Settings = DEFAULTS, name: str = "pull_request_sensor") -> dg.SensorDefinition:
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
+               default_status=default_status(settings),
                description="A plan run for every new head of an open pull request (GitHub), or of a branch other "
                            "than the deploy branch (local mode). Forks get a comment instead of a run.")
     def pull_request_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
@@ -176,7 +179,7 @@ def make_pull_request_sensor(job, name: str = "pull_request_sensor",
         state = watch.load_cursor(context.cursor)
         if github.local_mode:
             return _branches_tick(context, state, infra_repo)
-        return _pull_requests_tick(context, state, infra_repo, github)
+        return _pull_requests_tick(context, state, infra_repo, github, settings.sensor_tick_budget_s)
 
     return pull_request_sensor
 
@@ -184,9 +187,9 @@ def make_pull_request_sensor(job, name: str = "pull_request_sensor",
 # ------------------------------------------------------------------------------------------------ deploy branch
 
 
-def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
-                              minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
-    @dg.sensor(name=name, job=job, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS, name: str = "deploy_branch_sensor") -> dg.SensorDefinition:
+    @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
+               default_status=default_status(settings),
                description="An apply run for every new commit on the deploy branch, in order, each from the "
                            "previous one; applies to one repository never overlap (run-queue tag limit).")
     def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
@@ -217,11 +220,12 @@ def make_deploy_branch_sensor(job, name: str = "deploy_branch_sensor",
             commits = [head]
         else:
             commits = first_parent_commits(git_dir, last, head)
-        batch = commits[:MAX_PUSH_RUNS_PER_TICK]
+        batch = commits[:settings.max_push_runs_per_tick]
         if len(commits) > len(batch):
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
         runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), force_push=force_push)
-        return dg.SensorResult(run_requests=[_request(r, apply_run_tags()) for r in runs],
+        tags = apply_run_tags(settings.apply_service_account)
+        return dg.SensorResult(run_requests=[_request(r, tags) for r in runs],
                                cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
 
     return deploy_branch_sensor
@@ -239,10 +243,9 @@ def _error_text(error) -> str:
     return "\n\ncaused by: ".join(p for p in parts if p) or "unknown error"
 
 
-def make_run_failure_sensor(job, name: str = "run_failure_sensor",
-                            minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=minimum_interval_seconds,
-                           default_status=DEFAULT_STATUS,
+def make_run_failure_sensor(job, settings: Settings = DEFAULTS, name: str = "run_failure_sensor") -> dg.SensorDefinition:
+    @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=settings.sensor_interval_s,
+                           default_status=default_status(settings),
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
     def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
@@ -251,7 +254,7 @@ def make_run_failure_sensor(job, name: str = "run_failure_sensor",
 
         run = context.dagster_run
         failures = context.get_step_failure_events()
-        if watch.already_reported([_reported(e) for e in failures]):
+        if _report_written(context.instance, run.run_id) and watch.already_reported([_reported(e) for e in failures]):
             context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
             return
         errors = [(e.step_key, _error_text(e.event_specific_data.error)) for e in failures
@@ -309,11 +312,13 @@ def reload_code_location(ui_url: str, location_name: str, timeout_s: int = 45) -
     return f"{info.failure_type}: {info.message}"
 
 
-def make_asset_graph_sensor(lineage, location_name: str, ui_url: str | None, name: str = "asset_graph_sensor",
-                            minimum_interval_seconds: int = INTERVAL_S) -> dg.SensorDefinition:
+def make_asset_graph_sensor(lineage, location_name: str, settings: Settings = DEFAULTS,
+                            name: str = "asset_graph_sensor") -> dg.SensorDefinition:
     """`lineage` is the core.lineage.Lineage this code location's asset graph was built from."""
 
-    @dg.sensor(name=name, minimum_interval_seconds=minimum_interval_seconds, default_status=DEFAULT_STATUS,
+    ui_url = settings.ui_url
+
+    @dg.sensor(name=name, minimum_interval_seconds=settings.sensor_interval_s, default_status=default_status(settings),
                description="Keeps the asset graph at the deploy-branch head: when the branch has moved, reloads "
                            "this code location through the Dagster webserver (PIPELINES_UI_URL).")
     def asset_graph_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource):

@@ -12,7 +12,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.repo_index import cache_root
 
 
 class GitError(Exception):
@@ -30,7 +29,7 @@ def _git_dir(repo) -> str:
     return str(getattr(repo, "git_dir", repo))
 
 
-NETWORK_TIMEOUT_S = float(os.environ.get("PIPELINES_GIT_TIMEOUT_S", "45"))  # fetch/clone: inside a sensor tick
+DEFAULT_NETWORK_TIMEOUT_S = 45.0  # a fetch inside a sensor tick; a clone gets four times as long
 
 
 def _run(repo, *args: str, input: bytes | None = None, timeout: float | None = None) -> bytes:
@@ -48,7 +47,8 @@ def _is_url(location: str) -> bool:
     return "://" in location or location.startswith("git@") or (":" in location and not os.path.exists(location))
 
 
-def open_git_dir(location: str, fetch: bool = True, clone: bool = True) -> Path:
+def open_git_dir(location: str, fetch: bool = True, clone: bool = True, *, cache_root: Path | None = None,
+                 timeout_s: float = DEFAULT_NETWORK_TIMEOUT_S) -> Path:
     """The git directory of a local repository, or of a bare mirror of a remote URL under the cache. With
     `clone=False` a remote that has no mirror yet is an error instead of a (possibly long) clone."""
     if not _is_url(location):
@@ -57,13 +57,17 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True) -> Path:
         if proc is None or proc.returncode != 0:
             raise GitError(f"{location}: not a git repository")
         return Path(proc.stdout.strip())
-    mirror = cache_root() / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
+    if cache_root is None:
+        from ..settings import Settings
+
+        cache_root = Settings.from_env().cache_root
+    mirror = cache_root / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if not (mirror / "HEAD").exists():
         if not clone:
             raise GitError(f"{location}: not mirrored under {mirror.parent} yet")
-        _create_mirror(location, mirror)
+        _create_mirror(location, mirror, timeout_s)
     elif fetch:
-        _fetch_mirror(location, mirror)
+        _fetch_mirror(location, mirror, timeout_s)
     return mirror
 
 
@@ -71,9 +75,9 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True) -> Path:
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/pull/*/head:refs/pull/*/head")
 
 
-def _fetch_mirror(location: str, mirror: Path) -> None:
+def _fetch_mirror(location: str, mirror: Path, timeout_s: float) -> None:
     try:
-        _run(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=NETWORK_TIMEOUT_S)
+        _run(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=timeout_s)
     except GitError as exc:
         raise GitError(f"{location}: {exc}") from exc
     tags = _run(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/")
@@ -81,7 +85,7 @@ def _fetch_mirror(location: str, mirror: Path) -> None:
         _run(mirror, "update-ref", "--stdin", input=tags)
 
 
-def _create_mirror(location: str, mirror: Path) -> None:
+def _create_mirror(location: str, mirror: Path, timeout_s: float) -> None:
     """A bare mirror of the remote's branches and pull request heads, its HEAD naming the remote's default branch;
     built in a temporary folder and renamed into place, so an interrupted clone leaves no half mirror."""
     import shutil
@@ -96,8 +100,8 @@ def _create_mirror(location: str, mirror: Path) -> None:
             _run(building, "config", "--add", "remote.origin.fetch", refspec)
         _run(building, "config", "remote.origin.tagOpt", "--no-tags")
         try:
-            _run(building, "fetch", "--quiet", "--no-tags", "origin", timeout=NETWORK_TIMEOUT_S * 4)
-            head = _run(building, "ls-remote", "--symref", "origin", "HEAD", timeout=NETWORK_TIMEOUT_S).decode()
+            _run(building, "fetch", "--quiet", "--no-tags", "origin", timeout=timeout_s * 4)
+            head = _run(building, "ls-remote", "--symref", "origin", "HEAD", timeout=timeout_s).decode()
         except GitError as exc:
             raise GitError(f"{location}: {exc}") from exc
         default = next((line.split()[1] for line in head.splitlines() if line.startswith("ref: refs/heads/")), None)

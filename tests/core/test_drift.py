@@ -2,7 +2,7 @@
 
 from pipelines_dagster.core.drift import (CLEAN, DRIFTED, UNCHECKED, Finding, finding, fingerprint, issue_body,
                                           issue_title, matches, open_findings)
-from pipelines_dagster.core.engine import PlanSummary, Result, Status
+from pipelines_dagster.core.model import PlanSummary, Result, Status
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines_dagster.core.engine import Status
+from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.executor import ExecuteRequest
 from pipelines_dagster.core.model import Action, Event
 

@@ -1,6 +1,7 @@
 """Redaction of known secret values and secret-looking patterns; the output cap keeping head and tail."""
 
-from pipelines_dagster.core.engine import OutputCapture, PlanSummary, error_message, parse_lock_info
+from pipelines_dagster.core.engine import OutputCapture, error_message, parse_lock_info
+from pipelines_dagster.core.model import PlanSummary
 from pipelines_dagster.core.redact import MASK, Redactor, StreamRedactor, without_url_credentials
 
 from tests.conftest import OIDC_TOKEN

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_dagster.core.engine import Status
+from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created
 
 from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, null_unit

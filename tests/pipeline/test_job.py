@@ -12,11 +12,12 @@ import pytest
 
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.credentials import CredentialProvider
+from pipelines_dagster.core.model import Status
 from pipelines_dagster.defs import pipeline
-from pipelines_dagster.defs.pipeline import infrastructure_pipeline, report_markdown
-from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
+from pipelines_dagster.defs.pipeline import make_pipeline_job
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
 from tests.pipeline.conftest import GH_REPO
+from tests.pipeline.jobs import run_job
 
 
 @pytest.fixture
@@ -30,35 +31,22 @@ def env(aws, plugin_dir, tf_cli_config, token_file, tmp_path, monkeypatch):
     return {"plugin_dir": str(plugin_dir)}
 
 
-def run_job(repo, env, event, base, head, pr=None, github_repo=None, instance=None):
-    resources = {"infra_repo": InfraRepoResource(location=str(repo.path)),
-                 "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
-                 "engine": EngineResource(max_parallel=4, plugin_dir=env["plugin_dir"])}
-    config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
-                                                 "pr_number": pr}}}}
-    result = infrastructure_pipeline.execute_in_process(run_config=config, resources=resources,
-                                                        raise_on_error=False, instance=instance)
-    summary = result.output_for_node("report") if result.success or any(
-        e.step_key == "report" for e in result.all_events if e.event_type_value == "STEP_OUTPUT") else None
-    return result, summary
-
-
-def units(summary):
-    return {o["change"]["unit"]: o for o in summary["outcomes"]}
+def units(run):
+    return run.by_unit()
 
 
 def test_pull_request_plans_three_units_and_reports_in_dagster(repo, aws, env):
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
     repo.commit({f"dev/u{i}/main.tf": null_unit(aws.endpoint, f"dev/u{i}", count=i + 1) for i in range(3)})
-    result, summary = run_job(repo, env, "pull_request", base, "feature")
-    assert result.success, summary
-    plans = units(summary)
+    run = run_job(repo, env, "pull_request", base, "feature")
+    assert run.success, run.outcomes
+    plans = units(run)
     assert set(plans) == {"dev/u0", "dev/u1", "dev/u2"}
-    assert {u: (o["status"], o["summary"]["add"]) for u, o in plans.items()} == {
+    assert {u: (o.status.value, o.summary.add) for u, o in plans.items()} == {
         "dev/u0": ("succeeded", 1), "dev/u1": ("succeeded", 2), "dev/u2": ("succeeded", 3)}
-    assert all(o["role_arn"].endswith(":role/pipelines-plan") for o in plans.values())
-    md = report_markdown(result)  # local mode: the report is markdown metadata on the report step
+    assert all(o.role_arn.endswith(":role/pipelines-plan") for o in plans.values())
+    md = run.report()  # local mode: the report is markdown metadata on the report step
     assert md.count("| ✅ succeeded | ModuleAdded |") == 3 and "2 to add, 0 to change, 0 to destroy" in md
 
 
@@ -71,21 +59,25 @@ def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo
                  "dev/app/main.tf": null_unit(aws.endpoint, "dev/app"),
                  "dev/broken/main.tf": null_unit(aws.endpoint, "dev/broken", extra='resource "nope" "x" {}\n'),
                  "dev/worker/main.tf": null_unit(aws.endpoint, "dev/worker")})
-    result, summary = run_job(repo, env, "push", base, "main")
-    assert not result.success  # the report step fails the run on purpose, after reporting
-    by = units(summary)
-    assert {u: o["status"] for u, o in by.items()} == {
+    run = run_job(repo, env, "push", base, "main")
+    assert not run.success  # the failed change's step fails the run, after its output
+    by = units(run)
+    assert {u: o.status.value for u, o in by.items()} == {
         "dev/net": "succeeded", "dev/db": "succeeded", "dev/app": "succeeded", "dev/broken": "failed",
         "dev/worker": "skipped"}
-    assert by["dev/net"]["finished_at"] <= by["dev/db"]["started_at"]
-    assert by["dev/db"]["finished_at"] <= by["dev/app"]["started_at"]
-    assert "dev/broken" in by["dev/worker"]["message"]
+    assert by["dev/net"].finished_at <= by["dev/db"].started_at
+    assert by["dev/db"].finished_at <= by["dev/app"].started_at
+    assert "dev/broken" in by["dev/worker"].message
     assert aws.state(ACCOUNTS["dev"], "dev/app/terraform.tfstate") is not None
     assert aws.state(ACCOUNTS["dev"], "dev/worker/terraform.tfstate") is None
-    assert summary["failed"] == ["dev/broken"]
-    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failure] == ["report"]
+    assert [o.change.unit for o in run.outcomes if o.status.failed] == ["dev/broken"]
+    # one step per change: the failed change's own step failed (so "re-execute from failure" runs it again)
+    failure = run.failures()
+    assert [e.step_key for e in failure] == [f"apply_wave_0[{by['dev/broken'].change.key}]"]
     assert failure[0].event_specific_data.user_failure_data.metadata["reported"].value is True
+    steps = {e.step_key for e in run.all_events if e.event_type_value == "STEP_START"}
+    assert {k.split("[")[0] for k in steps if "[" in k} == {"apply_wave_0", "apply_wave_1", "apply_wave_2"}
+    assert "report" in steps
 
 
 def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, github):
@@ -94,8 +86,8 @@ def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, githu
     head = repo.commit({f"prod/p{i}/main.tf": null_unit(aws.endpoint, f"prod/p{i}") for i in range(3)})
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     github.clear_log()
-    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
-    assert result.success
+    run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert run.success
     comments = github.comments(GH_REPO, number)
     assert len(comments) == 1
     body = comments[0]["body"]
@@ -110,8 +102,8 @@ def test_github_push_failure_opens_one_issue(repo, aws, env, github):
     base = repo.git("rev-parse", "HEAD")
     head = repo.commit({"prod/bad/main.tf": null_unit(aws.endpoint, "prod/bad", extra='resource "nope" "x" {}\n')})
     github.add_commit(GH_REPO, head)
-    result, summary = run_job(repo, env, "push", base, "main", github_repo=GH_REPO)
-    assert summary["failed"] == ["prod/bad"]
+    run = run_job(repo, env, "push", base, "main", github_repo=GH_REPO)
+    assert [o.change.unit for o in run.outcomes if o.status.failed] == ["prod/bad"]
     issues = [i for i in github.issues(GH_REPO) if "prod/bad" in i["title"]]
     assert len(issues) == 1 and head[:12] in issues[0]["title"]
     assert "❌ failed" in issues[0]["body"]
@@ -123,10 +115,10 @@ def test_fork_pull_request_gets_no_credentials(repo, aws, env, github):
     head = repo.commit({"prod/f/main.tf": null_unit(aws.endpoint, "prod/f")})
     github.add_repo("mallory/infrastructure-live", fork_of=GH_REPO)
     number = github.add_pull_request(GH_REPO, "feature", head_repo="mallory/infrastructure-live", head_sha=head)
-    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
-    assert {o["status"] for o in summary["outcomes"]} == {"skipped"}
-    assert all("fork" in o["message"] for o in summary["outcomes"])
-    assert "role_arn" not in summary["outcomes"][0]
+    run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert {o.status for o in run.outcomes} == {Status.SKIPPED}
+    assert all("fork" in o.message for o in run.outcomes)
+    assert run.outcomes[0].role_arn is None
 
 
 def test_github_502_and_rate_limit_during_a_run_are_retried(repo, aws, env, github):
@@ -136,8 +128,8 @@ def test_github_502_and_rate_limit_during_a_run_are_retried(repo, aws, env, gith
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     github.fail(r".*/issues/\d+/comments", status=502, times=1)
     github.secondary_rate_limit(r".*/statuses/.*", retry_after=1, times=1)
-    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
-    assert result.success and summary["github_problems"] == []
+    run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert run.success and run.github_problems() == []
     assert len(github.comments(GH_REPO, number)) == 1
     assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["pending", "success"]
     assert github.count(path=r".*/issues/\d+/comments") >= 3  # the failed request was repeated
@@ -149,9 +141,9 @@ def test_pull_request_diff_starts_where_the_branch_forked(repo, aws, env):
     repo.commit({"dev/mine/main.tf": null_unit(aws.endpoint, "dev/mine")})
     repo.git("checkout", "-q", "main")
     repo.commit({"dev/theirs/main.tf": null_unit(aws.endpoint, "dev/theirs")})  # main moves on
-    result, summary = run_job(repo, env, "pull_request", "main", "feature")
-    assert result.success
-    assert [(o["change"]["type"], o["change"]["unit"]) for o in summary["outcomes"]] == [("ModuleAdded", "dev/mine")]
+    run = run_job(repo, env, "pull_request", "main", "feature")
+    assert run.success
+    assert [(o.change.type.value, o.change.unit) for o in run.outcomes] == [("ModuleAdded", "dev/mine")]
     assert repo.git("merge-base", "main", "feature") == fork_point
 
 
@@ -164,36 +156,35 @@ def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     github.clear_log()
     monkeypatch.setattr(pipeline, "DETECTING_NOTE_AFTER_S", 0.0)
-    result, _ = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
-    assert result.success
+    run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
+    assert run.success
     comment_writes = [r for r in github.writes() if "/comments" in r.path]
     assert [r.method for r in comment_writes] == ["POST", "PATCH", "PATCH"]  # detecting, the list, the result
     assert len(github.comments(GH_REPO, number)) == 1
 
 
 def test_push_run_launched_without_the_apply_lock_waits_for_the_apply_in_progress(repo, aws, env, monkeypatch):
-    monkeypatch.setattr(pipeline, "APPLY_LOCK_RETRIES", 2)
-    monkeypatch.setattr(pipeline, "APPLY_LOCK_WAIT_S", 0.2)
     base = repo.git("rev-parse", "HEAD")
     repo.commit({"dev/locked/main.tf": null_unit(aws.endpoint, "dev/locked")})
     lock = watch.repo_identity(str(repo.path))
     with dg.instance_for_test() as instance:
         config = {"ops": {"orchestrate": {"config": {"event": "push", "base_ref": base, "head_ref": "main"}}}}
-        other = instance.create_run_for_job(infrastructure_pipeline, run_config=config,
+        other = instance.create_run_for_job(make_pipeline_job(), run_config=config,
                                             tags={watch.TAG_APPLY_LOCK: lock}, status=dg.DagsterRunStatus.STARTED)
-        result, _ = run_job(repo, env, "push", base, "main", instance=instance)  # as from the Launchpad: no tags
-        assert not result.success
-        assert instance.get_run_by_id(result.run_id).tags[watch.TAG_APPLY_LOCK] == lock  # it took the lock
-        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        run = run_job(repo, env, "push", base, "main", instance=instance,  # as from the Launchpad: no tags
+                      PIPELINES_APPLY_LOCK_RETRIES="2", PIPELINES_APPLY_LOCK_WAIT_S="0.2")
+        assert not run.success
+        assert instance.get_run_by_id(run.run_id).tags[watch.TAG_APPLY_LOCK] == lock  # it took the lock
+        retries = [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert len(retries) == 2
-        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
         assert failure.step_key == "orchestrate"
         assert other.run_id in failure.event_specific_data.error.message  # shown in the UI
         assert aws.state(ACCOUNTS["dev"], "dev/locked/terraform.tfstate") is None  # nothing applied
 
         instance.report_run_failed(other)  # the other apply ends: this one goes ahead
-        result, summary = run_job(repo, env, "push", base, "main", instance=instance)
-        assert result.success and units(summary)["dev/locked"]["status"] == "succeeded"
+        run = run_job(repo, env, "push", base, "main", instance=instance)
+        assert run.success and units(run)["dev/locked"].status is Status.SUCCEEDED
         assert aws.state(ACCOUNTS["dev"], "dev/locked/terraform.tfstate") is not None
 
 
@@ -212,9 +203,9 @@ def test_deploy_branch_applies_and_destroys_are_materializations_plans_observati
 
     repo.git("checkout", "-q", "main")
     repo.git("merge", "-q", "--ff-only", "feature")
-    applied, _ = run_job(repo, env, "push", base, "main", instance=instance)
+    applied = run_job(repo, env, "push", base, "main", instance=instance)
     repo.commit({unit: None}, "remove the unit")
-    destroyed, _ = run_job(repo, env, "push", head, "main", instance=instance)
+    destroyed = run_job(repo, env, "push", head, "main", instance=instance)
     records = instance.fetch_materializations(key, limit=5).records  # newest first
     assert [r.run_id for r in records] == [destroyed.run_id, applied.run_id]
     destroy, apply = (r.asset_materialization.metadata for r in records)
@@ -234,10 +225,10 @@ def test_a_merged_pull_requests_apply_names_it_in_the_materialization(repo, aws,
     repo.git("merge", "-q", "--ff-only", "feature")
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     github.merge_pull_request(GH_REPO, number, merge_commit_sha=head)
-    result, summary = run_job(repo, env, "push", base, "main", github_repo=GH_REPO, instance=instance)
-    assert result.success, summary
+    run = run_job(repo, env, "push", base, "main", github_repo=GH_REPO, instance=instance)
+    assert run.success, run.outcomes
     [record] = instance.fetch_materializations(dg.AssetKey(["units", *unit.split("/")]), limit=5).records
-    assert (record.asset_materialization.metadata["pr"].value, record.run_id) == (number, result.run_id)
+    assert (record.asset_materialization.metadata["pr"].value, record.run_id) == (number, run.run_id)
 
 
 class ThrottlingSts:
@@ -285,35 +276,34 @@ class ThrottlingSts:
 
 
 def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagster(repo, aws, env, monkeypatch):
-    monkeypatch.setattr(pipeline, "TRANSIENT_RETRY_WAIT_S", 0.1)
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
     repo.commit({"dev/throttled/main.tf": null_unit(aws.endpoint, "dev/throttled")})
     sts = ThrottlingSts(aws.endpoint, times=CredentialProvider.__init__.__kwdefaults__["max_attempts"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", sts.url)  # STS through the proxy; Terraform's state goes to the emulator
     try:
-        result, summary = run_job(repo, env, "pull_request", base, "feature")
+        run = run_job(repo, env, "pull_request", base, "feature", PIPELINES_LOCK_RETRY_WAIT_S="0.1")
     finally:
         sts.close()
     assert sts.throttled == 6 and sts.left == 0
-    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert [e.step_key.split("[")[0] for e in retried] == ["dispatch"]
-    assert result.success and units(summary)["dev/throttled"]["status"] == "succeeded"
-    assert units(summary)["dev/throttled"]["role_arn"].endswith(":role/pipelines-plan")
+    retried = [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.step_key.split("[")[0] for e in retried] == ["plan"]  # the unit's own step
+    assert run.success and units(run)["dev/throttled"].status is Status.SUCCEEDED
+    assert units(run)["dev/throttled"].role_arn.endswith(":role/pipelines-plan")
 
 
 def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dagster(repo, aws, env, github,
                                                                                       monkeypatch):
-    monkeypatch.setattr(pipeline, "TRANSIENT_RETRY_WAIT_S", 0.1)
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
     head = repo.commit({"prod/gh/main.tf": null_unit(aws.endpoint, "prod/gh")})
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     # a secondary rate limit asking for a longer wait than the client accepts: both status writes fail at once
     github.secondary_rate_limit(r".*/statuses/.*", retry_after=100_000, times=2, method="POST")
-    result, summary = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
-    retried = [e.step_key for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO,
+                  PIPELINES_LOCK_RETRY_WAIT_S="0.1")
+    retried = [e.step_key for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retried == ["report"]
-    assert result.success and summary["github_problems"] == []
+    assert run.success and run.github_problems() == []
     assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["success"]  # pending was refused
     assert len(github.comments(GH_REPO, number)) == 1  # the retried report updated the same comment

@@ -1,0 +1,59 @@
+"""The job run in this process the way `pipelines-dagster run` runs it (Dagster's execute_job, the job rebuilt
+from the settings the test gives), with its typed results at hand."""
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+from pipelines_dagster.core.dispatch import Progress
+from pipelines_dagster.core.model import Outcome
+from pipelines_dagster.definitions import run_in_process
+
+
+@dataclass
+class Run:
+    result: object  # dagster's ExecuteJobResult
+    progress: Progress | None  # the report step's output (None: the run failed before reporting)
+
+    @property
+    def success(self) -> bool:
+        return self.result.success
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def all_events(self):
+        return self.result.all_events
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return self.progress.outcome_list() if self.progress else []
+
+    def by_unit(self) -> dict[str, Outcome]:
+        return {o.change.unit: o for o in self.outcomes}
+
+    def failures(self) -> list:
+        return [e for e in self.all_events if e.event_type_value == "STEP_FAILURE"]
+
+    def github_problems(self) -> list | None:
+        return next((e.event_specific_data.metadata["github_problems"].value for e in self.all_events
+                     if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+
+    def report(self) -> str | None:
+        return next((e.event_specific_data.metadata["report"].value for e in self.all_events
+                     if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+
+
+def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = None, github_repo: str | None = None,
+            instance: dg.DagsterInstance | None = None, **settings: str) -> Run:
+    """One run for `repo`; `env` from the tests' fixtures (the plugin folder); `settings` more variables."""
+    environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
+                   "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
+    config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
+                                                 "pr_number": pr}}}}
+    with run_in_process(config, instance=instance or dg.DagsterInstance.ephemeral(),
+                        environment=environment) as result:
+        reported = any(e.step_key == "report" and e.event_type_value == "STEP_OUTPUT" for e in result.all_events)
+        return Run(result, result.output_for_node("report") if reported else None)
