@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_dagster.defs.pipeline import report_markdown
+from pipelines_dagster.core.model import Status
 from tests.conftest import GitRepo, accounts_yml, terraform_binary
 from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.test_job import run_job
+from tests.pipeline.jobs import run_job
 
 BRANCH = "pipelines/account-baseline-sandbox"
 SANDBOX = 'sandbox:\n  id: "333333333333"\n  email: sandbox@example.com\n'
@@ -51,10 +51,10 @@ def test_merge_adding_an_account_opens_one_baseline_pull_request(remote, plugin_
     base, head = merge_account(remote)
     github.set_branch(GH_REPO, BRANCH, "f" * 40)  # the branch GitHub will hold once pushed
     env = {"plugin_dir": str(plugin_dir)}
-    result, summary = run_job(Repo(remote.bare), env, "push", base, head, github_repo=GH_REPO)
-    assert result.success, summary
-    [out] = summary["outcomes"]
-    assert (out["change"]["type"], out["status"]) == ("AccountAdded", "succeeded")
+    run = run_job(Repo(remote.bare), env, "push", base, head, github_repo=GH_REPO)
+    assert run.success, run.outcomes
+    [out] = run.outcomes
+    assert (out.change.type.value, out.status) == ("AccountAdded", Status.SUCCEEDED)
     files = branch_files(remote.bare, BRANCH)
     assert 'account_id   = "333333333333"' in files["sandbox/account.hcl"]
     assert 'aws_region = "us-east-1"' in files["sandbox/us-east-1/region.hcl"]
@@ -66,8 +66,8 @@ def test_merge_adding_an_account_opens_one_baseline_pull_request(remote, plugin_
     sha = subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", BRANCH], capture_output=True,
                          text=True).stdout
     # a second run changes nothing: same branch commit, same single pull request
-    result, summary = run_job(Repo(remote.bare), env, "push", base, head, github_repo=GH_REPO)
-    assert summary["outcomes"][0]["status"] == "no_changes"
+    run = run_job(Repo(remote.bare), env, "push", base, head, github_repo=GH_REPO)
+    assert run.outcomes[0].status is Status.NO_CHANGES
     assert subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", BRANCH], capture_output=True,
                           text=True).stdout == sha
     assert len([p for p in github.pulls(GH_REPO) if p["head"]["ref"] == BRANCH]) == 1
@@ -77,9 +77,9 @@ def test_templates_in_the_repository_are_used_in_local_mode(remote, plugin_dir):
     base, head = merge_account(remote, {
         "_templates/account-baseline/{{account_name}}/account.hcl": 'locals {\n  id = "{{account_id}}"\n  '
                                                                      'email = "{{ email }}"\n}\n'})
-    result, summary = run_job(Repo(remote.bare), {"plugin_dir": str(plugin_dir)}, "push", base, head)
-    [out] = summary["outcomes"]
-    assert out["status"] == "succeeded" and "local mode" in out["message"]
+    run = run_job(Repo(remote.bare), {"plugin_dir": str(plugin_dir)}, "push", base, head)
+    [out] = run.outcomes
+    assert out.status is Status.SUCCEEDED and "local mode" in out.message
     files = branch_files(remote.bare, BRANCH)
     assert files["sandbox/account.hcl"] == 'locals {\n  id = "333333333333"\n  email = "sandbox@example.com"\n}\n'
     assert "modules/pipelines-bootstrap/main.tf" not in files
@@ -91,12 +91,12 @@ def test_pull_request_adding_an_account_only_validates(remote, plugin_dir):
     remote.commit({"accounts.yml": accounts_yml() + 'bad:\n  id: "12"\n  email: bad@example.com\n' + SANDBOX
                    + 'noemail:\n  id: "444444444444"\n'})
     remote.git("push", "-q", "origin", "feature")
-    result, summary = run_job(Repo(remote.bare), {"plugin_dir": str(plugin_dir)}, "pull_request", base, "feature")
-    by_account = {o["change"]["account"]: o for o in summary["outcomes"]}
-    assert by_account["sandbox"]["status"] == "validated", by_account["sandbox"]
-    assert by_account["bad"]["status"] == "failed" and "12 digits" in by_account["bad"]["message"]
-    assert by_account["noemail"]["status"] == "failed" and "email is missing" in by_account["noemail"]["message"]
-    assert "accounts.yml:13: account 'noemail': email is missing" in report_markdown(result)  # in the PR comment
+    run = run_job(Repo(remote.bare), {"plugin_dir": str(plugin_dir)}, "pull_request", base, "feature")
+    by_account = {o.change.account: o for o in run.outcomes}
+    assert by_account["sandbox"].status is Status.VALIDATED, by_account["sandbox"]
+    assert by_account["bad"].status is Status.FAILED and "12 digits" in by_account["bad"].message
+    assert by_account["noemail"].status is Status.FAILED and "email is missing" in by_account["noemail"].message
+    assert "accounts.yml:13: account 'noemail': email is missing" in run.report()  # in the PR comment
     assert subprocess.run(["git", "--git-dir", str(remote.bare), "rev-parse", "--verify", "-q", BRANCH],
                           capture_output=True).returncode != 0  # nothing pushed for a pull request
 
