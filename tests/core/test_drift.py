@@ -8,18 +8,18 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def drifted(unit: str, add: int = 1, message: str = "") -> Finding:
-    return Finding(unit, DRIFTED, "dev", SHA, {"add": add, "change": 0, "destroy": 0},
+    return Finding(unit, DRIFTED, "dev", SHA, PlanSummary(add=add),
                    [f"null_resource.item[{i}]: create" for i in range(add)], message)
 
 
 def test_results_become_findings():
     summary = PlanSummary(add=1, resources=[{"address": "null_resource.x", "action": "create",
                                              "actions": ["create"]}])
-    assert finding("u", "dev", SHA, Result(Status.NO_CHANGES, exit_code=0)).state == CLEAN
-    diff = finding("u", "dev", SHA, Result(Status.SUCCEEDED, exit_code=2, summary=summary))
+    assert finding("u", "dev", SHA, Result(status=Status.NO_CHANGES, exit_code=0)).state == CLEAN
+    diff = finding("u", "dev", SHA, Result(status=Status.SUCCEEDED, exit_code=2, summary=summary))
     assert (diff.state, diff.summary_line(), diff.resources) == (
         DRIFTED, "1 to add, 0 to change, 0 to destroy", ["null_resource.x: create"])
-    failed = finding("u", "dev", SHA, Result(Status.STATE_LOCKED, exit_code=1, message="the state is locked"))
+    failed = finding("u", "dev", SHA, Result(status=Status.STATE_LOCKED, exit_code=1, message="the state is locked"))
     assert (failed.state, failed.passed, failed.message) == (UNCHECKED, False, "the state is locked")
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from pipelines_dagster.core import account_factory, drift, watch
 from pipelines_dagster.core.config import Account
+from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, RunSpec, Status
 from pipelines_dagster.core.redact import Redactor
 from pipelines_dagster.core.reporter import Reporter
 from pipelines_dagster.integrations.github import GitHubClient
@@ -33,7 +34,7 @@ def assert_inert(markdown: str, *, links: list[str], shown: list[str], tags: set
 
 def test_drift_issue():
     listed = [drift.Finding(EVIL_UNIT, drift.DRIFTED, account="@mallory|x", commit=SHA,
-                            summary={"add": 1, "change": 0, "destroy": 0},
+                            summary=PlanSummary(add=1),
                             resources=['null_resource.x["</details>`@bob`"]: create']),
               drift.Finding("dev/b", drift.UNCHECKED, account="dev", commit=SHA, message=EVIL_TEXT)]
     body = drift.issue_body(listed, deploy_branch="main`<b>x</b>`", commit=SHA, run_url=RUN_URL, limit=65000)
@@ -73,13 +74,14 @@ def test_the_failure_issue_of_a_push_through_github(github_fake):
     """The reporter's issue for a failed apply, written through the client to the GitHub fake: a one-line title,
     and a body in which the hostile unit and its output are text."""
     unit = "prod/evil\n# <img src=x> @alice"
-    outcomes = [{"change": {"type": "ModuleChanged", "unit": unit, "account": "prod", "action": "apply"},
-                 "status": "failed", "output": "Error: </details><h3>Apply complete!</h3>\n```"}]
+    change = InfraChange("ModuleChanged", unit, "prod", "apply")
+    outcomes = [Outcome.note(change, Status.FAILED, output="Error: </details><h3>Apply complete!</h3>\n```")]
     github_fake.add_commit(REPO, SHA)
     client = GitHubClient(REPO, token=github_fake.token, base_url=github_fake.url, seconds_between_requests=0,
                           seconds_between_writes=0)
-    reporter = Reporter(client, {"head": SHA, "event": "push", "pr": None}, RUN_URL)
-    reporter.finished({"errors": [], "warnings": [], "changes": [o["change"] for o in outcomes]}, outcomes)
+    spec = RunSpec(event="push", base=SHA, head=SHA)
+    reporter = Reporter(client, spec, RUN_URL)
+    reporter.finished(Plan(spec=spec, changes=[change]), outcomes)
     assert reporter.problems == []
     [issue] = github_fake.issues(REPO)
     assert issue["title"] == f"pipelines-dagster: apply failed for {SHA[:12]}: prod/evil # <img src=x> @alice"

@@ -1,15 +1,16 @@
 """PR comment markdown: rows, outputs, GitHub's 65,536-character limit whatever the number of units, and hostile
 repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.py)."""
 
+from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, Status
 from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, render_comment
 from tests.gfm import github, visible
 
 
-def outcome(i, status="succeeded", output="", unit=None):
-    return {"change": {"type": "ModuleChanged", "unit": unit or f"prod/us-east-1/app{i}", "account": "prod",
-                       "action": "plan"},
-            "status": status, "summary": {"add": i, "change": 1, "destroy": 0}, "duration_s": 12.4, "output": output,
-            "message": "Error: boom" if status == "failed" else ""}
+def outcome(i, status="succeeded", output="", unit=None, account="prod", message=None):
+    change = InfraChange("ModuleChanged", unit or f"prod/us-east-1/app{i}", account, "plan")
+    return Outcome.note(change, Status(status), message if message is not None else
+                        ("Error: boom" if status == "failed" else ""), summary=PlanSummary(add=i, change=1),
+                        duration_s=12.4, output=output)
 
 
 def test_rows_outputs_errors_and_link():
@@ -58,11 +59,9 @@ def test_hostile_repository_text_renders_as_text_on_github():
     """Unit paths, accounts, errors, warnings quoting HCL, messages and outputs: no tag, link, image or mention of
     theirs reaches the rendered comment; each shows as the text it is."""
     outcomes = [
-        {"change": {"type": "ModuleChanged", "unit": HOSTILE_UNIT,
-                    "account": "@mallory **x** [y](https://evil.example)", "action": "plan"},
-         "status": "failed", "summary": {}, "duration_s": 3,
-         "message": "Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
-         "output": "````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"},
+        outcome(0, "failed", unit=HOSTILE_UNIT, account="@mallory **x** [y](https://evil.example)",
+                message="Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
+                output="````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"),
         outcome(2, output="Plan: 2 to add")]
     body = render_comment(title="plan", head_sha="d" * 40, outcomes=outcomes, warnings=[HOSTILE_WARNING],
                           errors=["accounts.yml:2: <b>bad</b> | [click](https://evil.example) ![i](https://e.x/i)"],

@@ -240,7 +240,8 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
 def test_apply_runs_of_the_deploy_branch_sensor_run_as_the_apply_service_account(deploy_env, tmp_path):
     from pipelines_dagster.defs.sensors import apply_run_tags
 
-    job = run_worker_job(tmp_path, {"pipelines/event": "push", **apply_run_tags(deploy_env)})
+    job = run_worker_job(tmp_path, {"pipelines/event": "push",
+                                    **apply_run_tags(deploy_env["PIPELINES_APPLY_SERVICE_ACCOUNT"])})
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     pod = job["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == deploy_env["PIPELINES_APPLY_SERVICE_ACCOUNT"] == "pipelines-apply"

@@ -113,7 +113,7 @@ def test_session_names_are_valid_for_sts(sha, pr):
 
 
 def test_plan_role_for_pull_requests_apply_role_for_pushes_each_in_its_account(aws, token_file):
-    provider = CredentialProvider(FileTokenSource(str(token_file)), RolesConfig())
+    provider = CredentialProvider(FileTokenSource(str(token_file)), RolesConfig(), region="us-east-1")
 
     plan = provider.for_account("dev", DEV, "pull_request", on_deploy_branch=False, session="pipelines-pr3-abc")
     apply = provider.for_account("dev", DEV, "push", on_deploy_branch=True, session="pipelines-abc")

@@ -32,9 +32,9 @@ def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_execut
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert (result.summary.add, result.summary.change, result.summary.destroy) == (3, 0, 0)
-    assert [r["address"] for r in result.summary.resources] == [f"null_resource.item[{i}]" for i in range(3)]
-    assert {r["action"] for r in result.summary.resources} == {"create"}
-    assert result.summary.outputs == [{"name": "items", "action": "create", "actions": ["create"]}]
+    assert [r.address for r in result.summary.resources] == [f"null_resource.item[{i}]" for i in range(3)]
+    assert {r.action for r in result.summary.resources} == {"create"}
+    assert result.summary.to_dict()["outputs"] == [{"name": "items", "action": "create", "actions": ["create"]}]
     assert result.exit_code == 0 and result.engine == "terraform" and result.commit == head
     assert "Plan: 3 to add, 0 to change, 0 to destroy." in result.output
     assert result.role_arn == f"arn:aws:iam::{DEV}:role/pipelines-plan" and result.account == "dev"
@@ -63,7 +63,7 @@ def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(
     changed = executor.execute(request(unit, "plan", second), on_deploy_branch=True)
     assert changed.status is Status.SUCCEEDED
     assert (changed.summary.add, changed.summary.change, changed.summary.destroy) == (2, 0, 2)
-    assert {r["action"] for r in changed.summary.resources} == {"replace"}
+    assert {r.action for r in changed.summary.resources} == {"replace"}
 
 
 def test_detailed_exitcode_is_2_with_a_diff_0_without_and_errors_still_fail(repo, aws, make_executor, settings):
@@ -94,7 +94,7 @@ def test_deleted_unit_is_planned_and_destroyed_from_the_base_commit(repo, aws, m
     assert plan.status is Status.SUCCEEDED, plan.message + plan.output
     assert plan.commit == base and plan.role_arn.endswith(":role/pipelines-plan")
     assert (plan.summary.add, plan.summary.change, plan.summary.destroy) == (0, 0, 2)
-    assert {r["action"] for r in plan.summary.resources} == {"delete"}
+    assert {r.action for r in plan.summary.resources} == {"delete"}
     assert len(aws.state(DEV, f"{unit}/terraform.tfstate")["resources"][0]["instances"]) == 2  # plan only
 
     destroyed = executor.execute(request(unit, "destroy", head, base), on_deploy_branch=True)

@@ -163,7 +163,7 @@ def test_symlinks_leaving_the_repository_are_refused_and_links_inside_work(repo,
 
     ok = executor.execute(request(unit, "plan", inside), on_deploy_branch=False)
     assert ok.status is Status.SUCCEEDED, ok.message + ok.output
-    assert "shared" in [o["name"] for o in ok.summary.outputs]
+    assert "shared" in [o.address for o in ok.summary.outputs]
 
     for name, target in (("secret.tf", str(outside)), ("up.tf", "../../../../../../" + str(outside).lstrip("/")),
                          ("root.tf", "/etc/shadow")):

@@ -135,6 +135,6 @@ def test_plan_summary_counts_like_terraform():
     ], "output_changes": {"o": {"actions": ["update"]}, "same": {"actions": ["no-op"]}}}
     summary = PlanSummary.from_plan_json(plan)
     assert (summary.add, summary.change, summary.destroy) == (2, 1, 2)
-    assert [r["action"] for r in summary.resources] == ["create", "update", "replace", "delete"]
-    assert summary.outputs == [{"name": "o", "action": "update", "actions": ["update"]}]
+    assert [r.action for r in summary.resources] == ["create", "update", "replace", "delete"]
+    assert summary.to_dict()["outputs"] == [{"name": "o", "action": "update", "actions": ["update"]}]
     assert summary.line() == "2 to add, 1 to change, 2 to destroy, 1 output change"

@@ -8,13 +8,14 @@ import pytest
 
 from pipelines_dagster.core.watch import repo_identity
 from pipelines_dagster.defs import sensors
-from pipelines_dagster.defs.pipeline import infrastructure_pipeline
-from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
+from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.defs.resources import resources_from_settings
+from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
 from tests.githttp import PASSWORD, served, unreachable_url, update_server_info
 
-pr_sensor = sensors.make_pull_request_sensor(infrastructure_pipeline)
-deploy_sensor = sensors.make_deploy_branch_sensor(infrastructure_pipeline)
+pr_sensor = sensors.make_pull_request_sensor(make_pipeline_job())
+deploy_sensor = sensors.make_deploy_branch_sensor(make_pipeline_job())
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +25,8 @@ def cache(tmp_path, monkeypatch):
 
 
 def resources(location: str, deploy_branch: str | None = None, github_repo: str | None = None) -> dict:
-    return {"infra_repo": InfraRepoResource(location=location, deploy_branch=deploy_branch),
-            "github": GitHubResource(repo=github_repo, seconds_between_writes=0), "engine": EngineResource()}
+    return resources_from_settings(Settings.from_env(repo_url=location, deploy_branch=deploy_branch,
+                                                     github_repo=github_repo, github_write_pause_s=0))
 
 
 def tick(sensor, res: dict, cursor: str | None = None):

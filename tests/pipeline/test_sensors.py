@@ -10,8 +10,10 @@ import pytest
 
 from pipelines_dagster.core.lineage import Lineage, read_lineage
 from pipelines_dagster.defs import sensors
-from pipelines_dagster.defs.pipeline import infrastructure_pipeline
-from pipelines_dagster.defs.resources import EngineResource, GitHubResource, InfraRepoResource
+from pipelines_dagster.definitions import run_in_process
+from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.defs.resources import resources_from_settings
+from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
 from tests.fakes.github_fake import GitHubFake
 from tests.pipeline.conftest import GH_REPO
@@ -19,9 +21,10 @@ from tests.pipeline.conftest import GH_REPO
 FORK = "mallory/infrastructure-live"
 UI = "http://dagster.example"
 
-pr_sensor = sensors.make_pull_request_sensor(infrastructure_pipeline)
-deploy_sensor = sensors.make_deploy_branch_sensor(infrastructure_pipeline)
-failure_sensor = sensors.make_run_failure_sensor(infrastructure_pipeline)
+JOB = make_pipeline_job()
+pr_sensor = sensors.make_pull_request_sensor(JOB)
+deploy_sensor = sensors.make_deploy_branch_sensor(JOB)
+failure_sensor = sensors.make_run_failure_sensor(JOB)
 
 
 class Remote:
@@ -54,9 +57,8 @@ def remote(tmp_path, monkeypatch):
 
 
 def resources(location, github_repo=None) -> dict:
-    return {"infra_repo": InfraRepoResource(location=str(location)),
-            "github": GitHubResource(repo=github_repo, seconds_between_writes=0),
-            "engine": EngineResource(ui_url=UI)}
+    return resources_from_settings(Settings.from_env(repo_url=str(location), github_repo=github_repo, ui_url=UI,
+                                                     github_write_pause_s=0))
 
 
 def tick(sensor, res: dict, cursor: str | None = None):
@@ -244,8 +246,8 @@ def test_deploy_branch_burst_of_merges_gives_one_run_per_merge_in_order(remote):
         (merges[2], m3)]
 
 
-def test_on_kubernetes_only_apply_runs_get_the_apply_service_account(remote, monkeypatch):
-    monkeypatch.setenv("PIPELINES_APPLY_SERVICE_ACCOUNT", "pipelines-apply")
+def test_on_kubernetes_only_apply_runs_get_the_apply_service_account(remote):
+    deploy_sensor = sensors.make_deploy_branch_sensor(JOB, Settings(apply_service_account="pipelines-apply"))
     res = resources(remote.bare)
     _, cursor, _ = tick(deploy_sensor, res)
     merge(remote, "k8s")
@@ -259,8 +261,8 @@ def test_on_kubernetes_only_apply_runs_get_the_apply_service_account(remote, mon
     assert plans and all("dagster-k8s/config" not in r.tags for r in plans)  # plans keep the plan account
 
 
-def test_deploy_branch_long_burst_is_split_across_ticks_without_gaps(remote, monkeypatch):
-    monkeypatch.setattr(sensors, "MAX_PUSH_RUNS_PER_TICK", 2)
+def test_deploy_branch_long_burst_is_split_across_ticks_without_gaps(remote):
+    deploy_sensor = sensors.make_deploy_branch_sensor(JOB, Settings(max_push_runs_per_tick=2))
     res = resources(remote.bare)
     _, cursor, _ = tick(deploy_sensor, res)
     commits = [remote.work.commit({"dev/a/main.tf": f"# a{i}\n"}) for i in range(3)]
@@ -292,8 +294,8 @@ def test_rewritten_deploy_branch_gives_one_run_from_the_last_applied_commit(remo
 def run_job(remote: Remote, event: str, base: str, head: str, pr: int | None, tags: dict, instance):
     config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
                                                  "pr_number": pr}}}}
-    return infrastructure_pipeline.execute_in_process(run_config=config, resources=resources(remote.bare),
-                                                      tags=tags, instance=instance, raise_on_error=False)
+    return run_in_process(config, instance=instance, tags=tags,
+                          environment={"PIPELINES_REPO_URL": str(remote.bare), "PIPELINES_GITHUB_REPO": ""})
 
 
 def failure_tick(result, instance, res: dict):
@@ -369,7 +371,7 @@ def test_dagster_yaml_serialises_push_runs_per_repository_only(remote):
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
 
     def run(tags):
-        return dg.DagsterRun(job_name=infrastructure_pipeline.name, tags=dict(tags))
+        return dg.DagsterRun(job_name=JOB.name, tags=dict(tags))
 
     counter = TagConcurrencyLimitsCounter(limits, [run(first.tags)])
     assert counter.is_blocked(run(second.tags))            # same repository: waits for the running apply
@@ -382,8 +384,7 @@ def test_deploy_branch_comes_from_the_resource_or_the_repository_config(remote):
     remote.work.git("branch", "live", "main")
     remote.push("main:refs/heads/main", "live:refs/heads/live")
     assert json.loads(tick(deploy_sensor, resources(remote.bare))[1])["branch"] == "live"
-    pinned = {**resources(remote.bare), "infra_repo": InfraRepoResource(location=str(remote.bare),
-                                                                        deploy_branch="main")}
+    pinned = resources_from_settings(Settings.from_env(repo_url=str(remote.bare), deploy_branch="main"))
     assert json.loads(tick(deploy_sensor, pinned)[1])["branch"] == "main"
     # local mode: main is now a change request against live
     head = remote.work.commit({"dev/z/main.tf": "# z\n"})
@@ -398,18 +399,18 @@ def test_deploy_branch_comes_from_the_resource_or_the_repository_config(remote):
 def test_asset_graph_sensor_asks_for_a_reload_only_when_the_deploy_branch_moved(remote):
     res = resources(remote.bare)
     loaded = read_lineage(str(remote.bare))  # what the code location's asset graph was built from
-    runs, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=None), res)
+    runs, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", Settings()), res)
     assert runs == [] and skip == f"the asset graph is at main {remote.main0[:12]}"
 
     moved = remote.work.commit({"dev/b/main.tf": "# b\n"})
     remote.push("main")
-    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=None), res)
+    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", Settings()), res)
     assert skip == f"main moved to {moved[:12]}; PIPELINES_UI_URL is not set, no reload"
     with socket.socket() as s:  # a port nobody listens on: the webserver is down
         s.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{s.getsockname()[1]}"
-    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", ui_url=down), res)
+    _, _, skip = tick(sensors.make_asset_graph_sensor(loaded, "pipelines_dagster", Settings(ui_url=down)), res)
     assert skip.startswith(f"main moved to {moved[:12]}; reload failed: DagsterGraphQLClientError")
 
-    _, _, skip = tick(sensors.make_asset_graph_sensor(Lineage(), "pipelines_dagster", ui_url=down), res)
+    _, _, skip = tick(sensors.make_asset_graph_sensor(Lineage(), "pipelines_dagster", Settings(ui_url=down)), res)
     assert skip == "PIPELINES_REPO_URL is not set: no asset graph to keep up to date"
