@@ -954,7 +954,8 @@ def _replace(s: str, old: str, new: str) -> str:
                 return ""
         text = reference.sub(group, new)
         written[0] += len(text)
-        _too_large(len(s) + written[0])
+        if len(s) + written[0] > MAX_VALUE_SIZE:
+            raise ValueError(f"the result would be longer than {MAX_VALUE_SIZE:,} characters")
         return text
     return compiled.sub(expand, s)
 
