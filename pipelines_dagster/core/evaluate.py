@@ -12,6 +12,7 @@ and where), and regular expressions run on RE2, in linear time.
 """
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 ROOT = "/.pipelines-repo"  # where the repository root appears to evaluated expressions (get_repo_root())
@@ -290,7 +291,8 @@ _TOO_DEEP = f"a value nested more than {MAX_VALUE_DEPTH} levels deep"
 
 
 class _List(list):
-    """A list whose size (elements and characters, nested ones included) and depth are known."""
+    """A list whose size (elements and characters, nested ones included) and depth (levels of collections) are
+    known."""
 
     __slots__ = ("size", "depth")
 
@@ -314,7 +316,7 @@ def _sized(value, over: int = 0) -> "_List | _Map | Limit":
     """A list or map (new from evaluation or a function) with its size known, or the Limit it exceeds. Elements
     that are collections are already sized, except a function's own results one level down (regex groups, ...)."""
     is_map = isinstance(value, dict)
-    size, depth = len(value), 0
+    size, depth = len(value), 1
     for key, item in (value.items() if is_map else enumerate(value)):
         if is_map:
             size += len(key) if isinstance(key, str) else 1
@@ -613,17 +615,17 @@ class UnitEvaluator:
     # ---- expressions ---------------------------------------------------------------------------------------
 
     def eval(self, expr: list, scope: Scope):
+        kind = expr[0]
+        if kind == "lit":
+            return expr[1]
         self._steps -= 1
-        if self._steps < 0:
-            return Limit(f"evaluation of this unit stopped after {MAX_EVAL_STEPS:,} steps")
-        if self._depth >= MAX_EVAL_DEPTH:
+        if self._steps < 0 or self._depth >= MAX_EVAL_DEPTH:
+            if self._steps < 0:
+                return Limit(f"evaluation of this unit stopped after {MAX_EVAL_STEPS:,} steps")
             return Limit(f"expressions nested more than {MAX_EVAL_DEPTH} levels deep (through locals and "
                          "configurations read)")
         self._depth += 1
         try:
-            kind = expr[0]
-            if kind == "lit":
-                return expr[1]
             if kind == "tpl":
                 out = []
                 size = 0
@@ -716,27 +718,25 @@ class UnitEvaluator:
                     return value
             return Unknown("no argument of try() could be evaluated")
         args = [self.eval(a, scope) for a in arg_exprs]
-        size = sum(_measure(a)[0] for a in args)
-        self._steps -= size // 64
-        if size > MAX_VALUE_SIZE:
+        if name in _COMBINING and sum(_measure(a)[0] for a in args) > MAX_VALUE_SIZE:
             return Limit(f"arguments of {name}() larger than {MAX_VALUE_SIZE:,} elements and characters")
         fn = _FUNCTIONS.get(name)
         if fn is None:
             if name in _IO_FUNCTIONS:
                 try:
-                    return _bounded(_IO_FUNCTIONS[name](self, scope, args))
+                    result = _IO_FUNCTIONS[name](self, scope, args)
                 except _FUNCTION_ERRORS as exc:
                     return Unknown(f"{name}() failed: {_failure(exc)}")
+                return result if result.__class__ is str and len(result) <= MAX_VALUE_SIZE else _bounded(result)
             return Unknown(f"function {_short(name)}() is not evaluated statically")
-        limit = next((a for a in args if isinstance(a, Limit)), None)
-        if limit is not None:
-            return limit
-        if name not in _LENIENT and any(isinstance(a, Unknown) for a in args):
-            return next(a for a in args if isinstance(a, Unknown))
+        for arg in args:
+            if isinstance(arg, Unknown) and (name not in _LENIENT or isinstance(arg, Limit)):
+                return arg
         try:
-            return _bounded(fn(*args))
+            result = fn(*args)
         except _FUNCTION_ERRORS as exc:
             return Unknown(f"{name}() failed: {_failure(exc)}")
+        return result if result.__class__ is str and len(result) <= MAX_VALUE_SIZE else _bounded(result)
 
     # ---- Terragrunt functions that look at the tree -----------------------------------------------------
 
@@ -928,7 +928,7 @@ def _regex(pattern: str, text: str):
     return match.group(0)
 
 
-_TEMPLATE_REFERENCE = r"\$(?:\$|\{(\w+)\}|(\w+))"  # Go's Regexp.Expand: $$, ${name}, $name ($1 is group 1)
+_TEMPLATE_REFERENCE = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")  # Go's Regexp.Expand: $$, ${name}, $name, $1
 
 
 def _replace(s: str, old: str, new: str) -> str:
@@ -937,10 +937,7 @@ def _replace(s: str, old: str, new: str) -> str:
         count = s.count(old) if old else len(s) + 1
         _too_large(len(s) + count * (len(new) - len(old)))
         return s.replace(old, new)
-    import re
-
     compiled = _re2(old[1:-1], s)
-    reference = re.compile(_TEMPLATE_REFERENCE)
     written = [0]
 
     def expand(match) -> str:
@@ -950,18 +947,14 @@ def _replace(s: str, old: str, new: str) -> str:
             name = ref.group(1) or ref.group(2)
             try:
                 return match.group(int(name) if name.isdigit() else name) or ""
-            except (IndexError, KeyError, re.error):
+            except (IndexError, KeyError):  # Go expands a group that does not exist to nothing
                 return ""
-        text = reference.sub(group, new)
+        text = _TEMPLATE_REFERENCE.sub(group, new)
         written[0] += len(text)
         if len(s) + written[0] > MAX_VALUE_SIZE:
             raise ValueError(f"the result would be longer than {MAX_VALUE_SIZE:,} characters")
         return text
     return compiled.sub(expand, s)
-
-
-def _substr(s: str, offset: int, length: int) -> str:
-    return s[offset:] if length == -1 else s[offset:offset + length]
 
 
 _FUNCTIONS = {
@@ -983,7 +976,7 @@ _FUNCTIONS = {
     "trim": lambda s, chars: s.strip(chars),
     "replace": _replace,
     "regex": _regex,
-    "substr": _substr,
+    "substr": lambda s, offset, length: s[offset:] if length == -1 else s[offset:offset + length],
     "compact": lambda items: [x for x in items if x not in ("", None)],
     "reverse": lambda items: list(reversed(items)),
     "slice": lambda items, start, end: items[start:end],
@@ -1002,6 +995,9 @@ _FUNCTIONS = {
     "tomap": dict,
 }
 _LENIENT = frozenset({"merge", "concat", "lookup", "tolist", "toset", "tomap", "flatten"})
+# functions whose result can be as large as all their arguments together (the others' results are bounded by one
+# argument's size, or checked before they are built: join, replace)
+_COMBINING = frozenset({"concat", "merge", "format"})
 
 
 def _scope_fn(body):

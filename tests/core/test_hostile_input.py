@@ -251,6 +251,28 @@ def test_deep_expressions_through_locals_and_read_configs_stop_at_the_evaluation
                             "configuration files read inside each other)") for w in messages(result, "warning"))
 
 
+def test_evaluation_at_its_limits_fits_well_inside_the_recursion_limit():
+    """The worst cases of nesting (calls in locals in configurations read in configurations read) need fewer than
+    700 frames, so detection has room below Python's 1,000 inside Dagster's threads too."""
+    calls = "locals {\n" + "".join(f"  a{i} = {'lower(' * 60}local.a{i + 1}{')' * 60}\n" for i in range(10))
+    reads = {f"c/{i}.hcl": f'locals {{\n  v = {"lower(" * 50}read_terragrunt_config("{i + 1}.hcl").locals.v'
+                           f'{")" * 50}\n}}\n' for i in range(50)}
+    cases = [{"u/terragrunt.hcl": calls + '  a10 = "x"\n}\ninclude {\n  path = local.a0\n}\n'},
+             {"c/50.hcl": 'locals {\n v = "x"\n}\n', **reads,
+              "u/terragrunt.hcl": 'include {\n  path = read_terragrunt_config("../c/0.hcl").locals.v\n}\n'}]
+    frame, depth = sys._getframe(), 0
+    while frame:
+        frame, depth = frame.f_back, depth + 1
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 700)
+    try:
+        results = [evaluate(files, "u") for files in cases]
+    finally:
+        sys.setrecursionlimit(limit)
+    for result in results:
+        assert "expressions nested more than 150 levels deep" in messages(result, "warning")[0]
+
+
 def test_unclosed_nesting_and_garbage_are_syntax_errors():
     random.seed(7)
     garbage = "".join(random.choices('{}[]()"$%~ab=,.\n:?', k=hcl.MAX_FILE_BYTES)).encode()
