@@ -6,7 +6,8 @@ the including unit), so they are cached by git blob id. Expressions are kept as 
   | ["tuple", [e]] | ["obj", [[k, v]]] | ["cond", c, a, b] | ["bin", op, a, b] | ["un", op, a]
   | ["unk", text] | ["unk", text, reason]
 Files come from whoever can push a branch: a file larger than MAX_FILE_BYTES is not parsed, and an expression
-nested deeper than MAX_EXPR_DEPTH becomes ["unk", text, reason] below that depth (no recursion limit is reached).
+nested deeper than MAX_EXPR_DEPTH, or beyond the file's first MAX_EXPRESSIONS, becomes ["unk", text, reason]
+(so no recursion limit is reached and the facts stay small). Walks over the syntax tree are linear.
 """
 
 import tree_sitter
