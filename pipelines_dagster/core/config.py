@@ -154,7 +154,7 @@ class Accounts:
 def _key_lines(text: str) -> dict[str, int]:
     """Line (1-based) of each top-level mapping key, for error messages."""
     try:
-        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        node = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError:
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -162,13 +162,41 @@ def _key_lines(text: str) -> dict[str, int]:
     return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
 
 
+MAX_CONFIG_BYTES = 4 << 20
+MAX_YAML_DEPTH = 32  # collections inside collections
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_yaml(text: str, file: str) -> None:
+    """Refuse what could make loading unbounded: huge files, anchors and aliases (one alias of an alias of ...
+    expands exponentially: "billion laughs"), and deep nesting (loading recurses)."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([Problem(file, f"is {len(text):,} characters long; configuration files are limited to "
+                                         f"{MAX_CONFIG_BYTES:,}", None)])
+    depth = 0
+    for event in yaml.parse(text, Loader=_LOADER):
+        line = event.start_mark.line + 1 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError([Problem(file, "YAML anchors and aliases (&name, *name) are not allowed: write the "
+                                             "values out", line)])
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError([Problem(file, f"nested more than {MAX_YAML_DEPTH} levels deep", line)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def _load_yaml(text: str, file: str):
     try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        _check_yaml(text, file)
+        return yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem(file, f"malformed YAML: {problem}", mark.line + 1 if mark else None)]) from exc
+    except ValueError as exc:  # a scalar YAML cannot convert, e.g. an integer of thousands of digits
+        raise ConfigError([Problem(file, f"malformed YAML: {str(exc)[:200]}", None)]) from exc
 
 
 def _pydantic_message(exc: ValidationError) -> str:

@@ -4,13 +4,30 @@ Only what decides which files a unit depends on is evaluated: include paths, rea
 arguments, dependency paths, terraform sources and module sources, and the locals they use. Everything else stays
 unevaluated. A value that cannot be known statically is `Unknown`; where one reaches a path the unit is flagged
 conservative and a warning names the file, line and expression.
+
+The configuration comes from whoever can push a branch, so evaluation is bounded: values larger than
+MAX_VALUE_SIZE (or nested deeper than MAX_VALUE_DEPTH, or numbers beyond MAX_NUMBER_BITS), expressions nested
+deeper than MAX_EVAL_DEPTH and evaluations longer than MAX_EVAL_STEPS become `Limit` (an Unknown saying which limit
+and where), and regular expressions run on RE2, in linear time.
 """
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 ROOT = "/.pipelines-repo"  # where the repository root appears to evaluated expressions (get_repo_root())
 TERRAGRUNT_FILE = "terragrunt.hcl"
+
+MAX_VALUE_SIZE = 1_000_000  # characters of a string; elements plus characters of a collection
+MAX_VALUE_DEPTH = 32  # lists and maps inside lists and maps
+MAX_NUMBER_BITS = 512  # Terraform's numbers have 512 bits of precision
+MAX_EVAL_DEPTH = 150  # expressions being evaluated inside each other (through locals and configs read)
+MAX_EVAL_STEPS = 2_000_000  # expressions evaluated plus elements measured, per unit
+MAX_READ_DEPTH = 32  # configuration files read by configuration files read by the unit
+MAX_PATH_CHARS = 4096  # PATH_MAX
+MAX_REGEX_WORK = 20_000_000  # RE2 program size x text length (RE2 is linear in both)
+MAX_PROBLEMS = 50  # problems listed per unit
+MAX_MESSAGE_CHARS = 600
 
 
 class Unknown:
@@ -21,6 +38,22 @@ class Unknown:
 
     def __repr__(self) -> str:
         return f"Unknown({self.reason})"
+
+
+class Limit(Unknown):
+    """Unknown because evaluating it would exceed a bound; `located` once the reason names where."""
+
+    __slots__ = ("located",)
+
+    def __init__(self, reason: str, located: bool = False):
+        super().__init__(reason)
+        self.located = located
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr of a value from the repository, shortened for messages."""
+    text = repr(value) if not isinstance(value, (_List, _Map)) or len(value) < 20 else f"<{len(value)} elements>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class EvalError(Exception):
@@ -37,7 +70,7 @@ def to_rel(abs_path: str) -> str:
     if norm == ROOT:
         return ""
     if not norm.startswith(ROOT + "/"):
-        raise EvalError(f"path {abs_path!r} escapes the repository")
+        raise EvalError(f"path {_short(abs_path)} escapes the repository")
     return norm[len(ROOT) + 1:]
 
 
@@ -47,6 +80,8 @@ def rel_dir(path: str) -> str:
 
 def resolve_path(base_dir_rel: str, value: str) -> str:
     """A path as written in configuration, relative to base_dir, as a repo-relative path."""
+    if len(value) > MAX_PATH_CHARS:
+        raise EvalError(f"path {_short(value)} is {len(value):,} characters long (the limit is {MAX_PATH_CHARS})")
     embedded = value.rfind(ROOT + "/")
     if embedded > 0 or (embedded < 0 and value.endswith(ROOT) and len(value) > len(ROOT)):
         # "${get_terragrunt_dir()}/${find_in_parent_folders("x")}": written for Terragrunt versions whose
@@ -55,7 +90,7 @@ def resolve_path(base_dir_rel: str, value: str) -> str:
     try:
         return to_rel(value if value.startswith("/") else posixpath.join(to_abs(base_dir_rel), value))
     except EvalError:
-        raise EvalError(f"path {value!r} escapes the repository") from None
+        raise EvalError(f"path {_short(value)} escapes the repository") from None
 
 
 def split_source(value: str) -> str | None:
@@ -216,6 +251,9 @@ class Scope:
             value = self.ev.eval(expr, self)
         finally:
             self._evaluating.discard(name)
+        if isinstance(value, Limit) and not value.located:
+            line = self.facts.get("local_lines", {}).get(name)
+            value = Limit(f"local.{name} at {self.file}{f':{line}' if line else ''}: {value.reason}", located=True)
         self._locals[name] = value
         return value
 
@@ -248,6 +286,76 @@ def _str(value) -> str | Unknown:
     return Unknown("a collection is not a string")
 
 
+_TOO_LARGE = f"a value larger than {MAX_VALUE_SIZE:,} elements and characters"
+_TOO_DEEP = f"a value nested more than {MAX_VALUE_DEPTH} levels deep"
+
+
+class _List(list):
+    """A list whose size (elements and characters, nested ones included) and depth (levels of collections) are
+    known."""
+
+    __slots__ = ("size", "depth")
+
+
+class _Map(dict):
+    """A map whose size (entries, characters of keys and values, nested ones included) and depth are known."""
+
+    __slots__ = ("size", "depth")
+
+
+def _measure(value) -> tuple[int, int]:
+    """(size, depth) of a value: a collection counts its elements, a string its characters."""
+    if isinstance(value, str):
+        return len(value), 0
+    if isinstance(value, (_List, _Map)):
+        return value.size, value.depth
+    return 1, 0
+
+
+def _sized(value, over: int = 0) -> "_List | _Map | Limit":
+    """A list or map (new from evaluation or a function) with its size known, or the Limit it exceeds. Elements
+    that are collections are already sized, except a function's own results one level down (regex groups, ...)."""
+    is_map = isinstance(value, dict)
+    size, depth = len(value), 1
+    for key, item in (value.items() if is_map else enumerate(value)):
+        if is_map:
+            size += len(key) if isinstance(key, str) else 1
+        if isinstance(item, (list, dict)) and not isinstance(item, (_List, _Map)):
+            if over >= MAX_VALUE_DEPTH:
+                return Limit(_TOO_DEEP)
+            item = _sized(item, over + 1)
+            if isinstance(item, Limit):
+                return item
+            value[key] = item
+        if isinstance(item, str):
+            size += len(item)
+        elif isinstance(item, (_List, _Map)):
+            size += item.size
+            depth = max(depth, item.depth + 1)
+        if size > MAX_VALUE_SIZE:
+            return Limit(_TOO_LARGE)
+    if depth > MAX_VALUE_DEPTH:
+        return Limit(_TOO_DEEP)
+    sized = _Map(value) if is_map else _List(value)
+    sized.size, sized.depth = size, depth
+    return sized
+
+
+def _bounded(value):
+    """The value, sized, or the Limit it exceeds."""
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_SIZE:
+            return Limit(f"a string of {len(value):,} characters, more than the {MAX_VALUE_SIZE:,} evaluated")
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > MAX_NUMBER_BITS:
+            return Limit(f"a number of more than {MAX_NUMBER_BITS} bits")
+        return value
+    if isinstance(value, (list, dict)) and not isinstance(value, (_List, _Map)):
+        return _sized(value)
+    return value
+
+
 class UnitEvaluator:
     """Evaluates one unit (and everything it includes, reads and runs) at one tree."""
 
@@ -256,6 +364,11 @@ class UnitEvaluator:
         self.inputs = Inputs(view)
         self.result = UnitEval()
         self._processed: set[tuple[str, str]] = set()
+        self._configs: dict[str, _Config] = {}  # read_terragrunt_config() values, by file
+        self._reading = 0  # configuration files being processed inside each other
+        self._depth = 0  # expressions being evaluated inside each other
+        self._steps = MAX_EVAL_STEPS
+        self._unlisted: dict[str, int] = {}  # severity -> problems beyond MAX_PROBLEMS
 
     # ---- entry points -------------------------------------------------------------------------------------
 
@@ -267,23 +380,36 @@ class UnitEvaluator:
             module_dir = self._terragrunt_source(source)
         if module_dir is not None:
             self._module_closure(module_dir, own_dir=unit_dir)
-        return self.result
+        return self._finish(config)
 
     def terraform_unit(self, unit_dir: str) -> UnitEval:
         self._module_closure(unit_dir, own_dir=unit_dir)
+        return self._finish(unit_dir)
+
+    def _finish(self, unit_file: str) -> UnitEval:
+        if self._unlisted:
+            severity = "error" if "error" in self._unlisted else "warning"
+            self.result.problems.append(Problem(severity, unit_file, None, (
+                f"{sum(self._unlisted.values())} more problems of this unit are not listed")))
         return self.result
 
     # ---- problems ------------------------------------------------------------------------------------------
 
+    def _problem(self, severity: str, file: str, line: int | None, message: str) -> None:
+        if len(self.result.problems) >= MAX_PROBLEMS:
+            self._unlisted[severity] = self._unlisted.get(severity, 0) + 1
+            return
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 3] + "..."
+        self.result.problems.append(Problem(severity, file, line, message))
+
     def error(self, file: str, line: int | None, message: str) -> None:
-        self.result.problems.append(Problem("error", file, line, message))
+        self._problem("error", file, line, message)
 
     def unresolved(self, file: str, line: int | None, text: str, reason: str) -> None:
         self.result.conservative = True
-        self.result.problems.append(Problem(
-            "warning", file, line,
-            f"cannot evaluate {text} statically ({reason}); the unit is planned for any .hcl change in its parent "
-            "folders or in _envcommon"))
+        self._problem("warning", file, line, f"cannot evaluate {text} statically ({reason}); the unit is planned "
+                                             "for any .hcl change in its parent folders or in _envcommon")
 
     # ---- configuration files -------------------------------------------------------------------------------
 
@@ -294,7 +420,7 @@ class UnitEvaluator:
         err = facts.get("syntax_error")
         if err:
             self.result.conservative = True
-            self.error(rel, err["line"], f"{err['message']} (column {err['col']})")
+            self.error(rel, err["line"], err["message"] + (f" (column {err['col']})" if err.get("col") else ""))
         return facts
 
     def _process_config(self, file: str, config_path: str, own_unit: bool = False,
@@ -407,15 +533,22 @@ class UnitEvaluator:
                 if len(args) < 2:
                     self.error(scope.file, site["line"], f"read_terragrunt_config(): {target} does not exist")
                 return
-            self._process_config(target, target, read=True)
+            if self._reading >= MAX_READ_DEPTH:
+                self.unresolved(scope.file, site["line"], site["text"],
+                                f"more than {MAX_READ_DEPTH} configuration files read inside each other")
+                return
+            self._reading += 1
+            try:
+                self._process_config(target, target, read=True)
+            finally:
+                self._reading -= 1
         else:
             self.result.reads.add(target)
             if self.inputs.file(target) is None and not self.inputs.isdir(target):
                 self.result.conservative = True
-                self.result.problems.append(Problem(
-                    "warning", scope.file, site["line"],
-                    f"{fname}() reads {target}, which does not exist at this commit (generated or ignored file?); "
-                    "the unit is planned for any .hcl change in its parent folders or in _envcommon"))
+                self._problem("warning", scope.file, site["line"],
+                              f"{fname}() reads {target}, which does not exist at this commit (generated or ignored "
+                              "file?); the unit is planned for any .hcl change in its parent folders or in _envcommon")
 
     def _config_target(self, target: str) -> str:
         if self.inputs.isdir(target):
@@ -485,49 +618,85 @@ class UnitEvaluator:
         kind = expr[0]
         if kind == "lit":
             return expr[1]
-        if kind == "tpl":
-            out = []
-            for part in expr[1]:
-                value = _str(self.eval(part, scope))
+        self._steps -= 1
+        if self._steps < 0 or self._depth >= MAX_EVAL_DEPTH:
+            if self._steps < 0:
+                return Limit(f"evaluation of this unit stopped after {MAX_EVAL_STEPS:,} steps")
+            return Limit(f"expressions nested more than {MAX_EVAL_DEPTH} levels deep (through locals and "
+                         "configurations read)")
+        self._depth += 1
+        try:
+            if kind == "tpl":
+                out = []
+                size = 0
+                for part in expr[1]:
+                    value = _str(self.eval(part, scope))
+                    if isinstance(value, Unknown):
+                        return value
+                    size += len(value)
+                    if size > MAX_VALUE_SIZE:
+                        return Limit(f"a string of more than {MAX_VALUE_SIZE:,} characters")
+                    out.append(value)
+                return "".join(out)
+            if kind == "var":
+                return self._variable(expr[1], scope)
+            if kind == "attr":
+                return _get(self.eval(expr[1], scope), expr[2])
+            if kind == "idx":
+                return _get(self.eval(expr[1], scope), self.eval(expr[2], scope))
+            if kind == "call":
+                return self._call(expr[1], expr[2], scope)
+            if kind == "tuple":
+                return self._collection(_List(self.eval(e, scope) for e in expr[1]))
+            if kind == "obj":
+                out = _Map()
+                for key_expr, value_expr in expr[1]:
+                    key = _str(self.eval(key_expr, scope))
+                    if isinstance(key, Unknown):
+                        return key
+                    out[key] = self.eval(value_expr, scope)
+                return self._collection(out)
+            if kind == "cond":
+                cond = self.eval(expr[1], scope)
+                if isinstance(cond, bool):
+                    return self.eval(expr[2] if cond else expr[3], scope)
+                return cond if isinstance(cond, Unknown) else Unknown("condition is not a boolean")
+            if kind == "bin":
+                return _bounded(_binary(expr[1], self.eval(expr[2], scope), self.eval(expr[3], scope)))
+            if kind == "un":
+                value = self.eval(expr[2], scope)
                 if isinstance(value, Unknown):
                     return value
-                out.append(value)
-            return "".join(out)
-        if kind == "var":
-            return self._variable(expr[1], scope)
-        if kind == "attr":
-            return _get(self.eval(expr[1], scope), expr[2])
-        if kind == "idx":
-            return _get(self.eval(expr[1], scope), self.eval(expr[2], scope))
-        if kind == "call":
-            return self._call(expr[1], expr[2], scope)
-        if kind == "tuple":
-            return [self.eval(e, scope) for e in expr[1]]
-        if kind == "obj":
-            out = {}
-            for key_expr, value_expr in expr[1]:
-                key = _str(self.eval(key_expr, scope))
-                if isinstance(key, Unknown):
-                    return key
-                out[key] = self.eval(value_expr, scope)
-            return out
-        if kind == "cond":
-            cond = self.eval(expr[1], scope)
-            if isinstance(cond, bool):
-                return self.eval(expr[2] if cond else expr[3], scope)
-            return cond if isinstance(cond, Unknown) else Unknown("condition is not a boolean")
-        if kind == "bin":
-            return _binary(expr[1], self.eval(expr[2], scope), self.eval(expr[3], scope))
-        if kind == "un":
-            value = self.eval(expr[2], scope)
-            if isinstance(value, Unknown):
-                return value
-            if expr[1] == "!" and isinstance(value, bool):
-                return not value
-            if expr[1] == "-" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return -value
-            return Unknown(f"operator {expr[1]}")
-        return Unknown(f"{expr[1]} is not evaluated statically")
+                if expr[1] == "!" and isinstance(value, bool):
+                    return not value
+                if expr[1] == "-" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return -value
+                return Unknown(f"operator {expr[1]}")
+            if len(expr) > 2:  # the parser's own reason (an expression nested too deep)
+                return Limit(f"{expr[2]} of {scope.file}", located=True)
+            return Unknown(f"{expr[1]} is not evaluated statically")
+        finally:
+            self._depth -= 1
+
+    def _collection(self, value: "_List | _Map") -> "_List | _Map | Limit":
+        """A new list or map: its size from its elements' sizes (each element is measured once)."""
+        self._steps -= len(value)
+        size, depth = len(value), 0
+        if isinstance(value, _Map):
+            size += sum(map(len, value))
+        for item in (value.values() if isinstance(value, _Map) else value):
+            if isinstance(item, Limit):  # a collection holding a value too large is too large
+                return item
+            item_size, item_depth = _measure(item)
+            size += item_size
+            if item_depth >= depth:
+                depth = item_depth + 1
+        if size > MAX_VALUE_SIZE:
+            return Limit(_TOO_LARGE)
+        if depth > MAX_VALUE_DEPTH:
+            return Limit(_TOO_DEEP)
+        value.size, value.depth = size, depth
+        return value
 
     def _variable(self, name: str, scope: Scope):
         if name == "local":
@@ -536,10 +705,10 @@ class UnitEvaluator:
             return _Includes(scope.exposed)
         if name == "path" and scope.terraform:
             here = to_abs(rel_dir(scope.file))
-            return {"module": here, "root": here, "cwd": here}
+            return _sized({"module": here, "root": here, "cwd": here})
         if name in ("dependency", "var", "feature", "values"):
             return Unknown(f"{name}.* is only known at run time")
-        return Unknown(f"unknown variable {name!r}")
+        return Unknown(f"unknown variable {_short(name)}")
 
     def _call(self, name: str, arg_exprs: list, scope: Scope):
         if name == "try":
@@ -549,17 +718,25 @@ class UnitEvaluator:
                     return value
             return Unknown("no argument of try() could be evaluated")
         args = [self.eval(a, scope) for a in arg_exprs]
+        if name in _COMBINING and sum(_measure(a)[0] for a in args) > MAX_VALUE_SIZE:
+            return Limit(f"arguments of {name}() larger than {MAX_VALUE_SIZE:,} elements and characters")
         fn = _FUNCTIONS.get(name)
         if fn is None:
             if name in _IO_FUNCTIONS:
-                return _IO_FUNCTIONS[name](self, scope, args)
-            return Unknown(f"function {name}() is not evaluated statically")
-        if name not in _LENIENT and any(isinstance(a, Unknown) for a in args):
-            return next(a for a in args if isinstance(a, Unknown))
+                try:
+                    result = _IO_FUNCTIONS[name](self, scope, args)
+                except _FUNCTION_ERRORS as exc:
+                    return Unknown(f"{name}() failed: {_failure(exc)}")
+                return result if result.__class__ is str and len(result) <= MAX_VALUE_SIZE else _bounded(result)
+            return Unknown(f"function {_short(name)}() is not evaluated statically")
+        for arg in args:
+            if isinstance(arg, Unknown) and (name not in _LENIENT or isinstance(arg, Limit)):
+                return arg
         try:
-            return fn(*args)
-        except (TypeError, ValueError, IndexError, KeyError) as exc:
-            return Unknown(f"{name}() failed: {exc}")
+            result = fn(*args)
+        except _FUNCTION_ERRORS as exc:
+            return Unknown(f"{name}() failed: {_failure(exc)}")
+        return result if result.__class__ is str and len(result) <= MAX_VALUE_SIZE else _bounded(result)
 
     # ---- Terragrunt functions that look at the tree -----------------------------------------------------
 
@@ -590,12 +767,41 @@ def _get(base, key):
     if isinstance(key, Unknown):
         return key
     if isinstance(base, (_Locals, _Config, _Includes)):
-        return base.get(key)
-    if isinstance(base, dict):
-        return base[key] if key in base else Unknown(f"key {key!r} not found")
+        return base.get(key) if isinstance(key, str) else Unknown(f"cannot index {_kind(base)} with {_short(key)}")
+    if isinstance(base, dict) and isinstance(key, (str, int, float)):
+        key = _str(key)
+        return base[key] if key in base else Unknown(f"key {_short(key)} not found")
     if isinstance(base, list) and isinstance(key, int) and not isinstance(key, bool):
         return base[key] if -len(base) <= key < len(base) else Unknown(f"index {key} out of range")
-    return Unknown(f"cannot index {type(base).__name__} with {key!r}")
+    return Unknown(f"cannot index {_kind(base)} with {_short(key)}")
+
+
+def _kind(value) -> str:
+    """What a value is, in HCL's words."""
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a map"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, _Locals):
+        return "local"
+    if isinstance(value, _Includes):
+        return "include"
+    return "a configuration" if isinstance(value, _Config) else "null"
+
+
+def _number(value):
+    """HCL converts strings to numbers for arithmetic; anything else that is not a number is an error."""
+    if isinstance(value, str):
+        return float(value) if "." in value or "e" in value.lower() else int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{type(value).__name__} is not a number")
+    return value
 
 
 def _binary(op: str, left, right):
@@ -613,16 +819,26 @@ def _binary(op: str, left, right):
         if op == "||":
             return bool(left) or bool(right)
         if op in ("+", "-", "*", "/", "%", "<", ">", "<=", ">="):
-            if isinstance(left, str):
-                left = float(left) if "." in left else int(left)
-            if isinstance(right, str):
-                right = float(right) if "." in right else int(right)
+            left, right = _number(left), _number(right)
             return {"+": lambda: left + right, "-": lambda: left - right, "*": lambda: left * right,
                     "/": lambda: left / right, "%": lambda: left % right, "<": lambda: left < right,
                     ">": lambda: left > right, "<=": lambda: left <= right, ">=": lambda: left >= right}[op]()
-    except (TypeError, ValueError, ZeroDivisionError):
+    except (TypeError, ValueError, ArithmeticError):
         pass
     return Unknown(f"operator {op}")
+
+
+_FUNCTION_ERRORS = (TypeError, ValueError, IndexError, KeyError, ArithmeticError, AttributeError, StopIteration)
+
+
+def _failure(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _too_large(size: int) -> None:
+    if size > MAX_VALUE_SIZE:
+        raise ValueError(f"the result would be {size:,} characters (the limit is {MAX_VALUE_SIZE:,})")
 
 
 def _format(fmt: str, *args) -> str:
@@ -658,31 +874,87 @@ def _merge(*maps):
     return out
 
 
-def _flatten(items):
+def _flatten(items) -> list:
+    """Elements of nested lists, in order (iteratively: values are at most MAX_VALUE_DEPTH deep anyway)."""
     out = []
-    for item in items:
-        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    stack = [iter(items)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
     return out
+
+
+def _join(sep: str, *lists) -> str:
+    items = [_str(x) for x in _flatten(list(lists))]
+    unknown = next((x for x in items if isinstance(x, Unknown)), None)
+    if unknown is not None:
+        raise ValueError(unknown.reason)
+    _too_large(sum(map(len, items)) + len(sep) * max(len(items) - 1, 0))
+    return sep.join(items)
+
+
+def _re2(pattern: str, text: str):
+    """Terraform's regular expressions are RE2's: compiled by RE2, whose matching time is linear."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        compiled = re2.compile(pattern, options)
+    except re2.error as exc:
+        message = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"invalid regular expression {_short(pattern)}: {message}") from None
+    if compiled.programsize * max(len(text), 1) > MAX_REGEX_WORK:
+        raise ValueError(f"regular expression {_short(pattern)} on {len(text):,} characters is too costly to "
+                         "evaluate")
+    return compiled
 
 
 def _regex(pattern: str, text: str):
     """Terraform's regex(): the match, a list of its groups, or a map of its named groups."""
-    import re
-
-    match = re.search(pattern, text)
+    compiled = _re2(pattern, text)
+    match = compiled.search(text)
     if match is None:
-        raise ValueError(f"pattern {pattern!r} does not match")
-    if match.re.groupindex:
+        raise ValueError(f"pattern {_short(pattern)} does not match")
+    if compiled.groupindex:
         return match.groupdict()
-    if match.re.groups:
+    if compiled.groups:
         return list(match.groups())
     return match.group(0)
 
 
-def _replace(s, old, new):
-    if old.startswith("/") and old.endswith("/") and len(old) > 1:
-        raise ValueError("regular-expression replace")
-    return s.replace(old, new)
+_TEMPLATE_REFERENCE = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")  # Go's Regexp.Expand: $$, ${name}, $name, $1
+
+
+def _replace(s: str, old: str, new: str) -> str:
+    """Terraform's replace(): a substring, or a regular expression between slashes with $1 / ${name} in `new`."""
+    if not (old.startswith("/") and old.endswith("/") and len(old) > 1):
+        count = s.count(old) if old else len(s) + 1
+        _too_large(len(s) + count * (len(new) - len(old)))
+        return s.replace(old, new)
+    compiled = _re2(old[1:-1], s)
+    written = [0]
+
+    def expand(match) -> str:
+        def group(ref) -> str:
+            if ref.group(0) == "$$":
+                return "$"
+            name = ref.group(1) or ref.group(2)
+            try:
+                return match.group(int(name) if name.isdigit() else name) or ""
+            except (IndexError, KeyError):  # Go expands a group that does not exist to nothing
+                return ""
+        text = _TEMPLATE_REFERENCE.sub(group, new)
+        written[0] += len(text)
+        if len(s) + written[0] > MAX_VALUE_SIZE:
+            raise ValueError(f"the result would be longer than {MAX_VALUE_SIZE:,} characters")
+        return text
+    return compiled.sub(expand, s)
 
 
 _FUNCTIONS = {
@@ -690,7 +962,7 @@ _FUNCTIONS = {
     "basename": lambda p: posixpath.basename(p.rstrip("/")),
     "abspath": posixpath.normpath,
     "format": _format,
-    "join": lambda sep, *lists: sep.join(_str(x) for x in _flatten(list(lists))),
+    "join": _join,
     "concat": lambda *lists: [x for lst in lists for x in lst],
     "flatten": _flatten,
     "merge": _merge,
@@ -723,6 +995,9 @@ _FUNCTIONS = {
     "tomap": dict,
 }
 _LENIENT = frozenset({"merge", "concat", "lookup", "tolist", "toset", "tomap", "flatten"})
+# functions whose result can be as large as all their arguments together (the others' results are bounded by one
+# argument's size, or checked before they are built: join, replace)
+_COMBINING = frozenset({"concat", "merge", "format"})
 
 
 def _scope_fn(body):
@@ -742,10 +1017,13 @@ def _read_config(ev: UnitEvaluator, scope: Scope, args: list):
     if not args or not isinstance(args[0], str):
         return Unknown("read_terragrunt_config() path")
     target = ev._config_target(resolve_path(scope.config_dir, args[0]))
+    if target in ev._configs:  # one scope per file: its locals are evaluated once, and loops are found
+        return ev._configs[target]
     facts = ev.view.facts(target) if ev.inputs.file(target) is not None else None
     if facts is None:
         return args[1] if len(args) > 1 else Unknown(f"{target} does not exist")
-    return _Config(Scope(ev, target, facts, target))
+    config = ev._configs[target] = _Config(Scope(ev, target, facts, target))
+    return config
 
 
 def _file_fn(ev: UnitEvaluator, scope: Scope, args: list):

@@ -175,9 +175,12 @@ class _Detection:
 
     def run(self) -> ChangeSet:
         head_index = self.orch.index(self.head, self.base)
-        # deleted units, and units that read a deleted file, are only visible at base
-        need_base = any(c.status == "D" for c in self.changed)
+        # deleted units, and units that read a deleted file, are only visible at base (so are the files a
+        # retargeted link to a folder showed)
+        need_base = any(c.status in "DT" or c.path in head_index.dir_links for c in self.changed)
         base_index = self.orch.index(self.base, self.head) if need_base else None
+        self.result.errors.extend(Problem(link, message) for link, message in head_index.link_problems)
+        self._through_links(head_index, base_index)
         for change in self.changed:
             self._classify_file(change, head_index, base_index)
         self._account_changes()
@@ -186,6 +189,26 @@ class _Detection:
         return self.result
 
     # ---- classification ----
+
+    def _through_links(self, head: RepoIndex, base: RepoIndex | None) -> None:
+        """Changes seen through symlinks are changes of the paths that show them, triggered by the changed file:
+        a file that links show elsewhere, and every file a changed link to a folder shows."""
+        self._trigger: dict[str, str] = {}
+        seen = {c.path for c in self.changed}
+        shown: list[gitio.FileChange] = []
+        for change in self.changed:
+            sides = ([(head, self.head)] if change.status != "D" else []) + (
+                [(base, self.base)] if base is not None and change.status != "A" else [])
+            for index, side in sides:
+                paths = index.shown_as(change.path)
+                if change.path in index.dir_links:
+                    paths += [p for p in side.tree.files if p.startswith(change.path + "/")]
+                for path in paths:
+                    if path not in seen:
+                        seen.add(path)
+                        shown.append(gitio.FileChange(change.status, path))
+                        self._trigger[path] = change.path
+        self.changed = self.changed + shown
 
     def _hit(self, unit: str) -> _Hit:
         return self.hits.setdefault(unit, _Hit())
@@ -201,28 +224,29 @@ class _Detection:
 
     def _classify_file(self, change: gitio.FileChange, head: RepoIndex, base: RepoIndex | None) -> None:
         path = change.path
+        trigger = self._trigger.get(path, path)
         owner = head.owner(path)
         if owner is not None:
-            self._hit(owner).add(ChangeType.MODULE_CHANGED, path)
+            self._hit(owner).add(ChangeType.MODULE_CHANGED, trigger)
         if base is not None:
             base_owner = base.owner(path)
             if base_owner is not None and base_owner not in head.units:
-                self.deleted_hits.setdefault(base_owner, _Hit()).add(ChangeType.MODULE_DELETED, path)
+                self.deleted_hits.setdefault(base_owner, _Hit()).add(ChangeType.MODULE_DELETED, trigger)
         indexes = [head] + ([base] if base is not None and change.status != "A" else [])
         read_type = ChangeType.ENVCOMMON_CHANGED if _is_envcommon(path) else ChangeType.HCL_CHANGED
         for index in indexes:
             # a reader that also runs module code holding the file gets both; precedence picks the module
             for unit_path in index.readers(path):
                 if unit_path != owner and unit_path in head.units:
-                    self._hit(unit_path).add(read_type, path)
+                    self._hit(unit_path).add(read_type, trigger)
             for unit_path in index.module_users(path):
                 if unit_path != owner and unit_path in head.units:
-                    self._hit(unit_path).add(ChangeType.MODULE_SOURCE_CHANGED, path)
+                    self._hit(unit_path).add(ChangeType.MODULE_SOURCE_CHANGED, trigger)
         if path.endswith(".hcl"):
             folder = posixpath.dirname(path)
             for unit_path in head.conservative:
                 if unit_path != owner and (_dir_is_ancestor(folder, unit_path) or _is_envcommon(path)):
-                    self._hit(unit_path).add(self._by_location(head.module_dirs(unit_path), path), path)
+                    self._hit(unit_path).add(self._by_location(head.module_dirs(unit_path), path), trigger)
 
     def _unit_changes(self, head: RepoIndex, base: RepoIndex | None) -> list[InfraChange]:
         changes: list[InfraChange] = []

@@ -20,7 +20,7 @@ from . import hcl
 from .evaluate import TERRAGRUNT_FILE, Problem, TreeView, UnitEval, UnitEvaluator, rel_dir
 from .model import UnitKind
 
-INDEX_VERSION = 7
+INDEX_VERSION = 8
 SNAPSHOTS_KEPT = 16
 
 
@@ -212,8 +212,14 @@ class _Units(Mapping):
 class RepoIndex:
     """Units of one tree and the reverse maps change detection needs."""
 
-    def __init__(self, tree_sha: str, rows: dict[str, tuple], cycles: list[list[str]] | None = None):
+    def __init__(self, tree_sha: str, rows: dict[str, tuple], cycles: list[list[str]] | None = None,
+                 links: dict | None = None):
+        """`links`: the tree's symlinks, as `_links` records them (None when it has none)."""
         self.tree_sha = tree_sha
+        links = links or {}
+        self._shown_as: dict[str, list[str]] = links.get("shown_as", {})
+        self.dir_links: frozenset[str] = frozenset(links.get("dir_links", ()))
+        self.link_problems: list[tuple[str, str]] = [tuple(p) for p in links.get("problems", ())]
         included = {f for row in rows.values() for f in row[2]}
         # a terragrunt.hcl that other units include is configuration, not a unit
         self._rows = {p: r for p, r in rows.items() if not (
@@ -227,6 +233,19 @@ class RepoIndex:
             {p: {d for d in ds if d in self._rows} for p, ds in self._deps.items()})
         self._readers: dict[str, set[str]] | None = None
         self._module_users: dict[str, set[str]] | None = None
+
+    def shown_as(self, path: str) -> list[str]:
+        """The other paths that show a file through symlinks (to it, or to a folder holding it)."""
+        if not self._shown_as:
+            return []
+        found = []
+        current = path
+        while True:
+            for shown in self._shown_as.get(current, ()):
+                found.append(shown + path[len(current):] if current else f"{shown}/{path}")
+            if not current:
+                return found
+            current = rel_dir(current)
 
     @property
     def conservative(self) -> list[str]:
@@ -309,7 +328,8 @@ class IndexBuilder:
         if snapshot is not None and snapshot.get("tree") == key:
             self.stats["reused"] += len(snapshot["units"])
             self.store.touch_snapshot(key)
-            return _with_dependencies(key, snapshot["units"], snapshot["cycles"], extra_dependencies)
+            return _with_dependencies(key, snapshot["units"], snapshot["cycles"], extra_dependencies,
+                                      snapshot.get("links"))
         tree = load_tree()
         view = TreeView(tree.files, tree.dirs, self.store.get)
         cached = snapshot["units"] if snapshot else {}
@@ -332,11 +352,12 @@ class IndexBuilder:
             rows[path], inputs[path] = _encode(kind, result), ev.inputs.keys
         self.stats["evaluated"] += len(to_eval)
         self.stats["reused"] += len(rows) - len(to_eval)
-        index = RepoIndex(key, rows)
-        self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows, "cycles": index.cycles},
-                                 inputs)
+        links = _links(tree)
+        index = RepoIndex(key, rows, links=links)
+        self.store.save_snapshot(key, {"v": INDEX_VERSION, "tree": key, "units": rows, "cycles": index.cycles,
+                                       "links": links}, inputs)
         self.store.flush()
-        return _with_dependencies(key, rows, index.cycles, extra_dependencies)
+        return _with_dependencies(key, rows, index.cycles, extra_dependencies, links)
 
     def candidates(self, files: dict[str, str], dirs, extra_units: list[str]) -> dict[str, UnitKind]:
         """Folders that may be units: a terragrunt.hcl, a Terraform backend block, or listed in config."""
@@ -362,10 +383,19 @@ class IndexBuilder:
         return found
 
 
-def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str, list[str]] | None) -> RepoIndex:
+def _links(tree) -> dict | None:
+    """What detection needs of a tree's symlinks, storable with its evaluations (None without symlinks)."""
+    if not tree.shown_as and not tree.problems:
+        return None
+    return {"shown_as": tree.shown_as, "dir_links": sorted(tree.dir_links),
+            "problems": [list(p) for p in tree.problems]}
+
+
+def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str, list[str]] | None,
+                       links: dict | None = None) -> RepoIndex:
     """Dependencies declared in `.pipelines.yml` (for plain Terraform units) added to the evaluated ones."""
     if not extra:
-        return RepoIndex(key, rows, cycles)
+        return RepoIndex(key, rows, cycles, links)
     rows = dict(rows)
     for unit, deps in extra.items():
         if unit in rows:
@@ -373,7 +403,7 @@ def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str
             known = {d[0] for d in row[4]}
             added = [[d, ".pipelines.yml", None] for d in deps if d not in known]
             rows[unit] = row[:4] + (row[4] + added,) + row[5:]
-    return RepoIndex(key, rows)
+    return RepoIndex(key, rows, links=links)
 
 
 def cache_root() -> Path:

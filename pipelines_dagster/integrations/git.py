@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -157,15 +157,27 @@ def _ref_exists(repo, ref: str) -> bool:
 
 @dataclass(frozen=True)
 class Tree:
-    """A commit's files: path -> blob id, and the set of folders (repo root is '')."""
+    """A commit's files: path -> blob id, and the set of folders (repo root is '').
+
+    Symlinks are followed as a checkout would see them (a link to a file has its target's blob, a link to a folder
+    shows the folder's files under the link's path); `shown_as` maps each file or folder reached through links to
+    the paths that show it, `dir_links` lists the links to folders, and `problems` names the links that are not
+    followed: (link, message) for a link that leaves the repository, dangles or loops."""
 
     sha: str
     files: dict[str, str]
     dirs: frozenset[str]
+    shown_as: dict[str, list[str]] = field(default_factory=dict)
+    dir_links: frozenset[str] = frozenset()
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+
+SYMLINK_MODE = "120000"
 
 
 def read_tree(repo, sha: str) -> Tree:
     files: dict[str, str] = {}
+    symlinks: dict[str, str] = {}
     dirs = {""}
     for entry in _run(repo, "ls-tree", "-r", "-z", "--full-tree", sha).decode("utf-8", "surrogateescape").split("\0"):
         if not entry:
@@ -173,7 +185,10 @@ def read_tree(repo, sha: str) -> Tree:
         meta, path = entry.split("\t", 1)
         if meta[7:11] != "blob":  # "<mode> blob <id>"; submodules are commits, not files of this repository
             continue
-        files[path] = meta[12:]
+        if meta.startswith(SYMLINK_MODE):
+            symlinks[path] = meta[12:]
+        else:
+            files[path] = meta[12:]
         slash = path.rfind("/")
         while slash > 0:
             parent = path[:slash]
@@ -181,7 +196,131 @@ def read_tree(repo, sha: str) -> Tree:
                 break
             dirs.add(parent)
             slash = parent.rfind("/")
+    if symlinks:
+        return _Symlinks(repo, files, dirs, symlinks).tree(sha)
     return Tree(sha=sha, files=files, dirs=frozenset(dirs))
+
+
+MAX_SYMLINK_HOPS = 40  # as Linux: symlinks followed to resolve one path
+MAX_SYMLINK_TARGET = 4096  # PATH_MAX
+MAX_LINKED_PATHS = 100_000  # files, folders and links shown through links to folders
+
+
+class _NotFollowed(Exception):
+    """A symlink that is not followed, and why."""
+
+
+class _Symlinks:
+    """Follows a tree's symlinks inside the repository, physically (as the kernel does: `a/link/..` is the parent
+    of the link's target), with bounded work; links to folders show the folder's files under the link."""
+
+    def __init__(self, repo, files: dict[str, str], dirs: set[str], symlinks: dict[str, str]):
+        targets = read_blobs(repo, sorted(set(symlinks.values())))
+        self.links = {path: targets.get(blob, b"") for path, blob in symlinks.items()}
+        self.real_files, self.real_dirs = dict(files), frozenset(dirs)
+        self.files, self.dirs = files, dirs
+        self.children: dict[str, list[str]] | None = None
+        self.shown_as: dict[str, list[str]] = {}
+        self.dir_links: set[str] = set()
+        self.problems: dict[str, str] = {}
+        self.shown = 0  # paths shown through links to folders
+
+    def tree(self, sha: str) -> Tree:
+        for link in sorted(self.links):
+            self._show(link, link, [])
+        return Tree(sha=sha, files=self.files, dirs=frozenset(self.dirs), shown_as=self.shown_as,
+                    dir_links=frozenset(self.dir_links), problems=sorted(self.problems.items()))
+
+    def _show(self, link: str, at: str, expanding: list[str]) -> None:
+        """Show what the symlink `link` points to at path `at` (the link itself, or where a link to a folder shows
+        it); `expanding` are the links to folders being shown around it."""
+        try:
+            target = self.resolve(link)
+        except _NotFollowed as exc:
+            self.problems.setdefault(link, str(exc))
+            return
+        if target in self.real_files:
+            self.files[at] = self.real_files[target]
+            self.shown_as.setdefault(target, []).append(at)
+            return
+        if self.shown > MAX_LINKED_PATHS:
+            return
+        if any(target == "" or k == target or k.startswith(target + "/") for k in (*expanding, link)):
+            self.problems.setdefault(link, f"symlink {link} points to {self._raw(link)}, a folder that leads back "
+                                           "to it (a loop)")
+            return
+        if len(expanding) >= MAX_SYMLINK_HOPS:
+            self.problems.setdefault(link, f"symlink {link}: more than {MAX_SYMLINK_HOPS} links to folders inside "
+                                           "each other")
+            return
+        if link == at:
+            self.dir_links.add(link)
+        self.shown_as.setdefault(target, []).append(at)
+        self._show_folder(target, at, [*expanding, link])
+
+    def _show_folder(self, folder: str, at: str, expanding: list[str]) -> None:
+        if self.children is None:
+            self.children = {}
+            for path in (*self.real_files, *self.links, *self.real_dirs):
+                if path:
+                    self.children.setdefault(path.rpartition("/")[0], []).append(path)
+        pending = [(folder, at)]
+        while pending:
+            real, shown = pending.pop()
+            self.dirs.add(shown)
+            for path in self.children.get(real, ()):
+                self.shown += 1
+                if self.shown > MAX_LINKED_PATHS:
+                    self.problems.setdefault(expanding[-1], f"symlinks to folders show more than "
+                                                            f"{MAX_LINKED_PATHS:,} paths; the rest are not read")
+                    return
+                shown_path = shown + path[len(real):] if real else f"{shown}/{path}"
+                if path in self.links:
+                    self._show(path, shown_path, expanding)
+                elif path in self.real_dirs:
+                    pending.append((path, shown_path))
+                else:
+                    self.files[shown_path] = self.real_files[path]
+
+    def _raw(self, link: str) -> str:
+        text = self.links[link].decode("utf-8", "replace")
+        return text if len(text) <= 200 else text[:197] + "..."
+
+    def resolve(self, link: str) -> str:
+        """The repository path a symlink leads to, following symlinks on the way (at most MAX_SYMLINK_HOPS)."""
+        hops = [0]
+        return self._follow(link, hops, link)
+
+    def _follow(self, link: str, hops: list[int], origin: str) -> str:
+        raw = self.links[link]
+        target = raw.decode("utf-8", "surrogateescape")
+        if len(raw) > MAX_SYMLINK_TARGET or "\0" in target or not target:
+            raise _NotFollowed(f"symlink {origin} has an invalid target ({len(raw):,} bytes)")
+        if target.startswith("/"):
+            raise _NotFollowed(f"symlink {origin} points outside the repository ({self._raw(origin)})")
+        current = link.split("/")[:-1]
+        names = target.split("/")
+        for i, name in enumerate(names):
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not current:
+                    raise _NotFollowed(f"symlink {origin} points outside the repository ({self._raw(origin)})")
+                current.pop()
+                continue
+            current.append(name)
+            path = "/".join(current)
+            if path in self.links:
+                hops[0] += 1
+                if hops[0] > MAX_SYMLINK_HOPS:
+                    raise _NotFollowed(f"symlink {origin}: more than {MAX_SYMLINK_HOPS} symlinks to follow "
+                                       f"({self._raw(origin)}; a loop?)")
+                resolved = self._follow(path, hops, origin)
+                current = resolved.split("/") if resolved else []
+            elif path not in self.real_dirs and (path not in self.real_files or any(n not in ("", ".")
+                                                                                   for n in names[i + 1:])):
+                raise _NotFollowed(f"symlink {origin} points to {self._raw(origin)}, which does not exist")
+        return "/".join(current)
 
 
 def list_folders(repo, sha: str, folders: list[str]) -> dict[str, str]:
@@ -191,6 +330,9 @@ def list_folders(repo, sha: str, folders: list[str]) -> dict[str, str]:
     files = {}
     for entry in out.split("\0"):
         if entry and entry[7:11] == "blob":
+            if entry.startswith(SYMLINK_MODE):  # followed as the whole tree follows it
+                wanted = set(folders)
+                return {p: b for p, b in read_tree(repo, sha).files.items() if p.rpartition("/")[0] in wanted}
             meta, path = entry.split("\t", 1)
             files[path] = meta[12:]
     return files
