@@ -17,19 +17,22 @@ def _add_changes(sub) -> None:
     p.set_defaults(func=_cmd_changes)
 
 
-def _cmd_changes(args) -> int:
+def _cmd_changes(args, settings) -> int:
     from .core.model import Event
     from .core.orchestrator import detect_changes
     from .core.report import changes_table
     from .integrations.git import GitError, open_git_dir
 
     try:
-        change_set = detect_changes(open_git_dir(args.repo), args.base, args.head, Event(args.event))
+        change_set = detect_changes(open_git_dir(args.repo, cache_root=settings.cache_root,
+                                                 timeout_s=settings.git_timeout_s),
+                                    args.base, args.head, Event(args.event), cache_dir=settings.index_cache or False,
+                                    deploy_branch=settings.deploy_branch)
     except GitError as exc:
         print(f"pipelines-dagster: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug of ours: say so plainly, keep the output machine-readable
-        if os.environ.get("PIPELINES_DEBUG"):
+        if settings.debug:
             raise
         message = f"internal error: {type(exc).__name__}: {exc} (PIPELINES_DEBUG=1 shows the traceback)"
         print(f"pipelines-dagster: {message}", file=sys.stderr)
@@ -60,7 +63,7 @@ def _add_execute(sub) -> None:
     p.set_defaults(func=_cmd_execute)
 
 
-def _cmd_execute(args) -> int:
+def _cmd_execute(args, settings) -> int:
     from .core.config import ConfigError, normalize_unit_path
     from .core.engine import EngineSettings
     from .core.executor import ExecuteRequest, prepare
@@ -76,11 +79,13 @@ def _cmd_execute(args) -> int:
     if action.is_destroy and not args.base:
         return usage(f"--action {action.value} runs from the base commit: --base is required")
     try:
-        repo = open_git_dir(args.repo)
+        repo = open_git_dir(args.repo, cache_root=settings.cache_root, timeout_s=settings.git_timeout_s)
         head = resolve(repo, args.ref)
         base = resolve(repo, args.base) if args.base else None
-        prepared = prepare(repo, head, deploy_branch=args.deploy_branch,
-                           settings=EngineSettings.from_env(**({"timeout_s": args.timeout} if args.timeout else {})))
+        prepared = prepare(repo, head, deploy_branch=args.deploy_branch or settings.deploy_branch,
+                           settings=EngineSettings.from_settings(
+                               settings, **({"timeout_s": args.timeout} if args.timeout else {})),
+                           region=settings.aws_region, location=args.repo)
     except GitError as exc:
         return usage(str(exc))
     except ConfigError as exc:
@@ -108,17 +113,19 @@ def _add_unlock(sub) -> None:
     p.set_defaults(func=_cmd_unlock)
 
 
-def _cmd_unlock(args) -> int:
+def _cmd_unlock(args, settings) -> int:
     from .core.config import ConfigError, normalize_unit_path
     from .core.executor import prepare
+    from .core.engine import EngineSettings
     from .core.repo_config import deploy_branch
     from .integrations.git import GitError, open_git_dir, resolve
 
     try:
-        repo = open_git_dir(args.repo)
-        branch = deploy_branch(repo, args.deploy_branch)
+        repo = open_git_dir(args.repo, cache_root=settings.cache_root, timeout_s=settings.git_timeout_s)
+        branch = deploy_branch(repo, args.deploy_branch or settings.deploy_branch)
         head = resolve(repo, f"refs/heads/{branch}")
-        prepared = prepare(repo, head, deploy_branch=branch)
+        prepared = prepare(repo, head, deploy_branch=branch, settings=EngineSettings.from_settings(settings),
+                           region=settings.aws_region, location=args.repo)
     except GitError as exc:
         print(f"pipelines-dagster unlock: {exc}", file=sys.stderr)
         return 2
@@ -146,7 +153,7 @@ def _add_run(sub) -> None:
     p.set_defaults(func=_cmd_run)
 
 
-def _cmd_run(args) -> int:
+def _cmd_run(args, settings) -> int:
     import dagster as dg
 
     from .definitions import run_in_process
@@ -203,7 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     _add_execute(sub)
     _add_unlock(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    from .settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"pipelines-dagster: {exc}", file=sys.stderr)
+        return 2
+    return args.func(args, settings)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,10 @@ class Settings(BaseModel):
     apply_service_account: str | None = Field(None, validation_alias="PIPELINES_APPLY_SERVICE_ACCOUNT",
                                               description="Kubernetes service account of apply runs' pods")
     # change detection and git
-    detection_timeout_s: float = Field(300, gt=0, validation_alias="PIPELINES_DETECTION_TIMEOUT_S",
-                                       description="deadline of change detection in a run")
+    detect_timeout_s: float = Field(600, gt=0, validation_alias="PIPELINES_DETECT_TIMEOUT_S",
+                                    description="deadline of change detection in a run")
+    detect_memory_mb: int = Field(4096, ge=256, validation_alias="PIPELINES_DETECT_MEMORY_MB",
+                                  description="address space change detection may use in a run (MiB)")
     git_timeout_s: float = Field(45, gt=0, validation_alias="PIPELINES_GIT_TIMEOUT_S",
                                  description="deadline of a git fetch (a clone gets four times as long)")
     cache_dir: str | None = Field(None, validation_alias="PIPELINES_CACHE_DIR",

@@ -30,16 +30,16 @@ from ..integrations import git as gitio
 from .model import ChangeSet, Event, Problem
 from .orchestrator import detect_changes
 
-TIMEOUT_S = float(os.environ.get("PIPELINES_DETECT_TIMEOUT_S", "600"))
-MEMORY_MB = int(os.environ.get("PIPELINES_DETECT_MEMORY_MB", "4096"))
+TIMEOUT_S = 600.0  # the deployment's are PIPELINES_DETECT_TIMEOUT_S and PIPELINES_DETECT_MEMORY_MB (settings)
+MEMORY_MB = 4096
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the child imports this very package
 
 
 def detect_changes_bounded(repo, base_ref: str, head_ref: str, event: Event, *, timeout_s: float | None = None,
                            memory_mb: int | None = None, **kwargs) -> ChangeSet:
     """`detect_changes(repo, base_ref, head_ref, event, **kwargs)` in a child process that may use at most
-    `memory_mb` MiB of address space and `timeout_s` seconds (defaults: PIPELINES_DETECT_MEMORY_MB,
-    PIPELINES_DETECT_TIMEOUT_S). An unknown ref raises GitError, as in-process detection does."""
+    `memory_mb` MiB of address space and `timeout_s` seconds. An unknown ref raises GitError, as in-process
+    detection does."""
     timeout_s = TIMEOUT_S if timeout_s is None else timeout_s
     memory_mb = MEMORY_MB if memory_mb is None else memory_mb
     git_dir = str(getattr(repo, "git_dir", repo))

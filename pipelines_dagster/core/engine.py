@@ -29,22 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
-from .isolation import (STAGED_FILE_VARS, UNIT_USER_VAR, IsolationError, RunFolder, can_use, default_unit_user,
-                        extra_env_names, unit_environment)
+from .isolation import (STAGED_FILE_VARS, IsolationError, RunFolder, can_use, default_unit_user,
+                        unit_environment)
 from .model import Action, LockInfo, PlanSummary, Result, Status
 from .redact import Redactor, StreamRedactor, default_redactor
 from .statelock import Hold, Holders, stale_reason, who
 
 log = logging.getLogger(__name__)
 
-PLUGIN_DIR_VAR = "PIPELINES_TF_PLUGIN_DIR"
-TIMEOUT_VAR = "PIPELINES_ACTION_TIMEOUT_S"
 ENGINES = ("terraform", "tofu", "terragrunt")
 
-PLAN_LOCK_VAR = "PIPELINES_PLAN_LOCK"
-LOCK_TIMEOUT_VAR = "PIPELINES_LOCK_TIMEOUT"
-APPLY_GRACE_VAR = "PIPELINES_APPLY_GRACE_S"
-WORK_DIR_VAR = "PIPELINES_WORK_DIR"
 NON_INTERACTIVE_ENV = {
     "TF_IN_AUTOMATION": "1",
     "TF_INPUT": "0",
@@ -88,25 +82,19 @@ class EngineSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "EngineSettings":
-        env = os.environ if env is None else env
-        settings = cls(**overrides)
-        if settings.plugin_dir is None and env.get(PLUGIN_DIR_VAR):
-            settings.plugin_dir = env[PLUGIN_DIR_VAR]
-        if "timeout_s" not in overrides and env.get(TIMEOUT_VAR):
-            settings.timeout_s = _number(env, TIMEOUT_VAR)
-        if "unit_user" not in overrides and env.get(UNIT_USER_VAR):
-            settings.unit_user = env[UNIT_USER_VAR]
-        if "env_names" not in overrides:
-            settings.env_names = extra_env_names(env)
-        if "plan_lock" not in overrides and env.get(PLAN_LOCK_VAR):
-            settings.plan_lock = env[PLAN_LOCK_VAR].strip().lower() in ("1", "true", "yes", "on")
-        if "lock_timeout" not in overrides and env.get(LOCK_TIMEOUT_VAR):
-            settings.lock_timeout = env[LOCK_TIMEOUT_VAR].strip()
-        if "apply_kill_grace_s" not in overrides and env.get(APPLY_GRACE_VAR):
-            settings.apply_kill_grace_s = _number(env, APPLY_GRACE_VAR)
-        if "workdir_root" not in overrides and env.get(WORK_DIR_VAR):
-            settings.workdir_root = env[WORK_DIR_VAR]
-        return settings
+        """The deployment's engine settings (pipelines_dagster.settings), with `overrides`."""
+        from ..settings import Settings
+
+        return cls.from_settings(Settings.from_env(env), **overrides)
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "EngineSettings":
+        values = dict(plugin_dir=settings.tf_plugin_dir, timeout_s=settings.action_timeout_s,
+                      unit_user=settings.effective_unit_user, env_names=list(settings.unit_env),
+                      plan_lock=settings.plan_lock, lock_timeout=settings.lock_timeout or None,
+                      apply_kill_grace_s=settings.apply_grace_s, workdir_root=settings.work_dir,
+                      holders_dir=str(settings.cache_root / "lock-holders"))
+        return cls(**{**values, **overrides})
 
     def binary(self, engine: str) -> str:
         return self.binaries.get(engine, engine)
@@ -119,16 +107,9 @@ class EngineSettings:
     def holders(self) -> Holders:
         if self.holders_dir:
             return Holders(Path(self.holders_dir))
-        from .repo_index import cache_root
+        from ..settings import Settings
 
-        return Holders(cache_root() / "lock-holders")
-
-
-def _number(env: Mapping[str, str], name: str) -> float:
-    try:
-        return float(env[name])
-    except ValueError:
-        raise ValueError(f"{name}={env[name]!r} is not a number of seconds") from None
+        return Holders(Settings.from_env().cache_root / "lock-holders")
 
 
 # --------------------------------------------------------------------------------------------- output capture

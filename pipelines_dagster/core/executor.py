@@ -3,7 +3,6 @@ a private working copy, the engine run. Shared by `pipelines-dagster execute` an
 """
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -48,8 +47,10 @@ class Executor:
     the deploy branch) decides accounts and roles. Without accounts or a provider, units use ambient credentials."""
 
     def __init__(self, repo, *, config: PipelinesConfig | None = None, credentials_config: RepoConfig | None = None,
-                 provider: CredentialProvider | None = None, settings: EngineSettings | None = None):
-        self.repo = repo
+                 provider: CredentialProvider | None = None, settings: EngineSettings | None = None,
+                 location: str | None = None):
+        """`location`: the repository as the deployment names it (a URL or path), for recovery commands."""
+        self.repo, self.location = repo, location
         self.config = config or PipelinesConfig()
         self.credentials_config = credentials_config
         self.provider = provider
@@ -119,7 +120,7 @@ class Executor:
 
     def stale_lock_message(self, result: Result, account: str | None, engine: str) -> str:
         lock = result.lock
-        repo = os.environ.get("PIPELINES_REPO_URL") or str(self.repo)
+        repo = self.location or str(self.repo)
         role = f"account {account}'s apply role" if account else "the ambient credentials"
         return (f"the state lock ID {lock.id} is stale (held by {lock.who} since {lock.created}, {lock.stale}): "
                 f"recover with `pipelines-dagster unlock --repo {repo} --unit {result.unit} --lock-id {lock.id}`, "
@@ -190,7 +191,8 @@ class Prepared:
 
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
-            token_source=None, provider_factory=None, region: str | None = None) -> Prepared:
+            token_source=None, provider_factory=None, region: str | None = None,
+            location: str | None = None) -> Prepared:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
     and the deployment's OIDC token source. `deploy_branch` is the deployment's override. `provider_factory(
@@ -211,5 +213,5 @@ def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: Engi
                        "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "
                        "using ambient credentials")
     executor = Executor(repo, config=trusted.config, credentials_config=trusted, provider=provider,
-                        settings=settings or EngineSettings.from_env())
+                        settings=settings or EngineSettings.from_env(), location=location)
     return Prepared(executor, on_deploy_branch, trusted.branch, notices)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 UNIT_USER_VAR = "PIPELINES_UNIT_USER"
-UNIT_ENV_VAR = "PIPELINES_UNIT_ENV"
 # When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
 # at the same time, of other accounts or of an apply, cannot read one another's environments either.
 DEFAULT_ROOT_UNIT_USER = "200000-299999"
@@ -85,11 +84,6 @@ def unit_environment(base: Mapping[str, str], *, extra_names: Iterable[str] = ()
     env.update(fixed)
     env.setdefault("PATH", os.defpath)
     return env
-
-
-def extra_env_names(env: Mapping[str, str]) -> list[str]:
-    """PIPELINES_UNIT_ENV: more variable names (or `PREFIX*`) to pass to units, comma- or space-separated."""
-    return [n for n in env.get(UNIT_ENV_VAR, "").replace(",", " ").split() if n]
 
 
 # --------------------------------------------------------------------------------------------- the unit user

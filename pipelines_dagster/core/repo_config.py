@@ -7,7 +7,6 @@ branch itself comes from the deployment (an override), else from `.pipelines.yml
 branch. Branches are always looked up as `refs/heads/<name>`, so a tag cannot stand for one.
 """
 
-import os
 from dataclasses import dataclass
 
 from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
@@ -59,7 +58,6 @@ def deploy_branch(repo, override: str | None = None) -> str:
     of `.pipelines.yml` on the default branch, else the default branch itself, else "main"."""
     from ..integrations.refs import branch_sha, default_branch
 
-    override = override or os.environ.get("PIPELINES_DEPLOY_BRANCH")
     if override:
         return override
     default = default_branch(repo)

@@ -7,7 +7,6 @@ Two caches make repeated detection cheap, in a new process too (both under the c
 """
 
 import marshal
-import os
 import posixpath
 import sqlite3
 import time
@@ -40,7 +39,7 @@ class FactsStore:
         self._pending: dict[str, str] = {}
         self._db: sqlite3.Connection | None = None
         self._loader = None  # callable(list[blob]) -> dict[blob, bytes]
-        if cache_dir is not None:
+        if cache_dir:  # None or False: memory only
             path = cache_dir / "index.sqlite3"
             try:
                 cache_dir.mkdir(parents=True, exist_ok=True)
@@ -406,18 +405,11 @@ def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str
     return RepoIndex(key, rows, links=links)
 
 
-def cache_root() -> Path:
-    """PIPELINES_CACHE_DIR, else the user's cache folder."""
-    base = os.environ.get("PIPELINES_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pipelines-dagster")
-    return Path(base)
-
-
 def default_index_cache() -> Path | None:
-    """Where parsed facts and unit evaluations are kept; PIPELINES_NO_CACHE=1 turns the disk cache off."""
-    if os.environ.get("PIPELINES_NO_CACHE"):
-        return None
-    return cache_root() / "index"
+    """The deployment's parse cache (PIPELINES_CACHE_DIR, PIPELINES_NO_CACHE), for callers that pass none."""
+    from ..settings import Settings
+
+    return Settings.from_env().index_cache
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -8,7 +8,6 @@ pipeline was killed, and Terraform with it).
 """
 
 import json
-import os
 import re
 import socket
 import time

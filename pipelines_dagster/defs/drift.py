@@ -76,7 +76,7 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
             raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
         context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")
         try:
-            prepared = prepare(repo, head, deploy_branch=branch,
+            prepared = prepare(repo, head, deploy_branch=branch, location=infra_repo.location,
                                settings=dataclasses.replace(engine.settings(), detailed_exitcode=True),
                                provider_factory=lambda trusted: AccountCredentials(
                                    context.resources, trusted.branch, trusted.config.roles))

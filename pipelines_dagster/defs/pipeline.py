@@ -26,7 +26,7 @@ from ..core import watch
 from ..core.dispatch import Item, Progress
 from ..core.lineage import unit_key
 from ..core.model import Event, Outcome, RunSpec, Status
-from ..core.orchestrator import Orchestrator
+from ..core.bounded import detect_changes_bounded
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
@@ -119,10 +119,10 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
         if pr is not None and pr.is_fork:
             blocked = "this pull request comes from a fork: it gets no plan and no credentials"
     with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
-        # the orchestrator's cache connection must live in the thread that uses it
-        detection = pool.submit(lambda: Orchestrator(repo, infra_repo.index_cache_dir,
-                                                     deploy_branch=infra_repo.deploy_branch).detect(
-            spec.base, spec.head, event))
+        detection = pool.submit(lambda: detect_changes_bounded(
+            repo, spec.base, spec.head, event, timeout_s=infra_repo.detect_timeout_s,
+            memory_mb=infra_repo.detect_memory_mb, cache_dir=infra_repo.index_cache_dir or False,
+            deploy_branch=infra_repo.deploy_branch))
         try:
             change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
         except FutureTimeout:
@@ -154,6 +154,7 @@ def _run_change(context: dg.OpExecutionContext, item: Item, infra_repo: InfraRep
     if any(c.unit is not None for c in item.changes):  # account entries need no executor
         try:
             prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings(),
+                               location=infra_repo.location,
                                provider_factory=lambda trusted: AccountCredentials(
                                    context.resources, trusted.branch, trusted.config.roles))
         except ConfigError as exc:

@@ -23,8 +23,8 @@ class InfraRepoResource(dg.ConfigurableResource):
     cache_dir: str = Field(description="mirrors and caches (PIPELINES_CACHE_DIR)")
     index_cache: bool = Field(True, description="parse and evaluation cache on disk (not PIPELINES_NO_CACHE)")
     git_timeout_s: float = Field(45, description="deadline of a fetch (PIPELINES_GIT_TIMEOUT_S)")
-    detection_timeout_s: float = Field(300, description="deadline of change detection "
-                                                        "(PIPELINES_DETECTION_TIMEOUT_S)")
+    detect_timeout_s: float = Field(600, description="deadline of change detection (PIPELINES_DETECT_TIMEOUT_S)")
+    detect_memory_mb: int = Field(4096, description="its memory (PIPELINES_DETECT_MEMORY_MB)")
 
     def git_dir(self, fetch: bool = True) -> Path:
         from ..integrations.git import open_git_dir
@@ -195,7 +195,8 @@ def resources_from_settings(settings: Settings, lineage=None) -> dict:
         "infra_repo": InfraRepoResource(location=settings.repo_url or ".", deploy_branch=settings.deploy_branch,
                                         cache_dir=cache, index_cache=not settings.no_cache,
                                         git_timeout_s=settings.git_timeout_s,
-                                        detection_timeout_s=settings.detection_timeout_s),
+                                        detect_timeout_s=settings.detect_timeout_s,
+                                        detect_memory_mb=settings.detect_memory_mb),
         "github": GitHubResource(repo=settings.github_repo, api_url=settings.github_api_url,
                                  seconds_between_writes=settings.github_write_pause_s),
         "engine": EngineResource(max_parallel=settings.max_parallel, plugin_dir=settings.tf_plugin_dir,

@@ -3,7 +3,6 @@
 import dataclasses
 import json
 import os
-import pwd
 import time
 import uuid
 from pathlib import Path

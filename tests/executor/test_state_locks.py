@@ -14,7 +14,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pytest
 
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created

@@ -148,7 +148,6 @@ def test_pull_request_diff_starts_where_the_branch_forked(repo, aws, env):
 
 
 def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github, monkeypatch):
-    from pipelines_dagster.defs import pipeline
 
     base = repo.git("rev-parse", "HEAD")
     repo.git("checkout", "-q", "-b", "feature")
