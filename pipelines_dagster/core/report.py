@@ -40,7 +40,7 @@ def overall_status(outcomes: list[Outcome], errors: list[str]) -> Status:
 
 def _summary_text(outcome: Outcome) -> str:
     if outcome.status in (Status.PENDING, Status.SKIPPED, Status.REFUSED, Status.VALIDATED) or \
-            outcome.change.unit is None:
+            outcome.change.unit is None or (outcome.status.failed and not outcome.summary.has_changes):
         return ""
     return outcome.summary.line()
 

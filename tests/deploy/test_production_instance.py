@@ -276,7 +276,7 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
     assert types[0] == DagsterEventType.RUN_ENQUEUED.value, types
     assert {DagsterEventType.RUN_START.value, DagsterEventType.RUN_SUCCESS.value} <= set(types), types
     succeeded = {step for t, step, _ in events if t == "STEP_SUCCESS"}
-    assert {"orchestrate", "report"} <= succeeded and any(s.startswith("dispatch[") for s in succeeded), succeeded
+    assert {"orchestrate", "report"} <= succeeded and any(s.startswith("plan[") for s in succeeded), succeeded
     report = next(body for t, step, body in events if t == "STEP_OUTPUT" and step == "report")
     assert "ModuleAdded" in report and "units/alpha" in report and "units/beta" in report
     for apply_run in applies:
