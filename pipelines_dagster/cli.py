@@ -85,7 +85,7 @@ def _cmd_execute(args, settings) -> int:
         prepared = prepare(repo, head, deploy_branch=args.deploy_branch or settings.deploy_branch,
                            settings=EngineSettings.from_settings(
                                settings, **({"timeout_s": args.timeout} if args.timeout else {})),
-                           region=settings.aws_region, location=args.repo)
+                           region=settings.aws_region, location=args.repo, audience=settings.oidc_audience)
     except GitError as exc:
         return usage(str(exc))
     except ConfigError as exc:
@@ -125,7 +125,7 @@ def _cmd_unlock(args, settings) -> int:
         branch = deploy_branch(repo, args.deploy_branch or settings.deploy_branch)
         head = resolve(repo, f"refs/heads/{branch}")
         prepared = prepare(repo, head, deploy_branch=branch, settings=EngineSettings.from_settings(settings),
-                           region=settings.aws_region, location=args.repo)
+                           region=settings.aws_region, location=args.repo, audience=settings.oidc_audience)
     except GitError as exc:
         print(f"pipelines-dagster unlock: {exc}", file=sys.stderr)
         return 2

@@ -132,7 +132,7 @@ class CommandTokenSource(TokenSource):
         return value
 
 
-def token_source_from_env(env: Mapping[str, str] | None = None) -> TokenSource | None:
+def token_source_from_env(env: Mapping[str, str] | None = None, audience: str = STS_AUDIENCE) -> TokenSource | None:
     """The configured token source: a token file, else GitHub Actions, else a token command; None if none.
 
     These are deployment settings (environment), never repository settings: a pull request must not be able to
@@ -144,7 +144,7 @@ def token_source_from_env(env: Mapping[str, str] | None = None) -> TokenSource |
             return FileTokenSource(env[var])
     if env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"):
         return GitHubActionsTokenSource(env["ACTIONS_ID_TOKEN_REQUEST_URL"], env["ACTIONS_ID_TOKEN_REQUEST_TOKEN"],
-                                        audience=env.get("PIPELINES_OIDC_AUDIENCE", STS_AUDIENCE))
+                                        audience=audience)
     if env.get(TOKEN_COMMAND_VAR):
         return CommandTokenSource(env[TOKEN_COMMAND_VAR])
     return None

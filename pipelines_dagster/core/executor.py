@@ -192,7 +192,7 @@ class Prepared:
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
             token_source=None, provider_factory=None, region: str | None = None,
-            location: str | None = None) -> Prepared:
+            location: str | None = None, audience: str = "sts.amazonaws.com") -> Prepared:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
     and the deployment's OIDC token source. `deploy_branch` is the deployment's override. `provider_factory(
@@ -203,7 +203,7 @@ def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: Engi
 
     trusted = trusted_config(repo, deploy_branch)
     on_deploy_branch = is_ancestor(repo, head, trusted.sha)
-    token_source = token_source if token_source is not None else token_source_from_env()
+    token_source = token_source if token_source is not None else token_source_from_env(audience=audience)
     notices, provider = [], None
     if trusted.accounts is not None and token_source is not None:
         provider = provider_factory(trusted) if provider_factory else CredentialProvider(

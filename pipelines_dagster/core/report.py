@@ -113,9 +113,9 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors
     budget = limit - len(assemble(rows, 0, [])) - 200
     with_output = sorted((o for o in outcomes if o.output or o.message), key=lambda o: not o.status.failed)
     if with_output and budget > 0:
-        per = max(budget // len(with_output), 1500)
+        per = max(budget // len(with_output) - 120, 1500)
         while per >= 200:
-            details = [d for d in (_details(o, per) for o in with_output[:max(1, budget // per)]) if d]
+            details = [d for d in (_details(o, per) for o in with_output[:max(1, budget // (per + 120))]) if d]
             omitted = len(with_output) - len(details)
             if omitted > 0:
                 details.append(f"_{omitted} more output(s) are in the Dagster run's logs._\n")

@@ -110,6 +110,8 @@ class AccountResource(ResourceWithBoto3Configuration):
     plan_role_arn: str = Field(description="the role pull requests' plans run with")
     apply_role_arn: str = Field(description="the role deploy-branch applies run with")
     session_duration_s: int = Field(3600, description="lifetime of the credentials")
+    oidc_audience: str = Field("sts.amazonaws.com",
+                               description="audience of GitHub Actions' OIDC tokens (PIPELINES_OIDC_AUDIENCE)")
 
     def provider(self, deploy_branch: str):
         """A core CredentialProvider whose STS client has this resource's boto3 configuration."""
@@ -119,7 +121,7 @@ class AccountResource(ResourceWithBoto3Configuration):
         from ..core.credentials import CredentialProvider, token_source_from_env
         from ..core.config import RolesConfig
 
-        token_source = token_source_from_env()
+        token_source = token_source_from_env(audience=self.oidc_audience)
         if token_source is None:
             return None
         # retries are the provider's (throttling only, with backoff); botocore's would also retry other errors
@@ -143,7 +145,8 @@ def account_resources(lineage, settings: Settings) -> dict[str, AccountResource]
     """One resource per account of the deploy branch (a core.lineage.Lineage)."""
     return {account_resource_key(a.name): AccountResource(
         account_name=a.name, account_id=a.id, plan_role_arn=a.plan_role_arn, apply_role_arn=a.apply_role_arn,
-        session_duration_s=a.session_duration_s, region_name=a.region or settings.aws_region)
+        session_duration_s=a.session_duration_s, region_name=a.region or settings.aws_region,
+        oidc_audience=settings.oidc_audience)
         for a in lineage.accounts}
 
 

@@ -274,7 +274,7 @@ class GitHubClient:
             raise ValueError(f"GitHub repository must be 'owner/name', not {repo!r}")
         self.repo_name = repo
         self.owner = repo.split("/")[0]
-        self.base_url = (base_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        self.base_url = (base_url or DEFAULT_API_URL).rstrip("/")
         self.retry_policy = retry or RetryPolicy()
         self._app_auth: Auth.AppAuth | None = None
         if app_id is not None or installation_id is not None or private_key is not None:
@@ -301,15 +301,14 @@ class GitHubClient:
         self._login_lock = threading.Lock()
 
     @classmethod
-    def from_env(cls, repo: str | None = None, environ: Mapping[str, str] | None = None, **kwargs) -> "GitHubClient":
-        """Configured from DESIGN.md's variables: PIPELINES_GITHUB_REPO, GITHUB_TOKEN (or a file named by
-        PIPELINES_GITHUB_TOKEN_FILE) or PIPELINES_GITHUB_APP_ID + PIPELINES_GITHUB_APP_PRIVATE_KEY (the key or its
-        path) + PIPELINES_GITHUB_INSTALLATION_ID, GITHUB_API_URL."""
+    def from_env(cls, repo: str, environ: Mapping[str, str] | None = None, **kwargs) -> "GitHubClient":
+        """A client for `repo` (owner/name) whose credentials come from the environment, read now: GITHUB_TOKEN
+        (or a file named by PIPELINES_GITHUB_TOKEN_FILE), or PIPELINES_GITHUB_APP_ID +
+        PIPELINES_GITHUB_APP_PRIVATE_KEY (the key or its path) + PIPELINES_GITHUB_INSTALLATION_ID. `base_url`
+        and the rest are the caller's (its settings)."""
         env = os.environ if environ is None else environ
-        repo = repo or env.get("PIPELINES_GITHUB_REPO")
         if not repo:
-            raise ValueError("PIPELINES_GITHUB_REPO is not set (owner/name)")
-        kwargs.setdefault("base_url", env.get("GITHUB_API_URL") or DEFAULT_API_URL)
+            raise ValueError("no GitHub repository (PIPELINES_GITHUB_REPO, owner/name)")
         if env.get("PIPELINES_GITHUB_APP_ID"):
             return cls(repo, app_id=env["PIPELINES_GITHUB_APP_ID"],
                        private_key=env.get("PIPELINES_GITHUB_APP_PRIVATE_KEY"),

@@ -465,14 +465,15 @@ def test_pull_requests_in_the_issues_list_are_not_taken_for_the_issue(github_fak
 # ---------------------------------------------------------------- configuration
 
 def test_from_env_uses_github_api_url_and_token(github_fake, pr):
-    env = {"PIPELINES_GITHUB_REPO": REPO, "GITHUB_TOKEN": "test-token", "GITHUB_API_URL": github_fake.url}
-    c = GitHubClient.from_env(environ=env, retry=FAST, seconds_between_requests=0, seconds_between_writes=0)
+    env = {"GITHUB_TOKEN": "test-token"}
+    c = GitHubClient.from_env(REPO, environ=env, base_url=github_fake.url, retry=FAST, seconds_between_requests=0,
+                              seconds_between_writes=0)
     assert c.base_url == github_fake.url
     assert [p.number for p in c.list_open_pull_requests()] == [pr]
     with pytest.raises(ValueError):
-        GitHubClient.from_env(environ={"GITHUB_TOKEN": "x"})
+        GitHubClient.from_env(None, environ={"GITHUB_TOKEN": "x"})
     with pytest.raises(ValueError):
-        GitHubClient.from_env(environ={"PIPELINES_GITHUB_REPO": REPO})
+        GitHubClient.from_env(REPO, environ={})
 
 
 def test_github_app_installation_auth(github_fake, pr, tmp_path):
@@ -482,9 +483,10 @@ def test_github_app_installation_auth(github_fake, pr, tmp_path):
     public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     github_fake.add_app(1234, public, installation_id=99)
-    env = {"PIPELINES_GITHUB_REPO": REPO, "GITHUB_API_URL": github_fake.url, "PIPELINES_GITHUB_APP_ID": "1234",
-           "PIPELINES_GITHUB_APP_PRIVATE_KEY": pem.replace("\n", "\\n"), "PIPELINES_GITHUB_INSTALLATION_ID": "99"}
-    c = GitHubClient.from_env(environ=env, retry=FAST, seconds_between_requests=0, seconds_between_writes=0)
+    env = {"PIPELINES_GITHUB_APP_ID": "1234", "PIPELINES_GITHUB_APP_PRIVATE_KEY": pem.replace("\n", "\\n"),
+           "PIPELINES_GITHUB_INSTALLATION_ID": "99"}
+    c = GitHubClient.from_env(REPO, environ=env, base_url=github_fake.url, retry=FAST, seconds_between_requests=0,
+                              seconds_between_writes=0)
     c.upsert_comment(pr, "from the app", key=comment_key(SHA_A))
     c.set_status(SHA_A, "success")
     assert github_fake.comments(REPO, pr)[0]["user"]["login"] == "pipelines-dagster[bot]"

@@ -13,17 +13,18 @@ def test_the_token_file_wins_over_the_variable_and_authenticates(github_fake, tm
     token_file = tmp_path / "token"
     token_file.write_text(github_fake.token + "\n")
     token_file.chmod(0o400)
-    env = {"PIPELINES_GITHUB_REPO": REPO, "GITHUB_API_URL": github_fake.url,
-           "PIPELINES_GITHUB_TOKEN_FILE": str(token_file), "GITHUB_TOKEN": "expired-token"}
+    env = {"PIPELINES_GITHUB_TOKEN_FILE": str(token_file), "GITHUB_TOKEN": "expired-token"}
     github_fake.set_branch(REPO, "feature", "a" * 40)
     github_fake.add_pull_request(REPO, "feature", title="A change")
 
-    client = GitHubClient.from_env(environ=env, seconds_between_requests=0, seconds_between_writes=0)
+    client = GitHubClient.from_env(REPO, environ=env, base_url=github_fake.url, seconds_between_requests=0,
+                                   seconds_between_writes=0)
 
     assert [pr.head_ref for pr in client.list_open_pull_requests()] == ["feature"]
     # the variable alone would be refused: the file's token is the one used
     with pytest.raises(GitHubError) as refused:
-        GitHubClient.from_env(environ={**env, "PIPELINES_GITHUB_TOKEN_FILE": ""}).list_open_pull_requests()
+        GitHubClient.from_env(REPO, environ={**env, "PIPELINES_GITHUB_TOKEN_FILE": ""},
+                              base_url=github_fake.url).list_open_pull_requests()
     assert refused.value.status == 401
 
 
