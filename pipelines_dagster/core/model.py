@@ -11,7 +11,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 
 class ChangeType(str, Enum):
-    """Infrastructure change types (DESIGN.md contract). Declaration order is precedence for units."""
+    """Infrastructure change types (docs/ARCHITECTURE.md's contract). Declaration order is precedence for units."""
 
     MODULE_DELETED = "ModuleDeleted"
     MODULE_ADDED = "ModuleAdded"
