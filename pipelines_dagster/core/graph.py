@@ -4,7 +4,7 @@ Every walk is iterative (graphs of 10,000 units are deep) and visits nodes in a 
 and the cycles named in messages do not change from one run to the next.
 """
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 Graph = Mapping[str, Collection[str]]
 
@@ -48,17 +48,17 @@ def nearest_in(subset: set[str], graph: Graph) -> dict[str, set[str]]:
 
 
 def waves(graph: Graph, tiers: Mapping[str, float] | None = None) -> tuple[dict[str, int], bool]:
-    """The wave of each node: 1 + the latest wave of its dependencies and, with `tiers`, later than every node of
-    a lower tier (an account's deploy_order). Returns the waves and whether the tiers were kept: when they
-    conflict with the dependencies (or there is a cycle), dependency order alone is used. On a cycle, what can be
-    ordered is, and each cycle is broken at its first node in sorted order."""
+    """The wave of each node (every dependency must be a node): 1 + the latest wave of its dependencies and, with
+    `tiers`, later than every node of a lower tier (an account's deploy_order). Returns the waves and whether the tiers were kept: when they
+    conflict with the dependencies (or there is a cycle), dependency order alone is used. Cycles are broken (see
+    _waves_breaking_cycles); every dependency between nodes that are not on one cycle is kept."""
     if tiers is not None:
-        tiered = _ordered(graph, tiers, break_cycles=False)
+        tiered = _tiered_waves(graph, tiers)
         if tiered is not None:
             return tiered, True
     ordered = _dependency_waves(graph)
     if ordered is None:
-        ordered = _ordered(graph, None, break_cycles=True)
+        ordered = _waves_breaking_cycles(graph)
     return ordered, tiers is None
 
 
@@ -85,21 +85,20 @@ def _dependency_waves(graph: Graph) -> dict[str, int] | None:
     return wave
 
 
-def _ordered(graph: Graph, tiers: Mapping[str, float] | None, break_cycles: bool) -> dict[str, int] | None:
+def _tiered_waves(graph: Graph, tiers: Mapping[str, float]) -> dict[str, int] | None:
     """Waves by Kahn's algorithm, with each tier behind a barrier that waits for the tier below; None when some
-    nodes cannot be ordered, unless `break_cycles`."""
+    nodes cannot be ordered."""
     nodes = list(graph)
     deps: dict[str, set[str]] = {n: set(graph[n]) for n in nodes}
-    if tiers is not None:
-        levels = sorted(set(tiers.values()))
-        for i, level in enumerate(levels):
-            barrier = f"\0barrier{i}"
-            deps[barrier] = {n for n in nodes if tiers[n] == level}
-            if i > 0:
-                deps[barrier].add(f"\0barrier{i - 1}")
-                for n in nodes:
-                    if tiers[n] == level:
-                        deps[n].add(f"\0barrier{i - 1}")
+    levels = sorted(set(tiers.values()))
+    for i, level in enumerate(levels):
+        barrier = f"\0barrier{i}"
+        deps[barrier] = {n for n in nodes if tiers[n] == level}
+        if i > 0:
+            deps[barrier].add(f"\0barrier{i - 1}")
+            for n in nodes:
+                if tiers[n] == level:
+                    deps[n].add(f"\0barrier{i - 1}")
     remaining = {n: len(d) for n, d in deps.items()}
     dependents: dict[str, list[str]] = {n: [] for n in deps}
     for n, ds in deps.items():
@@ -107,37 +106,67 @@ def _ordered(graph: Graph, tiers: Mapping[str, float] | None, break_cycles: bool
             dependents[d].append(n)
     wave: dict[str, int] = {}
     ready = sorted(n for n, k in remaining.items() if k == 0)
-    while True:
-        while ready:
-            n = ready.pop()
-            own = 0
-            for d in deps[n]:
-                if d in wave:
-                    own = max(own, wave[d] + (0 if d.startswith("\0") else 1))
-            wave[n] = own
-            for m in dependents[n]:
-                remaining[m] -= 1
-                if remaining[m] == 0:
-                    ready.append(m)
-        if len(wave) == len(deps):
-            break
-        if not break_cycles:
-            return None
-        stuck = sorted(n for n in deps if n not in wave)
-        remaining[stuck[0]] = 0
-        deps[stuck[0]] = {d for d in deps[stuck[0]] if d in wave}
-        ready.append(stuck[0])
+    while ready:
+        n = ready.pop()
+        own = 0
+        for d in deps[n]:
+            if d in wave:
+                own = max(own, wave[d] + (0 if d.startswith("\0") else 1))
+        wave[n] = own
+        for m in dependents[n]:
+            remaining[m] -= 1
+            if remaining[m] == 0:
+                ready.append(m)
+    if len(wave) < len(deps):
+        return None
     return {n: wave[n] for n in nodes}
+
+
+def _waves_breaking_cycles(graph: Graph) -> dict[str, int]:
+    """Waves of a graph with cycles: its strongly connected components in dependency order, and inside one,
+    Kahn's order; where that is stuck, the first stuck node in sorted order goes next, after those of its
+    dependencies that have a wave already."""
+    wave: dict[str, int] = {}
+    for component in _components(graph):
+        members = set(component)
+        remaining = {n: 0 for n in component}
+        dependents: dict[str, list[str]] = {n: [] for n in component}
+        for n in component:
+            for d in graph[n]:
+                if d in members:
+                    remaining[n] += 1
+                    dependents[d].append(n)
+        ready = [n for n in component if remaining[n] == 0]
+        while True:
+            while ready:
+                n = ready.pop()
+                wave[n] = max((wave[d] + 1 for d in graph[n] if d in wave), default=0)
+                for m in dependents[n]:
+                    remaining[m] -= 1
+                    if remaining[m] == 0:
+                        ready.append(m)
+            stuck = next((n for n in component if n not in wave), None)
+            if stuck is None:
+                break
+            remaining[stuck] = 0
+            ready.append(stuck)
+    return {n: wave[n] for n in graph}
 
 
 def find_cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one node (or a self-loop), each as a readable cycle: a path
-    from its first node in sorted order (Tarjan's algorithm, iterative)."""
+    from its first node in sorted order."""
+    return [_cycle_path(component, graph) for component in _components(graph)
+            if len(component) > 1 or component[0] in graph[component[0]]]
+
+
+def _components(graph: Mapping[str, Collection[str]]) -> Iterator[list[str]]:
+    """Strongly connected components, each sorted, dependencies before their dependents (Tarjan's algorithm,
+    iterative, in sorted order); dependencies that are not nodes are ignored."""
     index_of: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
     stack: list[str] = []
-    found: list[list[str]] = []
     counter = 0
     for root in sorted(graph):
         if root in index_of:
@@ -176,9 +205,7 @@ def find_cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
                     component.append(member)
                     if member == node:
                         break
-                if len(component) > 1 or node in graph[node]:
-                    found.append(_cycle_path(sorted(component), graph))
-    return found
+                yield sorted(component)
 
 
 def _cycle_path(component: list[str], graph: Mapping[str, set[str]]) -> list[str]:
