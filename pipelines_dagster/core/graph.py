@@ -49,9 +49,10 @@ def nearest_in(subset: set[str], graph: Graph) -> dict[str, set[str]]:
 
 def waves(graph: Graph, tiers: Mapping[str, float] | None = None) -> tuple[dict[str, int], bool]:
     """The wave of each node (every dependency must be a node): 1 + the latest wave of its dependencies and, with
-    `tiers`, later than every node of a lower tier (an account's deploy_order). Returns the waves and whether the tiers were kept: when they
-    conflict with the dependencies (or there is a cycle), dependency order alone is used. Cycles are broken (see
-    _waves_breaking_cycles); every dependency between nodes that are not on one cycle is kept."""
+    `tiers`, later than every node of a lower tier (an account's deploy_order). Returns the waves and whether the
+    tiers were kept: when they conflict with the dependencies (or there is a cycle), dependency order alone is
+    used. Cycles are broken (see _waves_breaking_cycles); every dependency between nodes that are not on one cycle
+    is kept."""
     if tiers is not None:
         tiered = _tiered_waves(graph, tiers)
         if tiered is not None:
