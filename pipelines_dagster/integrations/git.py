@@ -45,10 +45,6 @@ def _git(repo, *args: str, input: bytes | None = None, timeout: float | None = N
     return proc
 
 
-def _out(repo, *args: str) -> str:
-    """The text output of a git command that must succeed."""
-    return _git(repo, *args).stdout.decode()
-
 
 def _is_url(location: str) -> bool:
     return "://" in location or location.startswith("git@") or (":" in location and not os.path.exists(location))
@@ -147,8 +143,8 @@ def resolve(repo, ref: str) -> str:
             candidates = [ref]  # a tag, or something else rev-parse understands
     for candidate in candidates:
         try:
-            return _out(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
-                        f"{candidate}^{{commit}}").strip()
+            return _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{candidate}^{{commit}}").stdout.decode().strip()
         except GitError:
             continue
     raise GitError(f"unknown ref {ref!r} in {_git_dir(repo)}")
@@ -418,7 +414,7 @@ def is_ancestor(repo, commit: str, of: str) -> bool:
 
 def branch_heads(git_dir) -> dict[str, str]:
     """Every branch (`refs/heads/*`) and its head commit."""
-    out = _out(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/")
+    out = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/").stdout.decode()
     heads = {}
     for line in out.splitlines():
         sha, ref = line.split(" ", 1)
@@ -444,7 +440,7 @@ def merge_base(git_dir, a: str, b: str) -> str | None:
 def first_parent_commits(git_dir, since: str, until: str) -> list[str]:
     """Commits of `until`'s first-parent line that `since` does not have, oldest first: one per merge (or per
     commit of a squash/rebase merge) on the deploy branch."""
-    return _out(git_dir, "rev-list", "--reverse", "--first-parent", f"{since}..{until}").split()
+    return _git(git_dir, "rev-list", "--reverse", "--first-parent", f"{since}..{until}").stdout.decode().split()
 
 
 def default_branch(git_dir) -> str | None:
