@@ -1,6 +1,6 @@
 """Change detection in a child process, bounded in time and memory as a whole.
 
-Detection reads files that anyone who can push a branch writes. Each of its steps is bounded (hcl.py, evaluate.py,
+Detection reads files that anyone who can push a branch writes. Each of its steps is bounded (terragrunt/*.py,
 the YAML loader, symlinks); this bounds the whole run: the child (`python -m pipelines_dagster.core.bounded`, which
 never imports Dagster, so it starts in a fraction of a second) cannot allocate more than the memory limit
 (RLIMIT_AS), and is killed with its process group when the time limit passes. Either way, and when it crashes, the

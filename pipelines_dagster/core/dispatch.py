@@ -217,7 +217,7 @@ def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline
 
 def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None) -> Outcome:
     from .account_factory import open_baseline
-    from .redact import default_redactor
+    from ..redact import default_redactor
 
     if baseline is None:
         return Outcome.note(change, Status.SKIPPED, f"account {name!r}: no repository to open the baseline pull "

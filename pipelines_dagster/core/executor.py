@@ -6,12 +6,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from ..redact import default_redactor
 from .config import PipelinesConfig
 from .credentials import CredentialProvider, CredentialsError, session_name
 from .engine import EngineSettings, force_unlock_in_workdir, run_in_workdir
 from .isolation import IsolationError, RunFolder, resolve_unit_user
 from .model import Action, Event, Result, Status, UnitKind
-from .redact import default_redactor
 from .repo_config import RepoConfig, trusted_config
 
 log = logging.getLogger(__name__)

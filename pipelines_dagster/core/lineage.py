@@ -101,8 +101,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, *, cach
                  index_cache=None) -> Lineage:
     """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL);
     `cache_root` holds the mirrors, `index_cache` the parse cache (None: none)."""
-    from ..integrations.git import GitError, open_git_dir
-    from ..integrations.refs import branch_sha
+    from ..integrations.git import GitError, branch_sha, open_git_dir
     from .repo_config import deploy_branch as find_deploy_branch
 
     if not location:
@@ -127,6 +126,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, *, cach
 
 def _lineage_at(git_dir, sha: str, lineage: Lineage, cache_dir) -> Lineage:
     from .credentials import role_arn_for
+    from .graph import back_edges
     from .orchestrator import Orchestrator
 
     side, index = Orchestrator(git_dir, cache_dir).repository_at(sha)
@@ -138,7 +138,7 @@ def _lineage_at(git_dir, sha: str, lineage: Lineage, cache_dir) -> Lineage:
                             for name, a in sorted(side.accounts.entries.items())]
     paths = sorted(index.units)
     deps = {p: sorted({d for d in index.dependencies(p) if d in index.units and d != p}) for p in paths}
-    for unit, dep in _cycle_edges(deps):
+    for unit, dep in back_edges(deps):
         deps[unit].remove(dep)
         lineage.notes.append(f"{unit} -> {dep} closes a dependency cycle: that dependency is left out of the "
                              "asset graph")
@@ -148,25 +148,3 @@ def _lineage_at(git_dir, sha: str, lineage: Lineage, cache_dir) -> Lineage:
                                       account=side.config.account_for(path, side.accounts), depends_on=deps[path]))
     return lineage
 
-
-def _cycle_edges(graph: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """Edges whose removal leaves the graph acyclic: the back edges of a depth-first search in sorted order."""
-    state: dict[str, int] = {}  # 1 on the current path, 2 done
-    back: list[tuple[str, str]] = []
-    for root in graph:
-        if root in state:
-            continue
-        state[root] = 1
-        stack = [(root, iter(graph[root]))]
-        while stack:
-            node, children = stack[-1]
-            child = next(children, None)
-            if child is None:
-                state[node] = 2
-                stack.pop()
-            elif state.get(child) == 1:
-                back.append((node, child))
-            elif child not in state:
-                state[child] = 1
-                stack.append((child, iter(graph[child])))
-    return back

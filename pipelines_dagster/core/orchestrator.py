@@ -6,10 +6,11 @@ import posixpath
 from ..integrations import git as gitio
 from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
                      load_pipelines_config)
-from .evaluate import Problem as EvalProblem
+from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_config import trusted_config
 from .repo_index import IndexBuilder, RepoIndex, default_index_cache
+from .terragrunt.traversal import Problem as EvalProblem
 
 
 def _is_envcommon(path: str) -> bool:
@@ -336,19 +337,19 @@ class _Detection:
     def _order(self, changes: list[InfraChange], head: RepoIndex, base: RepoIndex | None) -> None:
         applies = [c for c in changes if not c.action.is_destroy]
         destroys = [c for c in changes if c.action.is_destroy]
-        apply_graph = _nearest_changed_deps({c.unit for c in applies}, head)
+        apply_graph = nearest_in({c.unit for c in applies}, head.dependency_graph)
         self._report_cycles(apply_graph, head)
         tiers = None
         if self.event is Event.PUSH and self.head.accounts is not None:
             tiers = {c.unit: self._deploy_order(c.account, self.head) for c in applies}
-        waves = self._waves(apply_graph, tiers)
+        apply_waves = self._waves(apply_graph, tiers)
         for c in applies:
             c.depends_on = sorted(apply_graph[c.unit])
-            c.wave = waves[c.unit]
+            c.wave = apply_waves[c.unit]
         first_destroy_wave = max((c.wave for c in applies), default=-1) + 1
         if destroys:
             destroy_units = {c.unit for c in destroys}
-            forward = _nearest_changed_deps(destroy_units, base)
+            forward = nearest_in(destroy_units, base.dependency_graph)
             reverse: dict[str, set[str]] = {u: set() for u in destroy_units}
             for unit, deps in forward.items():
                 for dep in deps:
@@ -368,127 +369,20 @@ class _Detection:
         return float(entry.deploy_order) if entry is not None and entry.deploy_order is not None else float("inf")
 
     def _waves(self, graph: dict[str, set[str]], tiers: dict[str, float] | None) -> dict[str, int]:
-        waves = _longest_path(graph, tiers)
-        if waves is None and tiers is not None:
+        ordered, tiers_kept = waves(graph, tiers)
+        if not tiers_kept:
             self.result.warnings.append(Problem(None, "deploy_order conflicts with unit dependencies; "
                                                       "dependency order is used"))
-            waves = _longest_path(graph, None)
-        if waves is None:  # a cycle (reported as an error): order what can be ordered, the rest last
-            waves = _longest_path(graph, None, break_cycles=True)
-        return waves
+        return ordered
 
     def _report_cycles(self, graph: dict[str, set[str]], index: RepoIndex) -> None:
         if not index.cycles:
             return
-        reachable = _reachable(set(graph), index)
+        reached = reachable(graph, index.dependency_graph)
         for cycle in index.cycles:
-            if not reachable.intersection(cycle):
+            if not reached.intersection(cycle):
                 continue
             first = index.units[cycle[0]]
             self.result.errors.append(Problem(first.config_file,
                                               "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
 
-
-def _reachable(start: set[str], index: RepoIndex) -> set[str]:
-    seen, stack = set(), list(start)
-    while stack:
-        unit = stack.pop()
-        if unit in seen or unit not in index.units:
-            continue
-        seen.add(unit)
-        stack.extend(index.dependencies(unit))
-    return seen
-
-
-def _nearest_changed_deps(changed: set[str], index: RepoIndex) -> dict[str, set[str]]:
-    """For each changed unit, the changed units it depends on, looking through unchanged ones."""
-    graph: dict[str, set[str]] = {}
-    for unit in changed:
-        direct = index.dependencies(unit)
-        if all(d in changed for d in direct):  # the common case: nothing to look through
-            graph[unit] = set(direct) - {unit}
-            continue
-        found: set[str] = set()
-        seen = {unit}
-        stack = list(direct)
-        while stack:
-            dep = stack.pop()
-            if dep in seen:
-                continue
-            seen.add(dep)
-            if dep in changed:
-                found.add(dep)
-            else:
-                stack.extend(index.dependencies(dep))
-        graph[unit] = found
-    return graph
-
-
-def _dependency_waves(graph: dict[str, set[str]]) -> dict[str, int] | None:
-    """1 + the latest wave among a node's dependencies (iterative depth-first); None on a cycle."""
-    wave: dict[str, int] = {}
-    for root in graph:
-        if root in wave:
-            continue
-        stack, on_path = [root], {root}
-        while stack:
-            node = stack[-1]
-            pending = next((d for d in graph[node] if d not in wave), None)
-            if pending is not None:
-                if pending in on_path:
-                    return None
-                stack.append(pending)
-                on_path.add(pending)
-                continue
-            stack.pop()
-            on_path.discard(node)
-            if node not in wave:
-                wave[node] = max((wave[d] + 1 for d in graph[node]), default=0)
-    return wave
-
-
-def _longest_path(graph: dict[str, set[str]], tiers: dict[str, float] | None,
-                  break_cycles: bool = False) -> dict[str, int] | None:
-    """Wave of each node: after all its dependencies and, with tiers, after every node of a lower tier."""
-    if tiers is None and not break_cycles:
-        return _dependency_waves(graph)
-    nodes = list(graph)
-    deps: dict[str, set[str]] = {n: set(graph[n]) for n in nodes}
-    if tiers is not None:
-        levels = sorted(set(tiers.values()))
-        for i, level in enumerate(levels):
-            barrier = f"\0barrier{i}"
-            deps[barrier] = {n for n in nodes if tiers[n] == level}
-            if i > 0:
-                deps[barrier].add(f"\0barrier{i - 1}")
-                for n in nodes:
-                    if tiers[n] == level:
-                        deps[n].add(f"\0barrier{i - 1}")
-    remaining = {n: len(d) for n, d in deps.items()}
-    dependents: dict[str, list[str]] = {n: [] for n in deps}
-    for n, ds in deps.items():
-        for d in ds:
-            dependents[d].append(n)
-    wave: dict[str, int] = {}
-    ready = sorted(n for n, k in remaining.items() if k == 0)
-    while True:
-        while ready:
-            n = ready.pop()
-            own = 0
-            for d in deps[n]:
-                if d in wave:
-                    own = max(own, wave[d] + (0 if d.startswith("\0") else 1))
-            wave[n] = own
-            for m in dependents[n]:
-                remaining[m] -= 1
-                if remaining[m] == 0:
-                    ready.append(m)
-        if len(wave) == len(deps):
-            break
-        if not break_cycles:
-            return None
-        stuck = sorted(n for n in deps if n not in wave)
-        remaining[stuck[0]] = 0
-        deps[stuck[0]] = {d for d in deps[stuck[0]] if d in wave}
-        ready.append(stuck[0])
-    return {n: wave[n] for n in nodes}

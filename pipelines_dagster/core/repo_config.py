@@ -56,7 +56,7 @@ def load_repo_config(repo, sha: str) -> RepoConfig:
 def deploy_branch(repo, override: str | None = None) -> str:
     """The deploy branch: the deployment's `override` (resource or PIPELINES_DEPLOY_BRANCH), else `deploy_branch`
     of `.pipelines.yml` on the default branch, else the default branch itself, else "main"."""
-    from ..integrations.refs import branch_sha, default_branch
+    from ..integrations.git import branch_sha, default_branch
 
     if override:
         return override
@@ -74,7 +74,7 @@ def deploy_branch(repo, override: str | None = None) -> str:
 def trusted_config(repo, override: str | None = None, accounts: bool = True) -> TrustedConfig:
     """The configuration (and, with `accounts`, the accounts) of `refs/heads/<deploy branch>`; ConfigError when the
     branch is missing or what is read is unusable."""
-    from ..integrations.refs import branch_sha
+    from ..integrations.git import branch_sha
 
     branch = deploy_branch(repo, override)
     sha = branch_sha(repo, branch)

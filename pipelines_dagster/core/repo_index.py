@@ -7,7 +7,6 @@ Two caches make repeated detection cheap, in a new process too (both under the c
 """
 
 import marshal
-import posixpath
 import sqlite3
 import time
 import zlib
@@ -15,11 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hcl
-from .evaluate import TERRAGRUNT_FILE, Problem, TreeView, UnitEval, UnitEvaluator, rel_dir
+from .graph import find_cycles
 from .model import UnitKind
+from .terragrunt import parse
+from .terragrunt.paths import TERRAGRUNT_FILE, config_file, rel_dir
+from .terragrunt.traversal import Problem, UnitEval, UnitEvaluator
+from .terragrunt.tree import TreeView
 
-INDEX_VERSION = 8
+INDEX_VERSION = 9
 SNAPSHOTS_KEPT = 16
 
 
@@ -75,12 +77,12 @@ class FactsStore:
                                         chunk).fetchall()
                 for blob, data in rows:
                     facts = marshal.loads(data)
-                    if facts.get("v") == hcl.FACTS_VERSION:
+                    if facts.get("v") == parse.FACTS_VERSION:
                         self._memory[blob] = facts
         missing = [b for b in missing if b not in self._memory]
         if missing and self._loader is not None:
             for blob, content in self._loader(missing).items():
-                self._store(blob, hcl.parse_facts(content))
+                self._store(blob, parse.parse_facts(content))
 
     def _store(self, blob: str, facts: dict) -> None:
         self._memory[blob] = facts
@@ -165,9 +167,7 @@ class UnitInfo:
 
     @property
     def config_file(self) -> str:
-        if self.kind is UnitKind.TERRAGRUNT:
-            return posixpath.join(self.path, TERRAGRUNT_FILE) if self.path else TERRAGRUNT_FILE
-        return self.path
+        return config_file(self.path) if self.kind is UnitKind.TERRAGRUNT else self.path
 
 
 def _encode(kind: UnitKind, result: UnitEval) -> tuple:
@@ -222,7 +222,7 @@ class RepoIndex:
         included = {f for row in rows.values() for f in row[2]}
         # a terragrunt.hcl that other units include is configuration, not a unit
         self._rows = {p: r for p, r in rows.items() if not (
-            r[0] == "terragrunt" and (f"{p}/{TERRAGRUNT_FILE}" if p else TERRAGRUNT_FILE) in included)}
+            r[0] == "terragrunt" and config_file(p) in included)}
         self.units = _Units(self._rows)
         self._deps = {p: [d[0] for d in r[4]] for p, r in self._rows.items()}
         rows_ = self._rows
@@ -253,13 +253,16 @@ class RepoIndex:
     def dependencies(self, path: str) -> list[str]:
         return self._deps.get(path, [])
 
+    @property
+    def dependency_graph(self) -> Mapping[str, list[str]]:
+        """Each unit and the paths it depends on (units or not)."""
+        return self._deps
+
     def kind(self, path: str) -> UnitKind:
         return _KINDS[self._rows[path][0]]
 
     def config_file(self, path: str) -> str:
-        if self._rows[path][0] == "terragrunt":
-            return f"{path}/{TERRAGRUNT_FILE}" if path else TERRAGRUNT_FILE
-        return path
+        return config_file(path) if self._rows[path][0] == "terragrunt" else path
 
     def module_dirs(self, path: str) -> list[str]:
         return self._rows[path][3]
@@ -410,65 +413,3 @@ def default_index_cache() -> Path | None:
     from ..settings import Settings
 
     return Settings.from_env().index_cache
-
-
-def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one node (or a self-loop), each as a path."""
-    index_of: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    found: list[list[str]] = []
-    counter = 0
-    for root in sorted(graph):
-        if root in index_of:
-            continue
-        work = [(root, iter(sorted(graph[root])))]
-        index_of[root] = low[root] = counter
-        counter += 1
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            advanced = False
-            for child in children:
-                if child not in graph:
-                    continue
-                if child not in index_of:
-                    index_of[child] = low[child] = counter
-                    counter += 1
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(sorted(graph[child]))))
-                    advanced = True
-                    break
-                if child in on_stack:
-                    low[node] = min(low[node], index_of[child])
-            if advanced:
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index_of[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1 or node in graph[node]:
-                    found.append(_cycle_path(sorted(component), graph))
-    return found
-
-
-def _cycle_path(component: list[str], graph: dict[str, set[str]]) -> list[str]:
-    """A readable cycle through the component, starting at its first unit."""
-    members = set(component)
-    path = [component[0]]
-    while True:
-        nxt = sorted(d for d in graph[path[-1]] if d in members)
-        step = next((d for d in nxt if d not in path), None)
-        if step is None:
-            return path
-        path.append(step)

@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..redact import without_url_credentials
 from . import markdown as md
 from .model import Event
-from .redact import without_url_credentials
 
 TAG_PR = "pipelines/pr"
 TAG_SHA = "pipelines/sha"

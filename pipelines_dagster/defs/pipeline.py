@@ -97,8 +97,7 @@ def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
 
 def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
                  github: GitHubResource, engine: EngineResource, stages: int):
-    from ..integrations.git import GitError, resolve
-    from ..integrations.refs import merge_base
+    from ..integrations.git import GitError, merge_base, resolve
 
     try:
         repo = infra_repo.git_dir()

@@ -1,7 +1,7 @@
 """Sensors: pull requests (or, in local mode, branches of the git remote), the deploy branch, and crashed runs.
 
 Thin: the decisions (what is new, what a run is given, what a crash report says) are in core.watch; git refs in
-integrations.refs; GitHub calls through integrations.github. One factory per sensor, taking the job.
+integrations.git; GitHub calls through integrations.github. One factory per sensor, taking the job.
 
 Every tick stays well inside Dagster's 60 s: GitHub calls made by sensors use a short timeout and a retry policy
 that never waits long, and work that does not fit the tick budget is left (unrecorded) for the next tick.
@@ -40,7 +40,7 @@ def _report_written(instance, run_id: str) -> bool:
 
 def _redacted(text: str) -> str:
     """Skip reasons and logs that can hold a repository location, a git error or a GitHub error: no credentials."""
-    from ..core.redact import default_redactor
+    from ..redact import default_redactor
 
     return default_redactor()(text)
 
@@ -61,8 +61,7 @@ def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
 
 def _deploy_head(infra_repo: InfraRepoResource):
     """(git dir, deploy branch, its head sha) after a fetch, or the SkipReason saying why not."""
-    from ..integrations.git import GitError
-    from ..integrations.refs import branch_sha
+    from ..integrations.git import GitError, branch_sha
 
     try:
         git_dir = infra_repo.git_dir(fetch=True)
@@ -92,9 +91,8 @@ def apply_run_tags(account: str | None) -> dict:
 
 def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, github: GitHubResource,
                         tick_budget_s: float):
-    from ..integrations.git import GitError
+    from ..integrations.git import GitError, branch_sha, merge_base
     from ..integrations.github import GitHubError
-    from ..integrations.refs import branch_sha, merge_base
 
     deadline = time.monotonic() + tick_budget_s
     client = _github_client(github)
@@ -139,9 +137,7 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
 
 
 def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
-    from ..integrations.git import GitError
-    from ..integrations.git import is_ancestor
-    from ..integrations.refs import branch_heads, merge_base
+    from ..integrations.git import GitError, branch_heads, is_ancestor, merge_base
 
     try:
         git_dir = infra_repo.git_dir(fetch=True)
@@ -194,8 +190,7 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS, name: str = "d
                            "previous one; applies to one repository never overlap (run-queue tag limit).")
     def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
                              github: GitHubResource):
-        from ..integrations.git import is_ancestor
-        from ..integrations.refs import first_parent_commits, has_commit
+        from ..integrations.git import first_parent_commits, has_commit, is_ancestor
 
         found = _deploy_head(infra_repo)
         if isinstance(found, dg.SkipReason):
@@ -249,7 +244,7 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS, name: str = "run
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
     def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
-        from ..core.redact import default_redactor
+        from ..redact import default_redactor
         from ..integrations.github import GitHubError, comment_key
 
         run = context.dagster_run

@@ -1,8 +1,9 @@
-"""Git access: a local repository or a cached mirror of a remote; trees, blobs, diffs and private checkouts.
+"""All git access: a local repository or a cached mirror of a remote; trees, blobs, diffs, private checkouts,
+and the refs the sensors watch (branch heads, first-parent history, merge bases).
 
-Read-only plumbing (rev-parse, ls-tree, cat-file, diff) runs `git` directly: it is three commands, and importing
-GitPython costs the `changes` command about 0.1 s of start-up. `open_repo` gives a GitPython `Repo` for the
-rest of the pipeline; every function here accepts either that or a plain git directory.
+Plumbing runs `git` directly, through `_git`: importing GitPython costs the `changes` command about 0.1 s of
+start-up. `open_repo` gives a GitPython `Repo` for the rest of the pipeline; every function here accepts either
+that or a plain git directory.
 """
 
 import hashlib
@@ -12,6 +13,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..redact import default_redactor
 
 
 class GitError(Exception):
@@ -20,8 +22,6 @@ class GitError(Exception):
     comment."""
 
     def __init__(self, message: str):
-        from ..core.redact import default_redactor
-
         super().__init__(default_redactor()(message))
 
 
@@ -32,15 +32,18 @@ def _git_dir(repo) -> str:
 DEFAULT_NETWORK_TIMEOUT_S = 45.0  # a fetch inside a sensor tick; a clone gets four times as long
 
 
-def _run(repo, *args: str, input: bytes | None = None, timeout: float | None = None) -> bytes:
+def _git(repo, *args: str, input: bytes | None = None, timeout: float | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
+    """`git --git-dir <repo> <args>`, output as bytes; with `check`, a failure is a GitError in git's words."""
     try:
         proc = subprocess.run(["git", "--git-dir", _git_dir(repo), *args], input=input, capture_output=True,
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         raise GitError(f"git {args[0]}: no answer within {timeout:.0f} s") from None
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         raise GitError(f"git {args[0]}: {proc.stderr.decode(errors='replace').strip()}")
-    return proc.stdout
+    return proc
+
 
 
 def _is_url(location: str) -> bool:
@@ -77,12 +80,12 @@ MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/pull/*/head:refs/pull/*/
 
 def _fetch_mirror(location: str, mirror: Path, timeout_s: float) -> None:
     try:
-        _run(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=timeout_s)
+        _git(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=timeout_s)
     except GitError as exc:
         raise GitError(f"{location}: {exc}") from exc
-    tags = _run(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/")
+    tags = _git(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/").stdout
     if tags:  # a mirror made by an earlier version (git clone --mirror) still holds the remote's tags
-        _run(mirror, "update-ref", "--stdin", input=tags)
+        _git(mirror, "update-ref", "--stdin", input=tags)
 
 
 def _create_mirror(location: str, mirror: Path, timeout_s: float) -> None:
@@ -94,19 +97,19 @@ def _create_mirror(location: str, mirror: Path, timeout_s: float) -> None:
     mirror.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
     try:
-        _run(building, "init", "--quiet", "--bare")
-        _run(building, "remote", "add", "origin", location)
+        _git(building, "init", "--quiet", "--bare")
+        _git(building, "remote", "add", "origin", location)
         for refspec in MIRROR_REFSPECS:
-            _run(building, "config", "--add", "remote.origin.fetch", refspec)
-        _run(building, "config", "remote.origin.tagOpt", "--no-tags")
+            _git(building, "config", "--add", "remote.origin.fetch", refspec)
+        _git(building, "config", "remote.origin.tagOpt", "--no-tags")
         try:
-            _run(building, "fetch", "--quiet", "--no-tags", "origin", timeout=timeout_s * 4)
-            head = _run(building, "ls-remote", "--symref", "origin", "HEAD", timeout=timeout_s).decode()
+            _git(building, "fetch", "--quiet", "--no-tags", "origin", timeout=timeout_s * 4)
+            head = _git(building, "ls-remote", "--symref", "origin", "HEAD", timeout=timeout_s).stdout.decode()
         except GitError as exc:
             raise GitError(f"{location}: {exc}") from exc
         default = next((line.split()[1] for line in head.splitlines() if line.startswith("ref: refs/heads/")), None)
         if default:
-            _run(building, "symbolic-ref", "HEAD", default)
+            _git(building, "symbolic-ref", "HEAD", default)
         try:
             os.rename(building, mirror)
         except OSError:
@@ -140,8 +143,8 @@ def resolve(repo, ref: str) -> str:
             candidates = [ref]  # a tag, or something else rev-parse understands
     for candidate in candidates:
         try:
-            return _run(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
-                        f"{candidate}^{{commit}}").decode().strip()
+            return _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                        f"{candidate}^{{commit}}").stdout.decode().strip()
         except GitError:
             continue
     raise GitError(f"unknown ref {ref!r} in {_git_dir(repo)}")
@@ -151,8 +154,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
 def _ref_exists(repo, ref: str) -> bool:
-    return subprocess.run(["git", "--git-dir", _git_dir(repo), "show-ref", "--verify", "--quiet", ref],
-                          capture_output=True).returncode == 0
+    return _git(repo, "show-ref", "--verify", "--quiet", ref, check=False).returncode == 0
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def read_tree(repo, sha: str) -> Tree:
     files: dict[str, str] = {}
     symlinks: dict[str, str] = {}
     dirs = {""}
-    for entry in _run(repo, "ls-tree", "-r", "-z", "--full-tree", sha).decode("utf-8", "surrogateescape").split("\0"):
+    listing = _git(repo, "ls-tree", "-r", "-z", "--full-tree", sha).stdout.decode("utf-8", "surrogateescape")
+    for entry in listing.split("\0"):
         if not entry:
             continue
         meta, path = entry.split("\t", 1)
@@ -326,7 +329,7 @@ class _Symlinks:
 def list_folders(repo, sha: str, folders: list[str]) -> dict[str, str]:
     """Files directly inside some folders of a commit: path -> blob id (cheaper than a whole tree)."""
     specs = [f"{f}/" if f else "." for f in folders]
-    out = _run(repo, "ls-tree", "-z", "--full-tree", sha, "--", *specs).decode("utf-8", "surrogateescape")
+    out = _git(repo, "ls-tree", "-z", "--full-tree", sha, "--", *specs).stdout.decode("utf-8", "surrogateescape")
     files = {}
     for entry in out.split("\0"):
         if entry and entry[7:11] == "blob":
@@ -342,7 +345,7 @@ def read_blobs(repo, specs: list[str]) -> dict[str, bytes]:
     """Contents of many objects (blob ids or `<commit>:<path>`) through one `git cat-file --batch`."""
     if not specs:
         return {}
-    data = _run(repo, "cat-file", "--batch", input="\n".join(specs).encode() + b"\n")
+    data = _git(repo, "cat-file", "--batch", input="\n".join(specs).encode() + b"\n").stdout
     result: dict[str, bytes] = {}
     pos = 0
     for spec in specs:
@@ -365,7 +368,7 @@ class FileChange:
 
 def diff(repo, base: str, head: str) -> list[FileChange]:
     """Files changed from base to head; renames are a delete plus an add."""
-    parts = [p for p in _run(repo, "diff", "--no-renames", "--name-status", "-z", base, head)
+    parts = [p for p in _git(repo, "diff", "--no-renames", "--name-status", "-z", base, head).stdout
              .decode("utf-8", "surrogateescape").split("\0") if p]
     return [FileChange(parts[i][0], parts[i + 1]) for i in range(0, len(parts) - 1, 2)]
 
@@ -379,8 +382,7 @@ def checkout(repo, sha: str, dest: Path, owner: tuple[int, int] | None = None) -
     `owner` (uid, gid) the files are extracted as that user (and owned by it). A symlink whose target leaves the
     repository is refused (UnsafeCheckout naming it): tools would read what it points to, and print it."""
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", _git_dir(repo), "archive", "--format=tar", sha],
-                             capture_output=True)
+    archive = _git(repo, "archive", "--format=tar", sha, check=False)
     if archive.returncode != 0:
         raise GitError(f"cannot check out {sha}: {archive.stderr.decode(errors='replace').strip()}")
     as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
@@ -398,12 +400,60 @@ def checkout(repo, sha: str, dest: Path, owner: tuple[int, int] | None = None) -
 
 
 def _symlinks(repo, sha: str) -> list[str]:
-    out = _run(repo, "ls-tree", "-r", "-z", "--full-tree", sha).decode("utf-8", "surrogateescape")
+    out = _git(repo, "ls-tree", "-r", "-z", "--full-tree", sha).stdout.decode("utf-8", "surrogateescape")
     return [entry.split("\t", 1)[1] for entry in out.split("\0") if entry.startswith("120000 ")]
 
 
 def is_ancestor(repo, commit: str, of: str) -> bool:
     """True when `commit` is reachable from `of` (e.g. a commit that is on the deploy branch)."""
-    proc = subprocess.run(["git", "--git-dir", _git_dir(repo), "merge-base", "--is-ancestor", commit, of],
-                          capture_output=True)
-    return proc.returncode == 0
+    return _git(repo, "merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
+
+
+# ---- refs the sensors watch
+
+
+def branch_heads(git_dir) -> dict[str, str]:
+    """Every branch (`refs/heads/*`) and its head commit."""
+    out = _git(git_dir, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/").stdout.decode()
+    heads = {}
+    for line in out.splitlines():
+        sha, ref = line.split(" ", 1)
+        heads[ref[len("refs/heads/"):]] = sha
+    return heads
+
+
+def branch_sha(git_dir, branch: str) -> str | None:
+    proc = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}", check=False)
+    return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+
+def has_commit(git_dir, sha: str) -> bool:
+    return _git(git_dir, "cat-file", "-e", f"{sha}^{{commit}}", check=False).returncode == 0
+
+
+def merge_base(git_dir, a: str, b: str) -> str | None:
+    """The best common ancestor of two commits, None when they share no history (or one is unknown)."""
+    proc = _git(git_dir, "merge-base", a, b, check=False)
+    return (proc.stdout.decode().strip() or None) if proc.returncode == 0 else None
+
+
+def first_parent_commits(git_dir, since: str, until: str) -> list[str]:
+    """Commits of `until`'s first-parent line that `since` does not have, oldest first: one per merge (or per
+    commit of a squash/rebase merge) on the deploy branch."""
+    return _git(git_dir, "rev-list", "--reverse", "--first-parent", f"{since}..{until}").stdout.decode().split()
+
+
+def default_branch(git_dir) -> str | None:
+    """The repository's default branch: what HEAD names in a bare repository or mirror (the remote's default
+    branch), else the remote's `origin/HEAD`, else `main` or `master` when one exists; None otherwise. A work
+    repository's own HEAD (whatever is checked out) is never taken for it."""
+    bare = _git(git_dir, "rev-parse", "--is-bare-repository", check=False).stdout.decode().strip() == "true"
+    refs = ["HEAD"] if bare else []
+    refs.append("refs/remotes/origin/HEAD")
+    for ref in refs:
+        proc = _git(git_dir, "symbolic-ref", "--quiet", ref, check=False)
+        target = proc.stdout.decode().strip()
+        for prefix in ("refs/heads/", "refs/remotes/origin/"):
+            if proc.returncode == 0 and target.startswith(prefix) and branch_sha(git_dir, target[len(prefix):]):
+                return target[len(prefix):]
+    return next((b for b in ("main", "master") if branch_sha(git_dir, b)), None)

@@ -3,8 +3,9 @@
 import hashlib
 import posixpath
 
-from pipelines_dagster.core.evaluate import TreeView, UnitEvaluator
-from pipelines_dagster.core.hcl import parse_facts
+from pipelines_dagster.core.terragrunt.parse import parse_facts
+from pipelines_dagster.core.terragrunt.traversal import UnitEvaluator
+from pipelines_dagster.core.terragrunt.tree import TreeView
 
 
 def evaluate(files: dict[str, str], unit: str, terraform: bool = False):

@@ -15,11 +15,11 @@ from pathlib import Path
 import git
 import pytest
 
-from pipelines_dagster.core import hcl
 from pipelines_dagster.core.bounded import change_set_to_data, detect_changes_bounded
 from pipelines_dagster.core.config import ConfigError, load_accounts, load_pipelines_config
 from pipelines_dagster.core.model import Event, UnitKind
 from pipelines_dagster.core.orchestrator import detect_changes
+from pipelines_dagster.core.terragrunt import parse
 from pipelines_dagster.integrations.git import GitError, read_tree
 from tests.core.test_evaluate import evaluate, messages
 from tests.livefixture import make_live_repo, unit
@@ -275,33 +275,33 @@ def test_evaluation_at_its_limits_fits_well_inside_the_recursion_limit():
 
 def test_unclosed_nesting_and_garbage_are_syntax_errors():
     random.seed(7)
-    garbage = "".join(random.choices('{}[]()"$%~ab=,.\n:?', k=hcl.MAX_FILE_BYTES)).encode()
+    garbage = "".join(random.choices('{}[]()"$%~ab=,.\n:?', k=parse.MAX_FILE_BYTES)).encode()
     for source in (b"locals {\n  a = 1\n  b = " + b"(" * 500_000 + b"\n}\n", garbage):
         started = time.monotonic()
-        error = hcl.parse_facts(source)["syntax_error"]
+        error = parse.parse_facts(source)["syntax_error"]
         assert time.monotonic() - started < HOSTILE_S
         assert error["message"].startswith("syntax error: ") and error["line"] >= 1
 
 
 def test_files_larger_than_the_limit_are_an_error_without_parsing(tmp_path):
-    huge = "locals {\n" + "  a = 1\n" * (hcl.MAX_FILE_BYTES // 8) + "}\n"
+    huge = "locals {\n" + "  a = 1\n" * (parse.MAX_FILE_BYTES // 8) + "}\n"
     repo = repo_with(tmp_path, {"u/terragrunt.hcl": ""}, {"u/terragrunt.hcl": huge})
     result = detect(repo, tmp_path)
     assert strings(result.errors) == [f"u/terragrunt.hcl:1: file is {len(huge):,} bytes; change detection reads .hcl "
-                                      f"and .tf files of at most {hcl.MAX_FILE_BYTES:,} bytes"]
+                                      f"and .tf files of at most {parse.MAX_FILE_BYTES:,} bytes"]
 
 
 def test_a_file_of_nested_read_calls_is_converted_within_a_budget():
     source = b"locals {\n  a = " + b"file(" * 150_000 + b'"x"' + b")" * 150_000 + b"\n}\n"
     started = time.monotonic()
-    facts = hcl.parse_facts(source)
+    facts = parse.parse_facts(source)
     assert time.monotonic() - started < HOSTILE_S
     # one site per call until the budget is spent, the last one saying so deep inside
-    assert len(facts["reads"]) < 2 * hcl.MAX_EXPRESSIONS // hcl.MAX_EXPR_DEPTH
+    assert len(facts["reads"]) < 2 * parse.MAX_EXPRESSIONS // parse.MAX_EXPR_DEPTH
     innermost = facts["reads"][-1]["expr"]
     while innermost[0] == "call":
         innermost = innermost[2][0]
-    assert innermost[2] == f"expression beyond the first {hcl.MAX_EXPRESSIONS:,} expressions of the file at line 2"
+    assert innermost[2] == f"expression beyond the first {parse.MAX_EXPRESSIONS:,} expressions of the file at line 2"
 
 
 def test_a_unit_with_many_problems_lists_the_first_ones(tmp_path):
@@ -344,7 +344,7 @@ def _children_with(marker: str) -> list[int]:
 def test_detection_that_takes_too_long_is_stopped_at_the_limit(tmp_path, monkeypatch):
     """Ten files of 1 MiB of garbage take tree-sitter about 25 s to parse: the child is killed after 2 s."""
     random.seed(3)
-    garbage = {f"u{i}/main.tf": "".join(random.choices('{}[]()"$%~ab=,.\n:?', k=hcl.MAX_FILE_BYTES - 10))
+    garbage = {f"u{i}/main.tf": "".join(random.choices('{}[]()"$%~ab=,.\n:?', k=parse.MAX_FILE_BYTES - 10))
                for i in range(10)}
     repo = repo_with(tmp_path, {"u0/main.tf": BACKEND}, garbage)
     marker = f"PIPELINES_TEST_MARKER={tmp_path}"
@@ -361,7 +361,7 @@ def test_detection_that_takes_too_long_is_stopped_at_the_limit(tmp_path, monkeyp
 
 def test_detection_that_needs_too_much_memory_is_stopped(tmp_path):
     """A 1 MiB file of file() calls is 80,000 parsed call sites: far more than 100 MiB of address space."""
-    calls = "locals {\n" + 'a = file("x")\n' * ((hcl.MAX_FILE_BYTES - 20) // 15) + "}\n"
+    calls = "locals {\n" + 'a = file("x")\n' * ((parse.MAX_FILE_BYTES - 20) // 15) + "}\n"
     repo = repo_with(tmp_path, {"u/main.tf": BACKEND}, {"u/calls.tf": calls})
     result = detect_changes_bounded(git.Repo(repo.path), "HEAD~1", "HEAD", Event.PULL_REQUEST, memory_mb=100,
                                     cache_dir=tmp_path / "cache")
@@ -471,9 +471,9 @@ def test_code_read_through_a_link_is_evaluated_where_the_link_is_and_reevaluated
 def test_random_expressions_never_crash_evaluation():
     """Every function, operator and collection, combined at random (2,000 units, fixed seed): evaluation always
     ends in values, Unknowns, warnings or errors, never an exception."""
-    from pipelines_dagster.core.evaluate import _FUNCTIONS, _IO_FUNCTIONS
+    from pipelines_dagster.core.terragrunt.functions import FUNCTIONS, TREE_FUNCTIONS
 
-    functions = sorted({*_FUNCTIONS, *_IO_FUNCTIONS, "try"})
+    functions = sorted({*FUNCTIONS, *TREE_FUNCTIONS, "try"})
     atoms = ['"a"', '""', '"../b.hcl"', "1", "0", "-1", "1.5", "true", "null", "local.x", "[]", "{}", '["a", 1]',
              '{a = "b"}', "include.root", "local", '"${local.y}"', '"%s"', '"/(a)/"', '"$1"', "path.module"]
     rng = random.Random(11)

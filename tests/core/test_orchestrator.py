@@ -334,16 +334,6 @@ def test_cache_gives_identical_results_and_skips_work(live, tmp_path):
     assert third.to_dict() == detect(live).to_dict()
 
 
-def test_waves_with_shared_dependencies_and_diamonds():
-    from pipelines_dagster.core.orchestrator import _dependency_waves, _longest_path
-    graph = {"a": set(), "b": {"a"}, "c": {"a", "b"}, "d": {"b", "c"}, "e": set()}
-    assert _dependency_waves(graph) == {"a": 0, "b": 1, "c": 2, "d": 3, "e": 0}
-    assert _longest_path(graph, None, break_cycles=True) == _dependency_waves(graph)
-    assert _dependency_waves({"a": {"b"}, "b": {"a"}}) is None
-    tiers = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0, "e": 2.0}
-    assert _longest_path(graph, tiers)["e"] == 4
-
-
 def test_damaged_cache_is_rebuilt(live, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
