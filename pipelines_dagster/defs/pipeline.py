@@ -39,6 +39,17 @@ REPORT_STEP = "report"
 # the executor setting that lets collect steps run although some of the steps they collect failed
 FAILED_STEPS_DO_NOT_STOP_THE_RUN = {"step_dependency_config": {"require_upstream_step_success": False}}
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster-k8s's per-op (step pod) configuration
+CHANGE_STEP_TAGS = {"kind": "dispatcher"}  # the steps that run changes (plan[...], apply_wave_N[...])
+
+
+def step_limits(max_parallel: int) -> dict:
+    """Executor settings: at most `max_parallel` change steps at a time and, beside them, the run's one chain of
+    light steps (orchestrate, wave_N, report), which so never waits for a change's slot (a pull request's run
+    passes its wave_N steps while the plans run); failed steps do not stop the run."""
+    [(key, value)] = CHANGE_STEP_TAGS.items()
+    return {"max_concurrent": max_parallel + 1,
+            "tag_concurrency_limits": [{"key": key, "value": value, "limit": max_parallel}],
+            **FAILED_STEPS_DO_NOT_STOP_THE_RUN}
 
 
 class OrchestrateConfig(dg.Config):
@@ -236,14 +247,14 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
         yield from _orchestrate(context, config, infra_repo, github, engine, stages)
 
     @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
-           tags={"kind": "dispatcher", **plan_tags})
+           tags={**CHANGE_STEP_TAGS, **plan_tags})
     def plan_change(context: dg.OpExecutionContext, item: Item):
         """Plan one change of a pull request with its account's plan role."""
         r = context.resources
         yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
 
     @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
-           tags={"kind": "dispatcher", **apply_tags})
+           tags={**CHANGE_STEP_TAGS, **apply_tags})
     def apply_change(context: dg.OpExecutionContext, item: Item):
         """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
         r = context.resources
@@ -266,7 +277,7 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
         yield from _report(context, progress, results, plans, github, engine)
 
     executor_def = executor_def or dg.multiprocess_executor.configured({
-        "max_concurrent": max_parallel, **FAILED_STEPS_DO_NOT_STOP_THE_RUN,
+        **step_limits(max_parallel),
         # steps fork from a server that has already imported Dagster and this code: no per-step start-up
         # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
         "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
@@ -287,16 +298,15 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
 
 
 def k8s_step_executor(max_parallel: int) -> dg.ExecutorDefinition:
-    """Each step in a Kubernetes Job of its own (dagster-k8s's k8s_job_executor, the deploy extra), at most
-    `max_parallel` at a time, with the same handling of failed steps; step pods get the run launcher's
+    """Each step in a Kubernetes Job of its own (dagster-k8s's k8s_job_executor, the deploy extra), with the same
+    limits (`step_limits`) and handling of failed steps as processes; step pods get the run launcher's
     configuration (environment, volumes, security context) and their ops' `k8s_step_tags`."""
     try:
         from dagster_k8s import k8s_job_executor
     except ImportError:
         raise RuntimeError("PIPELINES_STEP_EXECUTOR=k8s needs dagster-k8s: pip install "
                            "'pipelines-dagster[deploy]'") from None
-    return k8s_job_executor.configured({"max_concurrent": max_parallel, **FAILED_STEPS_DO_NOT_STOP_THE_RUN},
-                                       name="k8s_pipeline")
+    return k8s_job_executor.configured(step_limits(max_parallel), name="k8s_pipeline")
 
 
 def k8s_step_tags(service_account: str) -> dict[str, str]:

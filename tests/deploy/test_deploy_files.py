@@ -399,7 +399,9 @@ def test_the_step_executor_setting_gives_each_step_a_pod_with_the_runs_limits(de
             job=InMemoryJob(job), executor_def=job.executor_def, instance=dagster_instance,
             executor_config=ResolvedRunConfig.build(job, run_config).execution.execution_engine_config))
     assert isinstance(executor._step_handler, K8sStepHandler)
-    assert executor._max_concurrent == 6
+    # six change steps at a time, and beside them the one chain of orchestrate, wave_N and report steps
+    assert executor._max_concurrent == 7
+    assert executor._tag_concurrency_limits == [{"key": "kind", "value": "dispatcher", "limit": 6}]
     assert executor.step_dependency_config.require_upstream_step_success is False
 
     tags = {node.name: node.definition.tags.get("dagster-k8s/config") for node in job.nodes}
