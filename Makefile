@@ -52,10 +52,12 @@ run: install
 screenshots: install system-packages
 	PIPELINES_SCREENSHOTS_DIR=$(CURDIR)/docs $(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e/test_browser.py
 
+# benchmarks, not tests: each prints its figures (bench/scale.py runs 200 changes through `dagster dev`, minutes)
 bench: install
 	$(PY) bench/changes.py
 	$(PY) bench/executor.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/scale.py
 
 lock:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock

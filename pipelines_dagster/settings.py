@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -89,6 +90,14 @@ class Settings(BaseModel):
                                    description="globs of the unit paths drift checks (all when empty)")
     apply_service_account: str | None = Field(None, validation_alias="PIPELINES_APPLY_SERVICE_ACCOUNT",
                                               description="Kubernetes service account of apply runs' pods")
+    plan_service_account: str = Field("pipelines-plan", validation_alias="PIPELINES_PLAN_SERVICE_ACCOUNT",
+                                      description="with PIPELINES_STEP_EXECUTOR=k8s: the service account of "
+                                                  "plan steps' pods")
+    step_executor: Literal["multiprocess", "k8s"] = Field(
+        "multiprocess", validation_alias="PIPELINES_STEP_EXECUTOR",
+        description="where each change's step runs: multiprocess (a process of the run's worker) or k8s (a "
+                    "Kubernetes Job of its own, dagster-k8s's k8s_job_executor; apply steps as "
+                    "PIPELINES_APPLY_SERVICE_ACCOUNT, plan steps as PIPELINES_PLAN_SERVICE_ACCOUNT)")
     # change detection and git
     detect_timeout_s: float = Field(600, gt=0, validation_alias="PIPELINES_DETECT_TIMEOUT_S",
                                     description="deadline of change detection in a run")
@@ -114,6 +123,13 @@ class Settings(BaseModel):
     @classmethod
     def _words(cls, value):
         return [w for w in re.split(r"[,\s]+", value) if w] if isinstance(value, str) else value
+
+    @field_validator("step_executor")
+    @classmethod
+    def _step_pods_have_an_apply_identity(cls, value, info):
+        if value == "k8s" and not info.data.get("apply_service_account"):
+            raise ValueError("step pods need PIPELINES_APPLY_SERVICE_ACCOUNT, the service account of apply steps")
+        return value
 
     @field_validator("sensors_running", mode="before")
     @classmethod

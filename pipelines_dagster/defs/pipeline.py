@@ -15,6 +15,8 @@ executor's `require_upstream_step_success: false`), the report reports it, and "
 runs exactly the failed changes again (and the stages and report after them), updating the same comment.
 """
 
+import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -36,6 +38,18 @@ REPORTED = "reported"  # metadata of a step failure whose cause the report repor
 REPORT_STEP = "report"
 # the executor setting that lets collect steps run although some of the steps they collect failed
 FAILED_STEPS_DO_NOT_STOP_THE_RUN = {"step_dependency_config": {"require_upstream_step_success": False}}
+K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster-k8s's per-op (step pod) configuration
+CHANGE_STEP_TAGS = {"kind": "dispatcher"}  # the steps that run changes (plan[...], apply_wave_N[...])
+
+
+def step_limits(max_parallel: int) -> dict:
+    """Executor settings: at most `max_parallel` change steps at a time and, beside them, the run's one chain of
+    light steps (orchestrate, wave_N, report), which so never waits for a change's slot (a pull request's run
+    passes its wave_N steps while the plans run); failed steps do not stop the run."""
+    [(key, value)] = CHANGE_STEP_TAGS.items()
+    return {"max_concurrent": max_parallel + 1,
+            "tag_concurrency_limits": [{"key": key, "value": value, "limit": max_parallel}],
+            **FAILED_STEPS_DO_NOT_STOP_THE_RUN}
 
 
 class OrchestrateConfig(dg.Config):
@@ -217,8 +231,10 @@ def _report(context: dg.OpExecutionContext, progress: Progress, results: list[li
 
 
 def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_parallel: int = 4,
-                      executor_def: dg.ExecutorDefinition | None = None, name: str = JOB_NAME) -> dg.JobDefinition:
-    """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`."""
+                      executor_def: dg.ExecutorDefinition | None = None, plan_tags: Mapping[str, str] = {},
+                      apply_tags: Mapping[str, str] = {}, name: str = JOB_NAME) -> dg.JobDefinition:
+    """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`.
+    `plan_tags` and `apply_tags` are more tags of the plan and apply steps (`k8s_step_tags`)."""
     resource_keys = {"infra_repo", "github", "engine", *account_keys}
 
     @dg.op(out={"progress": dg.Out(Progress), "plans": dg.DynamicOut(Item), "applies": dg.DynamicOut(Item)},
@@ -229,13 +245,15 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
         first wave."""
         yield from _orchestrate(context, config, infra_repo, github, engine, stages)
 
-    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]), tags={"kind": "dispatcher"})
+    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
+           tags={**CHANGE_STEP_TAGS, **plan_tags})
     def plan_change(context: dg.OpExecutionContext, item: Item):
         """Plan one change of a pull request with its account's plan role."""
         r = context.resources
         yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
 
-    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]), tags={"kind": "dispatcher"})
+    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
+           tags={**CHANGE_STEP_TAGS, **apply_tags})
     def apply_change(context: dg.OpExecutionContext, item: Item):
         """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
         r = context.resources
@@ -258,7 +276,7 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
         yield from _report(context, progress, results, plans, github, engine)
 
     executor_def = executor_def or dg.multiprocess_executor.configured({
-        "max_concurrent": max_parallel, **FAILED_STEPS_DO_NOT_STOP_THE_RUN,
+        **step_limits(max_parallel),
         # steps fork from a server that has already imported Dagster and this code: no per-step start-up
         # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
         "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
@@ -276,6 +294,23 @@ def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_para
         report(progress, applies.map(apply_change.alias(f"apply_wave_{stages - 1}")).collect(), plan_results)
 
     return infrastructure_pipeline
+
+
+def k8s_step_executor(max_parallel: int) -> dg.ExecutorDefinition:
+    """Each step in a Kubernetes Job of its own (dagster-k8s's k8s_job_executor, the deploy extra), with the same
+    limits (`step_limits`) and handling of failed steps as processes; step pods get the run launcher's
+    configuration (environment, volumes, security context) and their ops' `k8s_step_tags`."""
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise RuntimeError("PIPELINES_STEP_EXECUTOR=k8s needs dagster-k8s: pip install "
+                           "'pipelines-dagster[deploy]'") from None
+    return k8s_job_executor.configured(step_limits(max_parallel), name="k8s_pipeline")
+
+
+def k8s_step_tags(service_account: str) -> dict[str, str]:
+    """Op tags that make the k8s executor run the op's step pods as `service_account`."""
+    return {K8S_CONFIG_TAG: json.dumps({"pod_spec_config": {"service_account_name": service_account}})}
 
 
 def in_process_executor() -> dg.ExecutorDefinition:
