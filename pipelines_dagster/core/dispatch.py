@@ -307,6 +307,8 @@ def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
                     "duration_s": round(o.duration_s, 1)}
         if pr is not None:
             metadata["pr"] = pr
+        if o.role_arn:
+            metadata["role_arn"] = o.role_arn
         if o.summary.resources:  # a table in Dagster: address, action
             metadata["resource_changes"] = [{"address": r.address, "action": r.action}
                                             for r in o.summary.resources[:RESOURCES_LISTED]]

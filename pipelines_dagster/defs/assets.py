@@ -114,7 +114,7 @@ def _reconcile(context: dg.AssetExecutionContext, config: ReconcileConfig, units
         raise dg.Failure(description=f"refused: {config.commit} ({asked[:12]}) is not the tip of the deploy branch "
                                      f"{branch} ({tip[:12]}); materializing applies the tip and nothing else")
     item, gone = core.reconcile_item(lineage, units)
-    context.instance.add_run_tags(context.run_id, watch.run_tags(
+    context.instance.add_run_tags(context.run.run_id, watch.run_tags(
         "push", tip, accounts=[c.account for c in item.changes]))
     wait_for_other_applies(context, engine, apply_lock(github, infra_repo))
     context.log.info(f"applying {len(item.changes)} unit(s) at {branch} {tip[:12]}")
@@ -130,16 +130,19 @@ def _reconcile(context: dg.AssetExecutionContext, config: ReconcileConfig, units
                              applied_commit=lambda unit: applied_commit(context.instance, unit))
     retry_if_transient(context, engine, transient_problems(outcomes))
     for o in outcomes:
-        (context.log.info if o.status.ok else context.log.error)(
-            f"{o.change.name}: apply {o.status.value}" + (f": {o.message}" if o.message else ""))
+        (context.log.info if o.status.ok else context.log.error)(f"{o.change.name}: {_said(o)}")
     for _, unit, metadata in core.asset_events(outcomes, item.spec, prepared.on_deploy_branch):
         yield dg.MaterializeResult(asset_key=unit_key(unit), metadata=asset_metadata(metadata))
     problems = [f"{unit}: not a unit of {branch} at {tip[:12]} (the deploy-branch run of the commit that removed "
                 "it destroys it)" for unit in gone]
-    problems += [f"{o.change.name}: {o.status.label}" + (f": {o.message}" if o.message else "")
-                 for o in outcomes if not o.status.ok]
+    problems += [f"{o.change.name}: {_said(o)}" for o in outcomes if not o.status.ok]
     if problems:
         raise dg.Failure(description="; ".join(p[:500] for p in problems))
+
+
+def _said(outcome) -> str:
+    text = outcome.message or outcome.status.label
+    return text if text.startswith(outcome.status.label) else f"{outcome.status.label}: {text}"
 
 
 def reconcile_sensor(lineage: Lineage, run_tags: dict, *, interval_s: int,

@@ -118,15 +118,17 @@ def retry_if_transient(context: dg.OpExecutionContext, engine: EngineResource, p
 
 def wait_for_other_applies(context: dg.OpExecutionContext, engine: EngineResource, lock: str) -> None:
     """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
-    run queue starts one at a time; a push run launched without it (from the Launchpad) takes the tag now and,
-    while another apply of the repository is in progress, waits through Dagster's retries."""
+    run queue starts one at a time; a push run launched without it (from the Launchpad), or a materialization of
+    unit assets, takes the tag now and, while another apply of the repository is in progress, waits through
+    Dagster's retries."""
+    run_id = context.run.run_id
     if context.run.tags.get(watch.TAG_APPLY_LOCK) != lock:
-        context.instance.add_run_tags(context.run_id, {watch.TAG_APPLY_LOCK: lock})
+        context.instance.add_run_tags(run_id, {watch.TAG_APPLY_LOCK: lock})
     records = context.instance.get_run_records(dg.RunsFilter(
         tags={watch.TAG_APPLY_LOCK: lock}, statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == context.run_id), None)
+    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == run_id), None)
     others = [r.dagster_run.run_id for r in records  # the earlier run goes first
-              if r.dagster_run.run_id != context.run_id and (mine is None or r.create_timestamp <= mine)]
+              if r.dagster_run.run_id != run_id and (mine is None or r.create_timestamp <= mine)]
     if others:
         if context.retry_number < engine.apply_lock_retries:
             context.log.warning(f"waiting for the apply run(s) in progress: {', '.join(others)}")
