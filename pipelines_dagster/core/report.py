@@ -80,8 +80,16 @@ def _resource_list(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
-def _details(outcome: Outcome, limit: int) -> str:
-    """The unit's collapsed section: its resource changes, then its output (shortened to `limit`)."""
+def _section(title: str, body: str, collapsible: bool) -> str:
+    """A titled section: collapsed on GitHub (`<details>`); a bold title where raw HTML is not rendered (Dagster's
+    markdown, which drops it)."""
+    if collapsible:
+        return md.details(md.html_text(title), body)
+    return f"**{md.text(title)}**\n\n{body}\n"
+
+
+def _details(outcome: Outcome, limit: int, collapsible: bool = True) -> str:
+    """The unit's section: its resource changes, then its output (shortened to `limit`)."""
     text = outcome.output.strip()
     if outcome.message:
         text = f"{outcome.message}\n\n{text}" if text else outcome.message
@@ -90,17 +98,19 @@ def _details(outcome: Outcome, limit: int) -> str:
     if not text and not resources:
         return ""
     change = outcome.change
-    summary = f"{md.html_text(change.name)}: {md.html_text(change.action.value)}"
+    title = f"{change.name}: {change.action.value}"
     count = len(outcome.summary.resources)
     if count:
-        summary += f", {count} resource change{'s' if count != 1 else ''}"
-    return md.details(summary, "\n\n".join(part for part in (resources, md.block(text) if text else "") if part))
+        title += f", {count} resource change{'s' if count != 1 else ''}"
+    return _section(title, "\n\n".join(part for part in (resources, md.block(text) if text else "") if part),
+                    collapsible)
 
 
 def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: list[str] = (),
                    warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
-                   limit: int = GITHUB_COMMENT_LIMIT) -> str:
-    """The PR comment (or issue body) for one run; never longer than `limit` characters."""
+                   limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True) -> str:
+    """The PR comment (or issue body) for one run; never longer than `limit` characters. `collapsible=False`:
+    sections with bold titles instead of `<details>` (for Dagster's markdown, which drops raw HTML)."""
     status = overall_status(outcomes, list(errors))
     head = [f"### {status.icon} pipelines-dagster {md.text(title)}: {status.label}",
             f"Commit {md.code(head_sha[:12])} · {len(outcomes)} change(s)"
@@ -111,7 +121,7 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors
     if errors:
         problems += ["**Errors**", ""] + [f"- {_cell(e)}" for e in errors] + [""]
     if warnings:
-        problems += [md.details("Warnings", "\n".join(f"- {_cell(w)}" for w in warnings))]
+        problems += [_section("Warnings", "\n".join(f"- {_cell(w)}" for w in warnings), collapsible)]
     table_head = ["| status | type | unit | account | action | plan | time |", "|---|---|---|---|---|---|---|"]
     rows = [_row(o) for o in outcomes]
 
@@ -136,7 +146,7 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors
         while per >= 200:
             details, used = [], 0
             for o in detailed:
-                section = _details(o, per)
+                section = _details(o, per, collapsible)
                 if used + len(section) + 1 > room:
                     break
                 details.append(section)

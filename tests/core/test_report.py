@@ -121,3 +121,16 @@ def test_resource_lists_are_capped_per_unit_and_the_comment_stays_under_the_limi
     sections = body.count("<details>")
     assert 0 < sections < 300 and f"_{300 - sections} more output(s) are in the Dagster run's logs" in body
     assert body.count(f"- … and {200 - RESOURCES_PER_UNIT} more (the unit's asset in Dagster lists them)") == sections
+
+
+def test_without_html_sections_get_bold_titles_that_render_as_text():
+    """Dagster's markdown (the local-mode report) drops raw HTML: there sections are titled in bold instead."""
+    body = render_comment(title="plan", head_sha="f" * 40, collapsible=False, warnings=[HOSTILE_WARNING],
+                          outcomes=[outcome(1, unit=HOSTILE_UNIT, resources=[("null_resource.a", "create")])])
+    assert "<details>" not in body and "**Warnings**" in body
+    rendered = github(body)
+    assert rendered.tags.count("strong") == 2 and "details" not in rendered.tags and "img" not in rendered.tags
+    assert set(rendered.tags) <= {"h3", "p", "a", "strong", "ul", "li", "table", "thead", "tbody", "tr", "th", "td",
+                                  "code"}
+    assert f"{HOSTILE_UNIT}: plan, 1 resource change" in visible(rendered.text)
+    assert rendered.mentions == [] and rendered.references == []
