@@ -8,12 +8,12 @@ import dagster as dg
 from .core.lineage import Lineage, read_lineage
 from .core.watch import TAG_APPLY_LOCK, repo_identity
 from .integrations.git import open_git_dir
-from .defs.assets import DeployBranchLineage, code_location_name, lineage_specs
+from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
 from .defs.resources import account_resource_key, resources_from_settings
 from .defs.sensors import (make_asset_graph_sensor, make_deploy_branch_sensor, make_pull_request_sensor,
-                           make_run_failure_sensor)
+                           apply_run_tags, make_run_failure_sensor)
 from .settings import Settings
 
 
@@ -29,15 +29,21 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -
     job = make_pipeline_job(account_keys, stages=settings.wave_stages, max_parallel=settings.max_parallel,
                             executor_def=executor_def, **step_tags)
     status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
-    # drift plans queue behind applies of the same repository (dagster.yaml's tag limit), and vice versa
-    lock = repo_identity(settings.github_repo or settings.repo_url or ".")
+    # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
+    # limit), and vice versa
+    lock = {TAG_APPLY_LOCK: repo_identity(settings.github_repo or settings.repo_url or ".")}
     drift = make_drift_definitions(lineage, cron=settings.drift_cron, paths=settings.drift_paths,
-                                   tags={TAG_APPLY_LOCK: lock}, account_keys=account_keys, default_status=status)
+                                   tags=lock, account_keys=account_keys, default_status=status)
+    sensors = [make_pull_request_sensor(job, settings), make_deploy_branch_sensor(job, settings),
+               make_run_failure_sensor(job, settings),
+               make_asset_graph_sensor(lineage, code_location_name(), settings)]
+    if settings.reconcile_drift and lineage.units:
+        sensors.append(reconcile_sensor(lineage, {**lock, **apply_run_tags(settings.apply_service_account)},
+                                        interval_s=settings.sensor_interval_s,
+                                        default_status=dg.DefaultSensorStatus(status.value)))
     pipeline = dg.Definitions(
-        jobs=[job], assets=lineage_specs(lineage), resources=resources,
-        sensors=[make_pull_request_sensor(job, settings), make_deploy_branch_sensor(job, settings),
-                 make_run_failure_sensor(job, settings),
-                 make_asset_graph_sensor(lineage, code_location_name(), settings)])
+        jobs=[job], assets=lineage_assets(lineage, account_keys, settings.reconcile_drift), resources=resources,
+        sensors=sensors)
     return dg.Definitions.merge(pipeline, drift)
 
 

@@ -88,6 +88,9 @@ class Settings(BaseModel):
                             description="drift schedule (cron, UTC)")
     drift_paths: list[str] = Field(default_factory=list, validation_alias="PIPELINES_DRIFT_PATHS",
                                    description="globs of the unit paths drift checks (all when empty)")
+    reconcile_drift: bool = Field(False, validation_alias="PIPELINES_RECONCILE_DRIFT",
+                                  description="a unit whose drift check fails is applied at the deploy-branch tip "
+                                              "by itself, once per failed check (an automation condition)")
     apply_service_account: str | None = Field(None, validation_alias="PIPELINES_APPLY_SERVICE_ACCOUNT",
                                               description="Kubernetes service account of apply runs' pods")
     plan_service_account: str = Field("pipelines-plan", validation_alias="PIPELINES_PLAN_SERVICE_ACCOUNT",

@@ -10,7 +10,7 @@ Dispatching never raises for a failed change: a failed change is an outcome.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,9 +18,12 @@ from pydantic import BaseModel, Field
 
 from .config import ConfigError, load_accounts
 from .executor import ExecuteRequest, Prepared
-from .model import (Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status)
+from .lineage import Lineage
+from .model import (Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status,
+                    UnitKind)
 
 AppliedCommit = Callable[[str], str | None]
+RESOURCES_LISTED = 500  # resource changes per unit in an asset event's metadata
 
 
 @dataclass
@@ -126,6 +129,63 @@ def skip_reason(progress: Progress, change: InfraChange) -> str | None:
     if bad:
         return f"skipped: it depends on {', '.join(bad)}, which did not succeed"
     return None
+
+
+def reconcile_item(lineage: Lineage, units: Iterable[str]) -> tuple[Item, list[str]]:
+    """Applying `units` at the deploy-branch commit `lineage` was read at (materializing their assets): one item,
+    in waves as a push orders them. Also returns the units that are not on the deploy branch there."""
+    nodes = {u.path: u for u in lineage.units}
+    chosen = sorted(set(units) & set(nodes))
+    depends_on = _nearest_chosen_dependencies(nodes, set(chosen))
+    order = {a.name: a.deploy_order for a in lineage.accounts}
+    waves = _waves(chosen, depends_on, {u: order.get(nodes[u].account) for u in chosen})
+    # a reconcile has no triggering file: it applies the unit as the deploy branch has it
+    changes = sorted((InfraChange(type=ChangeType.MODULE_CHANGED, unit=u, account=nodes[u].account,
+                                  action=Action.APPLY, wave=waves[u], depends_on=depends_on[u],
+                                  kind=UnitKind(nodes[u].kind)) for u in chosen), key=lambda c: (c.wave, c.unit))
+    spec = RunSpec(event=Event.PUSH, base=lineage.commit, head=lineage.commit)
+    return Item(changes=changes, spec=spec), sorted(set(units) - set(nodes))
+
+
+def _nearest_chosen_dependencies(nodes: dict, chosen: set[str]) -> dict[str, list[str]]:
+    """For each chosen unit, the chosen units it depends on, looking through units that are not chosen."""
+    found = {}
+    for unit in chosen:
+        deps, seen, stack = set(), set(), list(nodes[unit].depends_on)
+        while stack:
+            dep = stack.pop()
+            if dep in seen or dep not in nodes:
+                continue
+            seen.add(dep)
+            if dep in chosen:
+                deps.add(dep)
+            else:
+                stack.extend(nodes[dep].depends_on)
+        found[unit] = sorted(deps - {unit})
+    return found
+
+
+def _waves(units: list[str], depends_on: dict[str, list[str]], deploy_order: dict[str, int | None]) -> dict[str, int]:
+    """Dependencies first; accounts in deploy_order (none last) unless that contradicts a dependency."""
+    tier = {u: float("inf") if deploy_order[u] is None else float(deploy_order[u]) for u in units}
+    if any(tier[d] > tier[u] for u in units for d in depends_on[u]):
+        tier = dict.fromkeys(units, 0.0)
+    wave: dict[str, int] = {}
+    floor = 0
+    for level in sorted(set(tier.values())):
+        members = [u for u in units if tier[u] == level]
+        for root in members:  # longest dependency path, depth first without recursion (the lineage is acyclic)
+            stack = [root]
+            while stack:
+                unit = stack[-1]
+                pending = [d for d in depends_on[unit] if d not in wave and d not in stack]
+                if pending:
+                    stack.extend(pending)
+                    continue
+                stack.pop()
+                wave[unit] = max([floor] + [wave[d] + 1 for d in depends_on[unit] if d in wave])
+        floor = max(wave[u] for u in members) + 1
+    return wave
 
 
 def run_item(item: Item, prepared: Prepared | None, repo, max_parallel: int = 4, baseline: Baseline | None = None,
@@ -234,7 +294,8 @@ def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None
 def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
                  pr: int | None = None) -> list[tuple[str, str, dict]]:
     """What the asset lineage records per unit: ("materialization", unit, metadata) for a successful apply or
-    destroy of a deploy-branch commit, ("observation", unit, metadata) for a plan that ran."""
+    destroy of a deploy-branch commit, ("observation", unit, metadata) for a plan that ran. The metadata's
+    `resource_changes` (a list of {address, action}) is the plan's resources, from `show -json`."""
     events = []
     for o in outcomes:
         change = o.change
@@ -246,6 +307,13 @@ def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
                     "duration_s": round(o.duration_s, 1)}
         if pr is not None:
             metadata["pr"] = pr
+        if o.role_arn:
+            metadata["role_arn"] = o.role_arn
+        if o.summary.resources:  # a table in Dagster: address, action
+            metadata["resource_changes"] = [{"address": r.address, "action": r.action}
+                                            for r in o.summary.resources[:RESOURCES_LISTED]]
+            if len(o.summary.resources) > RESOURCES_LISTED:
+                metadata["resource_changes_not_listed"] = len(o.summary.resources) - RESOURCES_LISTED
         if change.action in (Action.APPLY, Action.DESTROY):
             if spec.event is Event.PUSH and on_deploy_branch and o.status in (Status.SUCCEEDED, Status.NO_CHANGES):
                 events.append(("materialization", change.unit, metadata))

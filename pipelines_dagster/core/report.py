@@ -1,7 +1,9 @@
 """Human-readable renderings: the change table of the CLI, and the markdown of PR comments and issues.
 
-A comment never exceeds GitHub's 65,536 characters whatever the number of units: outputs are shortened first
-(keeping their tail, where Terraform's summary and errors are), then dropped, then rows are folded with a note.
+Each unit that changes resources or has output gets a collapsed section: the resources its plan changes (address
+and action, from `show -json`), then its output. A comment never exceeds GitHub's 65,536 characters whatever the
+number of units: outputs are shortened (keeping their tail, where Terraform's summary and errors are) and the
+sections that do not fit are left to the Dagster run (failures come first), then rows are folded with a note.
 Every text from the repository (unit paths, accounts, errors, warnings, messages, outputs) goes through
 core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
@@ -10,6 +12,7 @@ from . import markdown as md
 from .model import ChangeSet, Outcome, Status
 
 GITHUB_COMMENT_LIMIT = 65536
+RESOURCES_PER_UNIT = 50  # resource changes listed per unit; the rest are on the unit's asset in Dagster
 
 
 def changes_table(change_set: ChangeSet) -> str:
@@ -69,21 +72,45 @@ def _shorten(text: str, limit: int) -> str:
     return f"... {len(text) - keep} characters cut; the run's logs have everything ...\n" + text[-keep:]
 
 
-def _details(outcome: Outcome, limit: int) -> str:
+def _resource_list(outcome: Outcome) -> str:
+    resources = outcome.summary.resources
+    lines = [f"- {md.code(r.address)}: {md.text(r.action)}" for r in resources[:RESOURCES_PER_UNIT]]
+    if len(resources) > RESOURCES_PER_UNIT:
+        lines.append(f"- … and {len(resources) - RESOURCES_PER_UNIT} more (the unit's asset in Dagster lists them)")
+    return "\n".join(lines)
+
+
+def _section(title: str, body: str, collapsible: bool) -> str:
+    """A titled section: collapsed on GitHub (`<details>`); a bold title where raw HTML is not rendered (Dagster's
+    markdown, which drops it)."""
+    if collapsible:
+        return md.details(md.html_text(title), body)
+    return f"**{md.text(title)}**\n\n{body}\n"
+
+
+def _details(outcome: Outcome, limit: int, collapsible: bool = True) -> str:
+    """The unit's section: its resource changes, then its output (shortened to `limit`)."""
     text = outcome.output.strip()
     if outcome.message:
         text = f"{outcome.message}\n\n{text}" if text else outcome.message
     text = _shorten(text, limit)
-    if not text:
+    resources = _resource_list(outcome)
+    if not text and not resources:
         return ""
     change = outcome.change
-    return md.details(f"{md.html_text(change.name)}: {md.html_text(change.action.value)}", md.block(text))
+    title = f"{change.name}: {change.action.value}"
+    count = len(outcome.summary.resources)
+    if count:
+        title += f", {count} resource change{'s' if count != 1 else ''}"
+    return _section(title, "\n\n".join(part for part in (resources, md.block(text) if text else "") if part),
+                    collapsible)
 
 
 def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: list[str] = (),
                    warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
-                   limit: int = GITHUB_COMMENT_LIMIT) -> str:
-    """The PR comment (or issue body) for one run; never longer than `limit` characters."""
+                   limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True) -> str:
+    """The PR comment (or issue body) for one run; never longer than `limit` characters. `collapsible=False`:
+    sections with bold titles instead of `<details>` (for Dagster's markdown, which drops raw HTML)."""
     status = overall_status(outcomes, list(errors))
     head = [f"### {status.icon} pipelines-dagster {md.text(title)}: {status.label}",
             f"Commit {md.code(head_sha[:12])} · {len(outcomes)} change(s)"
@@ -94,7 +121,7 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors
     if errors:
         problems += ["**Errors**", ""] + [f"- {_cell(e)}" for e in errors] + [""]
     if warnings:
-        problems += [md.details("Warnings", "\n".join(f"- {_cell(w)}" for w in warnings))]
+        problems += [_section("Warnings", "\n".join(f"- {_cell(w)}" for w in warnings), collapsible)]
     table_head = ["| status | type | unit | account | action | plan | time |", "|---|---|---|---|---|---|---|"]
     rows = [_row(o) for o in outcomes]
 
@@ -109,21 +136,29 @@ def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors
         parts += details
         return "\n".join(parts)
 
-    # 1. outputs (failures first), shortened evenly; when there are many, as many as fit at a readable length
-    budget = limit - len(assemble(rows, 0, [])) - 200
-    with_output = sorted((o for o in outcomes if o.output or o.message), key=lambda o: not o.status.failed)
-    if with_output and budget > 0:
-        per = max(budget // len(with_output) - 120, 1500)
+    # 1. every row, and the units' sections (failures first) as many as fit, outputs shortened evenly to a
+    # readable length; shorter when not even the first section fits
+    room = limit - len(assemble(rows, 0, [])) - 200  # 200: the note on what was left out
+    detailed = sorted((o for o in outcomes if o.output or o.message or o.summary.resources),
+                      key=lambda o: not o.status.failed)
+    if detailed and room > 0:
+        per = max(room // len(detailed) - 120, 1500)
         while per >= 200:
-            details = [d for d in (_details(o, per) for o in with_output[:max(1, budget // (per + 120))]) if d]
-            omitted = len(with_output) - len(details)
-            if omitted > 0:
-                details.append(f"_{omitted} more output(s) are in the Dagster run's logs._\n")
-            body = assemble(rows, 0, details)
-            if len(body) <= limit:
-                return body
+            details, used = [], 0
+            for o in detailed:
+                section = _details(o, per, collapsible)
+                if used + len(section) + 1 > room:
+                    break
+                details.append(section)
+                used += len(section) + 1
+            if details:
+                omitted = len(detailed) - len(details)
+                if omitted:
+                    details.append(f"_{omitted} more output(s) are in the Dagster run's logs (resource changes: on "
+                                   "the units' assets)._\n")
+                return assemble(rows, 0, details)
             per = per * 3 // 4
-    # 2. no outputs; 3. fold rows
+    # 2. fold rows
     shown = len(rows)
     while shown >= 0:
         body = assemble(rows[:shown], len(rows) - shown, [])

@@ -41,7 +41,7 @@ class Reporter:
         limit = body_budget(comment_key(self.spec.head))
         return render_comment(title=title_for(self.spec.event), head_sha=self.spec.head, outcomes=outcomes,
                               errors=plan.errors if plan else [], warnings=plan.warnings if plan else [],
-                              run_url=self.run_url, note=note, limit=limit)
+                              run_url=self.run_url, note=note, limit=limit, collapsible=self.client is not None)
 
     # -- GitHub calls, each one guarded: reporting problems never stop the run
 

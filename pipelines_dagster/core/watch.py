@@ -24,6 +24,7 @@ TAG_BRANCH = "pipelines/branch"
 TAG_BASE_BRANCH = "pipelines/base-branch"
 TAG_APPLY_LOCK = "pipelines/apply-lock"
 TAG_FORCE_PUSH = "pipelines/force-push"
+TAG_ACCOUNT_PREFIX = "pipelines/account-"  # one tag per account a run touches: pipelines/account-<name> = true
 ERROR_TEXT_LIMIT = 4000
 
 
@@ -66,6 +67,25 @@ def repo_identity(name: str) -> str:
     if len(clean) <= 63:
         return clean
     return f"{clean[-50:].lstrip('_.-')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+def account_tag(name: str) -> str:
+    """The run tag key naming an account the run touches. One key per account (value `true`), so that the Runs
+    page filters the runs of any one account, whatever else they touched."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "account"
+    room = 63 - len("account-")
+    if len(clean) > room:
+        clean = f"{clean[:room - 13]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return TAG_ACCOUNT_PREFIX + clean
+
+
+def run_tags(event: str, head: str, pr: int | None = None, accounts: Iterable[str | None] = ()) -> dict[str, str]:
+    """The tags the Runs page filters on: the event, the commit, the pull request, the accounts."""
+    tags = {TAG_EVENT: event, TAG_SHA: head}
+    if pr is not None:
+        tags[TAG_PR] = str(pr)
+    tags.update({account_tag(a): "true" for a in accounts if a})
+    return tags
 
 
 # ---------------------------------------------------------------------------------------------- pull requests

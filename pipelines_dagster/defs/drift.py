@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ..core import drift as core
 from ..core.lineage import Lineage, unit_key
+from .pipeline import resource_table
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource
 
 CHECK_NAME = "drift"
@@ -38,6 +39,12 @@ def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, 
             metadata = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
             found[keys[key]] = core.Finding.from_metadata(keys[key], metadata)
     return found
+
+
+def _metadata(finding: core.Finding) -> dict:
+    """The finding's metadata, and its resource changes as a table (as on the unit's plans and applies)."""
+    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1))) for r in finding.resources if ": " in r]
+    return {**finding.to_metadata(), **({"resource_changes": resource_table(rows)} if rows else {})}
 
 
 def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: list[str] = (),
@@ -97,7 +104,7 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
             yield dg.AssetCheckResult(
                 asset_key=dg.AssetKey(unit_key(f.unit)), check_name=CHECK_NAME, passed=f.passed,
                 severity=dg.AssetCheckSeverity.ERROR if f.state == core.UNCHECKED else dg.AssetCheckSeverity.WARN,
-                metadata=f.to_metadata(),
+                metadata=_metadata(f),
                 description={core.CLEAN: "the plan is empty", core.GONE: f.message,
                              core.DRIFTED: f"drifted: {f.summary_line()}",
                              core.UNCHECKED: "the plan could not run"}[f.state])

@@ -19,6 +19,7 @@ import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from enum import Enum
 
 import dagster as dg
 from pydantic import Field
@@ -52,13 +53,68 @@ def step_limits(max_parallel: int) -> dict:
             **FAILED_STEPS_DO_NOT_STOP_THE_RUN}
 
 
+class EventName(str, Enum):
+    """The run config's `event` (member names are what the Launchpad shows and takes)."""
+
+    pull_request = "pull_request"
+    push = "push"
+
+
 class OrchestrateConfig(dg.Config):
-    event: str = Field("pull_request", description="pull_request (plan with plan roles) or push (apply a commit "
-                                                   "of the deploy branch with apply roles)")
-    base_ref: str = Field(description="where the change starts: a branch, tag, sha or revision (for a pull "
-                                      "request, the diff starts at its merge base with this)")
-    head_ref: str = Field(description="the change's last commit: a branch, tag, sha or revision")
-    pr_number: int | None = Field(None, description="the pull request to comment on")
+    event: EventName = Field(EventName.pull_request, description=(
+        "pull_request: plan the change with the accounts' plan roles; push: apply a commit of the deploy branch "
+        "with their apply roles"))
+    pr_number: int | None = Field(None, description=(
+        "The pull request. Alone it is enough for a plan: its head and base branch come from GitHub (in local "
+        "mode its head is the remote's refs/pull/<number>/head, planned against the deploy branch). With head_ref "
+        "it is the pull request the report goes to."))
+    head_ref: str | None = Field(None, description=(
+        "The change's last commit: a branch, tag, sha or revision. Alone, for a pull_request: that branch against "
+        "the deploy branch; for a push: the deploy-branch commit to apply, from its first parent."))
+    base_ref: str | None = Field(None, description=(
+        "Where the change starts: a branch, tag, sha or revision. Default: the pull request's base branch (or "
+        "the deploy branch); for a push, head's first parent. A pull request's diff starts at its merge base "
+        "with this."))
+
+
+class LaunchError(ValueError):
+    """The run config names no change that can run; the message says what to give instead."""
+
+
+def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str, client) -> tuple[str, str]:
+    """(base, head) as the run config gives them, or looked up: a pull request's on GitHub (`client`), or in
+    local mode (`client` None) the remote's refs/pull/<number>/head; a push's first parent."""
+    from ..integrations.git import GitError, resolve
+    from ..integrations.github import GitHubError
+
+    number, head, base = config.pr_number, config.head_ref, config.base_ref
+    if number is not None and number < 1:
+        raise LaunchError(f"pr_number {number}: a pull request number is 1 or more")
+    if head is None and number is None:
+        raise LaunchError("nothing to run: give pr_number (a pull request), or head_ref (a branch or commit)")
+    if head is None and config.event is EventName.push:
+        raise LaunchError("a push applies a commit of the deploy branch: give it as head_ref (pr_number alone "
+                          "plans a pull request)")
+    if head is None and client is not None:
+        try:
+            pr = client.get_pull_request(number)
+        except GitHubError as exc:
+            raise LaunchError(f"pull request #{number}: {exc}") from None
+        head, base = pr.head_sha, base or pr.base_ref
+    elif head is None:
+        head = f"refs/pull/{number}/head"
+        try:
+            resolve(repo, head)
+        except GitError:
+            raise LaunchError(f"pull request #{number}: {head} is not in the repository (in local mode a pull "
+                              "request's head is that ref of the remote, as GitHub serves it); give head_ref, the "
+                              "branch to plan, instead") from None
+    if base is None and config.event is EventName.push:
+        try:
+            base = resolve(repo, f"{resolve(repo, head)}^1")
+        except GitError:
+            raise LaunchError(f"{head} has no parent to apply from: give base_ref") from None
+    return base or deploy_branch, head
 
 
 def transient_problems(outcomes: list[Outcome]) -> list[str]:
@@ -76,15 +132,17 @@ def retry_if_transient(context: dg.OpExecutionContext, engine: EngineResource, p
 
 def wait_for_other_applies(context: dg.OpExecutionContext, engine: EngineResource, lock: str) -> None:
     """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
-    run queue starts one at a time; a push run launched without it (from the Launchpad) takes the tag now and,
-    while another apply of the repository is in progress, waits through Dagster's retries."""
+    run queue starts one at a time; a push run launched without it (from the Launchpad), or a materialization of
+    unit assets, takes the tag now and, while another apply of the repository is in progress, waits through
+    Dagster's retries."""
+    run_id = context.run.run_id
     if context.run.tags.get(watch.TAG_APPLY_LOCK) != lock:
-        context.instance.add_run_tags(context.run_id, {watch.TAG_APPLY_LOCK: lock})
+        context.instance.add_run_tags(run_id, {watch.TAG_APPLY_LOCK: lock})
     records = context.instance.get_run_records(dg.RunsFilter(
         tags={watch.TAG_APPLY_LOCK: lock}, statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == context.run_id), None)
+    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == run_id), None)
     others = [r.dagster_run.run_id for r in records  # the earlier run goes first
-              if r.dagster_run.run_id != context.run_id and (mine is None or r.create_timestamp <= mine)]
+              if r.dagster_run.run_id != run_id and (mine is None or r.create_timestamp <= mine)]
     if others:
         if context.retry_number < engine.apply_lock_retries:
             context.log.warning(f"waiting for the apply run(s) in progress: {', '.join(others)}")
@@ -111,20 +169,28 @@ def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
 
 def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
                  github: GitHubResource, engine: EngineResource, stages: int):
-    from ..integrations.git import GitError, merge_base, resolve
+    from ..core.repo_config import deploy_branch
+    from ..integrations.git import GitError, is_ancestor, merge_base, resolve
 
+    client = github.client()
     try:
         repo = infra_repo.git_dir()
-        event = Event(config.event)
-        base, head = resolve(repo, config.base_ref), resolve(repo, config.head_ref)
+        event = Event(config.event.value)
+        branch = deploy_branch(repo, infra_repo.deploy_branch)
+        base_ref, head_ref = launch_refs(config, repo, branch, client)
+        base, head = resolve(repo, base_ref), resolve(repo, head_ref)
         if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
             base = merge_base(repo, base, head) or base
+        elif not is_ancestor(repo, head, resolve(repo, f"refs/heads/{branch}")):
+            raise LaunchError(f"{head_ref} ({head[:12]}) is not on the deploy branch {branch}: a push applies "
+                              "deploy-branch commits only")
         spec = RunSpec(event=event, base=base, head=head, pr=config.pr_number)
     except (GitError, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
+    context.instance.add_run_tags(context.run_id, watch.run_tags(event.value, head, spec.pr))
     if event is Event.PUSH:
         wait_for_other_applies(context, engine, apply_lock(github, infra_repo))
-    reporter = Reporter(github.client(), spec, engine.run_url(context.run_id))
+    reporter = Reporter(client, spec, engine.run_url(context.run_id))
     reporter.started(comment=False)
     blocked = None
     if config.pr_number is not None and reporter.client is not None:
@@ -144,6 +210,8 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
     plan = core.make_plan(spec, change_set, blocked)
     reporter.planned(plan)
     plan = plan.model_copy(update={"pull_request": reporter.pull_request()})  # a push's merged PR, if any
+    context.instance.add_run_tags(context.run_id, watch.run_tags(
+        event.value, head, plan.pull_request, [c.account for c in plan.changes]))
     for problem in plan.errors:
         context.log.error(problem)
     progress, items = core.start(plan, stages)
@@ -195,7 +263,7 @@ def _finish(context, outcomes: list[Outcome], asset_events):
         log(f"{o.change.name}: {o.change.action.value} {o.status.value}" + (f": {o.message}" if o.message else ""))
     for kind, unit, metadata in asset_events:
         event = dg.AssetMaterialization if kind == "materialization" else dg.AssetObservation
-        yield event(asset_key=unit_key(unit), metadata=metadata)
+        yield event(asset_key=unit_key(unit), metadata=asset_metadata(metadata))
     yield dg.Output(outcomes, metadata={
         "status": ", ".join(o.status.value for o in outcomes), "plan": ", ".join(o.summary.line() for o in outcomes),
         "duration_s": round(sum(o.duration_s for o in outcomes), 1)})
@@ -203,6 +271,21 @@ def _finish(context, outcomes: list[Outcome], asset_events):
     if failed:  # after the output: the run's later steps still get it
         raise dg.Failure(description="; ".join(f"{o.change.name}: {o.message or o.status.value}"[:500]
                                                for o in failed), metadata={REPORTED: True})
+
+
+RESOURCE_CHANGES_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("address", "string", description="the resource's address in the unit"),
+    dg.TableColumn("action", "string", description="create, update, delete or replace (from show -json)")])
+
+
+def resource_table(rows: list[dict]) -> dg.TableMetadataValue:
+    """A plan's resource changes ({address, action} rows) as a table on the asset's page."""
+    return dg.MetadataValue.table(records=[dg.TableRecord(row) for row in rows], schema=RESOURCE_CHANGES_SCHEMA)
+
+
+def asset_metadata(metadata: dict) -> dict:
+    """core.dispatch.asset_events' metadata for Dagster: its resource changes as a table."""
+    return {k: resource_table(v) if k == "resource_changes" else v for k, v in metadata.items()}
 
 
 def _stage(progress: Progress, results: list[list[Outcome]], stage: int, stages: int):

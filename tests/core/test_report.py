@@ -1,16 +1,17 @@
 """PR comment markdown: rows, outputs, GitHub's 65,536-character limit whatever the number of units, and hostile
 repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.py)."""
 
-from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, Status
-from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, render_comment
+from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, ResourceChange, Status
+from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, render_comment
 from tests.gfm import github, visible
 
 
-def outcome(i, status="succeeded", output="", unit=None, account="prod", message=None):
+def outcome(i, status="succeeded", output="", unit=None, account="prod", message=None, resources=()):
     change = InfraChange("ModuleChanged", unit or f"prod/us-east-1/app{i}", account, "plan")
+    changes = [ResourceChange(address=address, action=action, actions=[action]) for address, action in resources]
     return Outcome.note(change, Status(status), message if message is not None else
-                        ("Error: boom" if status == "failed" else ""), summary=PlanSummary(add=i, change=1),
-                        duration_s=12.4, output=output)
+                        ("Error: boom" if status == "failed" else ""),
+                        summary=PlanSummary(add=i, change=1, resources=changes), duration_s=12.4, output=output)
 
 
 def test_rows_outputs_errors_and_link():
@@ -81,3 +82,55 @@ def test_hostile_repository_text_renders_as_text_on_github():
     cells = [row for row in body.splitlines() if row.startswith("| ❌")][0]
     assert cells.count(" | ") == 6  # the pipe in the unit path does not add a column
     assert "| ``prod/`</details><h3>unit</h3>`/@alice\\|x`` |" in cells
+
+
+def test_each_unit_lists_its_resource_changes_collapsed():
+    body = render_comment(title="plan", head_sha="e" * 40, outcomes=[
+        outcome(1, resources=[("null_resource.item[0]", "create"), ("aws_instance.web", "replace")]),
+        outcome(2, output="Plan: 2 to add", resources=[("module.db.aws_db_instance.x", "update")]),
+        outcome(3)])
+    assert ("<details><summary>prod/us-east-1/app1: plan, 2 resource changes</summary>\n\n"
+            "- `null_resource.item[0]`: create\n- `aws_instance.web`: replace\n\n</details>") in body
+    assert ("<details><summary>prod/us-east-1/app2: plan, 1 resource change</summary>\n\n"
+            "- `module.db.aws_db_instance.x`: update\n\n```\nPlan: 2 to add\n```\n\n</details>") in body
+    assert "app3: plan" not in body  # nothing to list, no output: no section
+    rendered = github(body)
+    assert rendered.tags.count("details") == 2 and rendered.tags.count("li") == 3
+
+
+def test_hostile_resource_addresses_render_as_text():
+    address = 'module.x["</details><img src=https://evil.example/i.png>@bob `#12`"].null_resource.y'
+    body = render_comment(title="plan", head_sha="f" * 40, outcomes=[
+        outcome(1, resources=[(address, "create"), ("null_resource.z", "<b>destroy</b> @alice")])])
+    rendered = github(body)
+    assert "img" not in rendered.tags and "b" not in rendered.tags and rendered.links == []
+    assert rendered.mentions == [] and rendered.references == []
+    assert address in rendered.text and "<b>destroy</b> @alice" in visible(rendered.text)
+
+
+def test_resource_lists_are_capped_per_unit_and_the_comment_stays_under_the_limit():
+    many = [(f"module.m{j}.null_resource.with_a_rather_long_name_{'x' * 60}[{j}]", "create") for j in range(200)]
+    outcomes = [outcome(i, "failed" if i == 299 else "succeeded", output="y" * 5_000, resources=many)
+                for i in range(300)]
+    body = render_comment(title="plan", head_sha="a" * 40, outcomes=outcomes)
+    assert len(body) <= GITHUB_COMMENT_LIMIT
+    assert body.count("| ✅ succeeded |") == 299 and body.count("| ❌ failed |") == 1  # every row kept
+    first = body.index("<details>")
+    assert body.index("prod/us-east-1/app299: plan, 200 resource changes", first) == first + len(
+        "<details><summary>")  # the failure's section comes first
+    sections = body.count("<details>")
+    assert 0 < sections < 300 and f"_{300 - sections} more output(s) are in the Dagster run's logs" in body
+    assert body.count(f"- … and {200 - RESOURCES_PER_UNIT} more (the unit's asset in Dagster lists them)") == sections
+
+
+def test_without_html_sections_get_bold_titles_that_render_as_text():
+    """Dagster's markdown (the local-mode report) drops raw HTML: there sections are titled in bold instead."""
+    body = render_comment(title="plan", head_sha="f" * 40, collapsible=False, warnings=[HOSTILE_WARNING],
+                          outcomes=[outcome(1, unit=HOSTILE_UNIT, resources=[("null_resource.a", "create")])])
+    assert "<details>" not in body and "**Warnings**" in body
+    rendered = github(body)
+    assert rendered.tags.count("strong") == 2 and "details" not in rendered.tags and "img" not in rendered.tags
+    assert set(rendered.tags) <= {"h3", "p", "a", "strong", "ul", "li", "table", "thead", "tbody", "tr", "th", "td",
+                                  "code"}
+    assert f"{HOSTILE_UNIT}: plan, 1 resource change" in visible(rendered.text)
+    assert rendered.mentions == [] and rendered.references == []

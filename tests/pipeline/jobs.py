@@ -49,11 +49,16 @@ class Run:
 def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = None, github_repo: str | None = None,
             instance: dg.DagsterInstance | None = None, **settings: str) -> Run:
     """One run for `repo`; `env` from the tests' fixtures (the plugin folder); `settings` more variables."""
+    return launch(repo, env, {"event": event, "base_ref": base, "head_ref": head, "pr_number": pr},
+                  github_repo=github_repo, instance=instance, **settings)
+
+
+def launch(repo, env: dict, config: dict, github_repo: str | None = None, instance: dg.DagsterInstance | None = None,
+           **settings: str) -> Run:
+    """A run with `config` as orchestrate's run config, as the Launchpad gives it."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
-    config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
-                                                 "pr_number": pr}}}}
-    with run_in_process(config, instance=instance or dg.DagsterInstance.ephemeral(),
+    with run_in_process({"ops": {"orchestrate": {"config": config}}}, instance=instance or dg.DagsterInstance.ephemeral(),
                         environment=environment) as result:
         reported = any(e.step_key == "report" and e.event_type_value == "STEP_OUTPUT" for e in result.all_events)
         return Run(result, result.output_for_node("report") if reported else None)

@@ -92,6 +92,9 @@ def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, githu
     assert len(comments) == 1
     body = comments[0]["body"]
     assert body.count("| ✅ succeeded | ModuleAdded | `prod/p") == 3 and head[:12] in body
+    for i in range(3):  # each unit's resource changes, collapsed
+        assert (f"<details><summary>prod/p{i}: plan, 2 resource changes</summary>\n\n"
+                "- `null_resource.item[0]`: create\n- `null_resource.item[1]`: create\n") in body
     statuses = github.statuses(GH_REPO, head)
     assert [s["state"] for s in statuses] == ["pending", "success"]
     assert statuses[-1]["context"] == "pipelines-dagster"
@@ -198,6 +201,10 @@ def test_deploy_branch_applies_and_destroys_are_materializations_plans_observati
     [plan] = [r.asset_observation.metadata for r in instance.fetch_observations(key, limit=5).records]
     assert {k: plan[k].value for k in ("commit", "pr", "action", "status", "resources_added")} == {
         "commit": head, "pr": 5, "action": "plan", "status": "succeeded", "resources_added": 2}
+    table = plan["resource_changes"].value  # the plan's resources, from show -json, as a table
+    assert [c.name for c in table.schema.columns] == ["address", "action"]
+    assert [(r.data["address"], r.data["action"]) for r in table.records] == [
+        ("null_resource.item[0]", "create"), ("null_resource.item[1]", "create")]
     assert instance.fetch_materializations(key, limit=5).records == []  # a plan deploys nothing
 
     repo.git("checkout", "-q", "main")
@@ -211,6 +218,8 @@ def test_deploy_branch_applies_and_destroys_are_materializations_plans_observati
     assert {k: apply[k].value for k in ("commit", "action", "status", "resources_added", "resources_destroyed")} == {
         "commit": head, "action": "apply", "status": "succeeded", "resources_added": 2, "resources_destroyed": 0}
     assert (destroy["action"].value, destroy["resources_destroyed"].value) == ("destroy", 2)
+    assert {r.data["action"] for r in destroy["resource_changes"].value.records} == {"delete"}
+    assert apply["role_arn"].value.endswith(":role/pipelines-apply")
     assert apply["duration_s"].value > 0 and apply["account"].value == "dev"
 
 

@@ -1,0 +1,124 @@
+"""Launching the job by hand, as from the Launchpad: a pull request by its number alone (GitHub, or in local mode
+the remote's refs/pull/N/head), a push by its deploy-branch commit alone, bad input named, runs tagged for the
+Runs page. Real git, Terraform, the AWS emulator, Dagster and the GitHub fake."""
+
+import dagster as dg
+import pytest
+
+from pipelines_dagster.core import watch
+from pipelines_dagster.core.lineage import Lineage
+from pipelines_dagster.definitions import build_definitions
+from pipelines_dagster.defs.pipeline import JOB_NAME
+from pipelines_dagster.settings import Settings
+from tests.conftest import null_unit
+from tests.pipeline.conftest import GH_REPO
+from tests.pipeline.jobs import launch
+from tests.pipeline.test_job import env  # noqa: F401 (a fixture)
+
+
+def feature_branch(repo, aws, unit: str) -> tuple[str, str]:
+    """A branch adding `unit`, forked from main, and main moving on after the fork: (fork point, head)."""
+    fork_point = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    repo.git("checkout", "-q", "main")
+    repo.commit({"prod/theirs/main.tf": null_unit(aws.endpoint, "prod/theirs")}, "main moves on")
+    return fork_point, head
+
+
+def stored_tags(instance, run) -> dict:
+    return instance.get_run_by_id(run.run_id).tags
+
+
+def failure(run) -> str:
+    [event] = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert event.step_key == "orchestrate"
+    return event.event_specific_data.error.message
+
+
+def test_a_pull_request_number_alone_is_looked_up_on_github(repo, aws, env, github):  # noqa: F811
+    fork_point, head = feature_branch(repo, aws, "dev/mine")
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    instance = dg.DagsterInstance.ephemeral()
+    run = launch(repo, env, {"pr_number": number}, github_repo=GH_REPO, instance=instance)
+    assert run.success, run.outcomes
+    assert [(o.change.unit, o.change.action.value) for o in run.outcomes] == [("dev/mine", "plan")]  # from the fork
+    assert run.progress.plan.spec.base == fork_point and run.progress.plan.spec.head == head
+    [comment] = github.comments(GH_REPO, number)
+    assert "`dev/mine`" in comment["body"] and head[:12] in comment["body"]
+    assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["pending", "success"]
+    run_tags = stored_tags(instance, run)
+    assert {k: run_tags[k] for k in (watch.TAG_PR, watch.TAG_SHA, watch.TAG_EVENT, "pipelines/account-dev")} == {
+        watch.TAG_PR: str(number), watch.TAG_SHA: head, watch.TAG_EVENT: "pull_request",
+        "pipelines/account-dev": "true"}
+    assert "pipelines/account-prod" not in run_tags
+
+    missing = launch(repo, env, {"pr_number": 999}, github_repo=GH_REPO)
+    assert not missing.success and "pull request #999" in failure(missing) and "Not Found" in failure(missing)
+
+
+def test_in_local_mode_a_pull_request_number_is_the_remotes_pull_request_ref(repo, aws, env):  # noqa: F811
+    fork_point, head = feature_branch(repo, aws, "prod/mine")
+    repo.git("update-ref", "refs/pull/7/head", head)  # what GitHub (and the demo's walk-through) serve
+    instance = dg.DagsterInstance.ephemeral()
+    run = launch(repo, env, {"pr_number": 7}, instance=instance)
+    assert run.success, run.outcomes
+    assert [o.change.unit for o in run.outcomes] == ["prod/mine"]
+    assert run.progress.plan.spec.base == fork_point
+    assert "`prod/mine`" in run.report()
+    run_tags = stored_tags(instance, run)
+    assert (run_tags[watch.TAG_PR], run_tags[watch.TAG_SHA], run_tags["pipelines/account-prod"]) == (
+        "7", head, "true")
+
+    branch = launch(repo, env, {"head_ref": "feature"})  # a branch alone: against the deploy branch
+    assert branch.success and [o.change.unit for o in branch.outcomes] == ["prod/mine"]
+
+    unknown = launch(repo, env, {"pr_number": 8})
+    assert not unknown.success
+    assert "pull request #8: refs/pull/8/head is not in the repository" in failure(unknown)
+    assert "give head_ref" in failure(unknown)
+
+
+def test_a_push_is_launched_by_its_deploy_branch_commit_alone(repo, aws, env):  # noqa: F811
+    repo.commit({"dev/first/main.tf": null_unit(aws.endpoint, "dev/first")})
+    head = repo.commit({"dev/second/main.tf": null_unit(aws.endpoint, "dev/second")})
+    instance = dg.DagsterInstance.ephemeral()
+    run = launch(repo, env, {"event": "push", "head_ref": head}, instance=instance)
+    assert run.success, run.outcomes
+    assert [(o.change.unit, o.status.value) for o in run.outcomes] == [("dev/second", "succeeded")]  # from ^1
+    assert aws.state("111111111111", "dev/first/terraform.tfstate") is None
+    run_tags = stored_tags(instance, run)
+    assert (run_tags[watch.TAG_EVENT], run_tags[watch.TAG_SHA], run_tags["pipelines/account-dev"]) == (
+        "push", head, "true")
+    assert watch.TAG_APPLY_LOCK in run_tags  # a push launched by hand takes the apply lock
+
+    repo.git("checkout", "-q", "-b", "side")
+    side = repo.commit({"dev/side/main.tf": null_unit(aws.endpoint, "dev/side")})
+    refused = launch(repo, env, {"event": "push", "head_ref": "side"})
+    assert not refused.success
+    assert f"side ({side[:12]}) is not on the deploy branch main: a push applies deploy-branch commits only" in \
+        failure(refused)
+    assert aws.state("111111111111", "dev/side/terraform.tfstate") is None
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({}, "nothing to run: give pr_number (a pull request), or head_ref (a branch or commit)"),
+    ({"pr_number": 0}, "pr_number 0: a pull request number is 1 or more"),
+    ({"event": "push", "pr_number": 3}, "a push applies a commit of the deploy branch: give it as head_ref"),
+    ({"head_ref": "no-such-branch"}, "cannot start: unknown ref 'no-such-branch'"),
+])
+def test_bad_input_is_named_before_anything_runs(repo, env, config, problem):  # noqa: F811
+    run = launch(repo, env, config)
+    assert not run.success and problem in failure(run) and run.progress is None
+
+
+def test_the_launchpad_validates_the_event_and_describes_every_field():
+    job = build_definitions(Settings.from_env({}), Lineage()).resolve_job_def(JOB_NAME)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type EventName got deploy"):
+        dg.validate_run_config(job, {"ops": {"orchestrate": {"config": {"event": "deploy"}}}})
+    dg.validate_run_config(job, {"ops": {"orchestrate": {"config": {"pr_number": 12}}}})  # enough
+    ops = job.run_config_schema.config_type.fields["ops"].config_type
+    fields = ops.fields["orchestrate"].config_type.fields["config"].config_type.fields
+    assert set(fields) == {"event", "pr_number", "head_ref", "base_ref"}
+    assert all(len(field.description or "") > 40 for field in fields.values()), {
+        name: field.description for name, field in fields.items()}
