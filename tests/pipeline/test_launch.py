@@ -2,6 +2,8 @@
 the remote's refs/pull/N/head), a push by its deploy-branch commit alone, bad input named, runs tagged for the
 Runs page. Real git, Terraform, the AWS emulator, Dagster and the GitHub fake."""
 
+import uuid
+
 import dagster as dg
 import pytest
 
@@ -80,13 +82,15 @@ def test_in_local_mode_a_pull_request_number_is_the_remotes_pull_request_ref(rep
 
 
 def test_a_push_is_launched_by_its_deploy_branch_commit_alone(repo, aws, env):  # noqa: F811
-    repo.commit({"dev/first/main.tf": null_unit(aws.endpoint, "dev/first")})
-    head = repo.commit({"dev/second/main.tf": null_unit(aws.endpoint, "dev/second")})
+    first, second = (f"dev/{name}-{uuid.uuid4().hex[:6]}" for name in ("first", "second"))  # state is shared
+    repo.commit({f"{first}/main.tf": null_unit(aws.endpoint, first)})
+    head = repo.commit({f"{second}/main.tf": null_unit(aws.endpoint, second)})
     instance = dg.DagsterInstance.ephemeral()
     run = launch(repo, env, {"event": "push", "head_ref": head}, instance=instance)
     assert run.success, run.outcomes
-    assert [(o.change.unit, o.status.value) for o in run.outcomes] == [("dev/second", "succeeded")]  # from ^1
-    assert aws.state("111111111111", "dev/first/terraform.tfstate") is None
+    assert [(o.change.unit, o.status.value) for o in run.outcomes] == [(second, "succeeded")]  # from ^1
+    assert aws.state("111111111111", f"{first}/terraform.tfstate") is None
+    assert aws.state("111111111111", f"{second}/terraform.tfstate") is not None
     run_tags = stored_tags(instance, run)
     assert (run_tags[watch.TAG_EVENT], run_tags[watch.TAG_SHA], run_tags["pipelines/account-dev"]) == (
         "push", head, "true")
