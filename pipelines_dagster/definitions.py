@@ -7,13 +7,18 @@ import dagster as dg
 
 from .core.lineage import Lineage, read_lineage
 from .core.watch import TAG_APPLY_LOCK, repo_identity
-from .integrations.git import open_git_dir
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
 from .defs.resources import account_resource_key, resources_from_settings
-from .defs.sensors import (make_asset_graph_sensor, make_deploy_branch_sensor, make_pull_request_sensor,
-                           apply_run_tags, make_run_failure_sensor)
+from .defs.sensors import (
+    apply_run_tags,
+    make_asset_graph_sensor,
+    make_deploy_branch_sensor,
+    make_pull_request_sensor,
+    make_run_failure_sensor,
+)
+from .integrations.git import open_git_dir
 from .settings import Settings
 
 

@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 from .config import ConfigError, load_accounts
 from .executor import ExecuteRequest, Prepared
 from .lineage import Lineage
-from .model import (Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status,
-                    UnitKind)
+from .model import Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status, UnitKind
 
 AppliedCommit = Callable[[str], str | None]
 RESOURCES_LISTED = 500  # resource changes per unit in an asset event's metadata
@@ -276,8 +275,8 @@ def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline
 
 
 def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None) -> Outcome:
-    from .account_factory import open_baseline
     from ..redact import default_redactor
+    from .account_factory import open_baseline
 
     if baseline is None:
         return Outcome.note(change, Status.SKIPPED, f"account {name!r}: no repository to open the baseline pull "

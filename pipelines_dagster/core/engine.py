@@ -29,9 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..redact import Redactor, StreamRedactor, default_redactor
-from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
-from .isolation import (STAGED_FILE_VARS, IsolationError, RunFolder, can_use, default_unit_user,
-                        unit_environment)
+from .isolation import (
+    AMBIENT_AWS_ENV,  # noqa: F401 (the demo clears them from its environment)
+    STAGED_FILE_VARS,
+    IsolationError,
+    RunFolder,
+    can_use,
+    default_unit_user,
+    unit_environment,
+)
 from .model import Action, LockInfo, PlanSummary, Result, Status
 from .statelock import Hold, Holders, stale_reason, who
 

@@ -4,8 +4,7 @@ import gc
 import posixpath
 
 from ..integrations import git as gitio
-from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
-                     load_pipelines_config)
+from .config import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_config import trusted_config

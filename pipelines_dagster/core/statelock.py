@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 RECORDS_KEPT_S = 7 * 24 * 3600
@@ -48,7 +48,7 @@ def parse_created(value: str | None) -> float | None:
     if ":" not in zone:
         zone = zone[:3] + ":" + zone[3:]
     fraction = (fraction or "")[:7]
-    return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(timezone.utc).timestamp()
+    return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(UTC).timestamp()
 
 
 def who(user_name: str) -> str:

@@ -23,8 +23,7 @@ from pydantic import Field
 from ..core import dispatch as core
 from ..core import watch
 from ..core.lineage import Lineage, account_key, group_name, read_lineage, unit_key
-from .pipeline import (applied_commit, asset_metadata, retry_if_transient, transient_problems,
-                       wait_for_other_applies)
+from .pipeline import applied_commit, asset_metadata, retry_if_transient, transient_problems, wait_for_other_applies
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 log = dg.get_dagster_logger("pipelines_dagster.lineage")

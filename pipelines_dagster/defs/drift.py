@@ -70,8 +70,8 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
         engine: EngineResource = context.resources.engine
         from ..core.config import ConfigError
         from ..core.executor import prepare
-        from ..integrations.git import GitError, resolve
         from ..core.repo_config import deploy_branch
+        from ..integrations.git import GitError, resolve
 
         selected = {by_key[k.asset_key] for k in context.selected_asset_check_keys}
         todo = {p: units[p].account for p in sorted(selected) if core.matches(p, config.paths)}

@@ -26,10 +26,10 @@ from pydantic import Field
 
 from ..core import dispatch as core
 from ..core import watch
+from ..core.bounded import detect_changes_bounded
 from ..core.dispatch import Item, Progress
 from ..core.lineage import unit_key
 from ..core.model import Event, Outcome, RunSpec, Status
-from ..core.bounded import detect_changes_bounded
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 

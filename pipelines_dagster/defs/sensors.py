@@ -13,8 +13,8 @@ import time
 import dagster as dg
 
 from ..core import watch
-from .pipeline import REPORT_STEP, REPORTED
 from ..settings import Settings
+from .pipeline import REPORT_STEP, REPORTED
 from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 DEFAULTS = Settings()
@@ -244,8 +244,8 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS, name: str = "run
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
     def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
-        from ..redact import default_redactor
         from ..integrations.github import GitHubError, comment_key
+        from ..redact import default_redactor
 
         run = context.dagster_run
         failures = context.get_step_failure_events()

@@ -7,9 +7,8 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.executor import ExecuteRequest
-from pipelines_dagster.core.model import Action, Event
+from pipelines_dagster.core.model import Action, Event, Status
 
 from tests.conftest import ACCOUNTS, env_file, null_unit
 

@@ -7,8 +7,21 @@ from dataclasses import dataclass, field
 from .functions import COMBINING, FUNCTION_ERRORS, FUNCTIONS, LENIENT, TREE_FUNCTIONS, failure
 from .paths import rel_dir, to_abs
 from .tree import Inputs, TreeView
-from .values import (MAX_VALUE_DEPTH, MAX_VALUE_SIZE, TOO_DEEP, TOO_LARGE, Limit, SizedList, SizedMap, Unknown,
-                     bounded, measure, shorten, sized, to_string)
+from .values import (
+    MAX_VALUE_DEPTH,
+    MAX_VALUE_SIZE,
+    TOO_DEEP,
+    TOO_LARGE,
+    Limit,
+    SizedList,
+    SizedMap,
+    Unknown,
+    bounded,
+    measure,
+    shorten,
+    sized,
+    to_string,
+)
 
 MAX_EVAL_DEPTH = 150  # expressions being evaluated inside each other (through locals and configs read)
 MAX_EVAL_STEPS = 2_000_000  # expressions evaluated plus elements measured, per unit
