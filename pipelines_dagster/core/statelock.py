@@ -12,7 +12,7 @@ import re
 import socket
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RECORDS_KEPT_S = 7 * 24 * 3600

@@ -179,7 +179,7 @@ def _stubbed_provider(token_file, sleeps):
 
 
 def _ok_response():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     return {"Credentials": {"AccessKeyId": "ASIASTUBBEDEXAMPLE01", "SecretAccessKey": "s" * 40,
                             "SessionToken": "t" * 100,

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines_dagster.core.model import Status
