@@ -25,7 +25,8 @@ _REGION_HCL = '''locals {{
   aws_region = "{region}"
 }}
 '''
-_BOOTSTRAP_UNIT = '''# The pipeline's identity in account {account_name} ({account_id}): the GitHub OIDC provider, a read-only
+_BOOTSTRAP_UNIT = '''\
+# The pipeline's identity in account {account_name} ({account_id}): the GitHub OIDC provider, a read-only
 # plan role trusted for any ref, and an apply role trusted only for the deploy branch.
 terraform {{
   backend "s3" {{}}

@@ -72,7 +72,7 @@ class _Side:
     def _texts(self, paths: list[str]) -> dict[str, str]:
         specs = [f"{self.sha}:{p}" for p in paths]
         found = gitio.read_blobs(self.repo, specs)
-        return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs) if s in found}
+        return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs, strict=True) if s in found}
 
     @property
     def tree(self) -> gitio.Tree:

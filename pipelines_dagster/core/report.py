@@ -22,7 +22,7 @@ def changes_table(change_set: ChangeSet) -> str:
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
+        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
 
     out = [f"{change_set.event.value}: {change_set.base[:12]}..{change_set.head[:12]}, "
            f"{len(change_set.changes)} change(s)"]

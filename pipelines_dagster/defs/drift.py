@@ -43,7 +43,7 @@ def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, 
 
 def _metadata(finding: core.Finding) -> dict:
     """The finding's metadata, and its resource changes as a table (as on the unit's plans and applies)."""
-    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1))) for r in finding.resources if ": " in r]
+    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1), strict=True)) for r in finding.resources if ": " in r]
     return {**finding.to_metadata(), **({"resource_changes": resource_table(rows)} if rows else {})}
 
 
