@@ -298,7 +298,7 @@ def content_digest(path: Path) -> str:
 def _read_only_copy(source: str, target: Path, name: str) -> None:
     if os.path.isdir(source):
         shutil.copytree(source, target, symlinks=False)
-        for top, dirs, files in os.walk(target):
+        for top, _dirs, files in os.walk(target):
             os.chmod(top, 0o755)
             for name in files:
                 full = os.path.join(top, name)

@@ -165,7 +165,8 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def make_pull_request_sensor(job, settings: Settings = DEFAULTS, name: str = "pull_request_sensor") -> dg.SensorDefinition:
+def make_pull_request_sensor(job, settings: Settings = DEFAULTS,
+                             name: str = "pull_request_sensor") -> dg.SensorDefinition:
     @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
                default_status=default_status(settings),
                description="A plan run for every new head of an open pull request (GitHub), or of a branch other "
@@ -183,7 +184,8 @@ def make_pull_request_sensor(job, settings: Settings = DEFAULTS, name: str = "pu
 # ------------------------------------------------------------------------------------------------ deploy branch
 
 
-def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS, name: str = "deploy_branch_sensor") -> dg.SensorDefinition:
+def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
+                              name: str = "deploy_branch_sensor") -> dg.SensorDefinition:
     @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
                default_status=default_status(settings),
                description="An apply run for every new commit on the deploy branch, in order, each from the "
@@ -238,7 +240,8 @@ def _error_text(error) -> str:
     return "\n\ncaused by: ".join(p for p in parts if p) or "unknown error"
 
 
-def make_run_failure_sensor(job, settings: Settings = DEFAULTS, name: str = "run_failure_sensor") -> dg.SensorDefinition:
+def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
+                            name: str = "run_failure_sensor") -> dg.SensorDefinition:
     @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=settings.sensor_interval_s,
                            default_status=default_status(settings),
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "

@@ -127,10 +127,10 @@ class _Retry(GithubRetry):
             raise RateLimitExceededExceedsMaxWait(response.status, content or {}, headers, wait=wait)
         try:
             retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-        except MaxRetryError:
+        except MaxRetryError as exhausted:
             if content is None:
                 raise  # urllib3 hands the unread response back to PyGithub, which raises from it
-            raise Requester.createException(response.status, headers, content)
+            raise Requester.createException(response.status, headers, content) from exhausted
         retry.get_backoff_time = lambda: wait  # slept by urllib3 (it sleeps Retry-After itself when present)
         return retry
 
