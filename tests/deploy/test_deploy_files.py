@@ -640,7 +640,8 @@ def test_kubernetes_typed_helm_values_validate_inside_a_pod():
                          "resources": launcher["resources"], "imagePullPolicy": launcher["imagePullPolicy"],
                          "envFrom": [{"configMapRef": s} for s in launcher["envConfigMaps"]],
                          "securityContext": launcher["runK8sConfig"]["containerConfig"]["securityContext"],
-                         "env": [dict(zip(("name", "value"), v.split("=", 1), strict=False)) for v in launcher["envVars"]]},
+                         "env": [dict(zip(("name", "value"), v.split("=", 1), strict=False))
+                                 for v in launcher["envVars"]]},
                         {"name": "code", "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
                          "imagePullPolicy": deployment["image"]["pullPolicy"], "resources": deployment["resources"],
                          "ports": [{"containerPort": deployment["port"]}],

@@ -18,7 +18,6 @@ from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created
 
 from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, null_unit
-from tests.executor.test_cli_execute import cli_env  # noqa: F401 (fixture)
 from tests.executor.test_engine import request
 
 DEV = ACCOUNTS["dev"]
