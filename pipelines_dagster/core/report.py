@@ -8,6 +8,8 @@ Every text from the repository (unit paths, accounts, errors, warnings, messages
 core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
 
+from collections.abc import Sequence
+
 from . import markdown as md
 from .model import ChangeSet, Outcome, Status
 
@@ -106,8 +108,8 @@ def _details(outcome: Outcome, limit: int, collapsible: bool = True) -> str:
                     collapsible)
 
 
-def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: list[str] = (),
-                   warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
+def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: Sequence[str] = (),
+                   warnings: Sequence[str] = (), run_url: str | None = None, note: str | None = None,
                    limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True) -> str:
     """The PR comment (or issue body) for one run; never longer than `limit` characters. `collapsible=False`:
     sections with bold titles instead of `<details>` (for Dagster's markdown, which drops raw HTML)."""

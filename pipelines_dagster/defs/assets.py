@@ -14,6 +14,7 @@ moves, the asset graph sensor reloads the code location, which reads it anew.
 """
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -70,7 +71,7 @@ def unit_specs(lineage: Lineage, automation_condition: dg.AutomationCondition | 
     return specs
 
 
-def lineage_assets(lineage: Lineage, account_keys: list[str] = (), reconcile_drift: bool = False) -> list:
+def lineage_assets(lineage: Lineage, account_keys: Sequence[str] = (), reconcile_drift: bool = False) -> list:
     """The account assets, and the unit assets (one subsettable multi-asset whose step applies the selected
     units); `account_keys`: the account resources the applies use."""
     specs = account_specs(lineage)

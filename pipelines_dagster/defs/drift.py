@@ -6,6 +6,7 @@ issue always lists what the latest result of every unit's check says.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -47,8 +48,8 @@ def _metadata(finding: core.Finding) -> dict:
     return {**finding.to_metadata(), **({"resource_changes": resource_table(rows)} if rows else {})}
 
 
-def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: list[str] = (),
-                           tags: dict | None = None, account_keys: list[str] = (),
+def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: Sequence[str] = (),
+                           tags: dict | None = None, account_keys: Sequence[str] = (),
                            default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING
                            ) -> dg.Definitions:
     """The drift checks of `lineage`'s units; their plans use the account resources `account_keys`."""

@@ -16,7 +16,7 @@ runs exactly the failed changes again (and the stages and report after them), up
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from enum import Enum
@@ -313,7 +313,7 @@ def _report(context: dg.OpExecutionContext, progress: Progress, results: list[li
         raise dg.Failure(description=f"{len(plan.errors)} repository error(s)", metadata={REPORTED: True})
 
 
-def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_parallel: int = 4,
+def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_parallel: int = 4,
                       executor_def: dg.ExecutorDefinition | None = None, plan_tags: Mapping[str, str] = {},
                       apply_tags: Mapping[str, str] = {}, name: str = JOB_NAME) -> dg.JobDefinition:
     """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`.

@@ -255,8 +255,9 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
         if _report_written(context.instance, run.run_id) and watch.already_reported([_reported(e) for e in failures]):
             context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
             return
-        errors = [(e.step_key, _error_text(e.event_specific_data.error)) for e in failures
-                  if e.event_specific_data is not None and e.event_specific_data.error is not None]
+        errors: list[tuple[str | None, str]] = [
+            (e.step_key, _error_text(e.step_failure_data.error)) for e in failures
+            if e.event_specific_data is not None and e.step_failure_data.error is not None]
         if not errors:
             errors = [("run", context.failure_event.message or "the run failed")]
         target = watch.crash_target(run.tags, run.run_config)
