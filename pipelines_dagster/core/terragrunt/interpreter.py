@@ -163,13 +163,13 @@ class Interpreter:
             if kind == "tuple":
                 return self._collection(SizedList(self.eval(e, scope) for e in expr[1]))
             if kind == "obj":
-                out = SizedMap()
+                obj = SizedMap()
                 for key_expr, value_expr in expr[1]:
                     key = to_string(self.eval(key_expr, scope))
                     if isinstance(key, Unknown):
                         return key
-                    out[key] = self.eval(value_expr, scope)
-                return self._collection(out)
+                    obj[key] = self.eval(value_expr, scope)
+                return self._collection(obj)
             if kind == "cond":
                 cond = self.eval(expr[1], scope)
                 if isinstance(cond, bool):

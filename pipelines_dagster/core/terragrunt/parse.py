@@ -196,7 +196,7 @@ def _expr_from_literal(node) -> list:
 
 
 def _attributes(body) -> dict:
-    out = {}
+    out: dict[str, tree_sitter.Node] = {}
     if body is None:
         return out
     for child in body.children:
