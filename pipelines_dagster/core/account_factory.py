@@ -181,7 +181,7 @@ def open_baseline(location: str, deploy_branch: str, name: str, account: Account
         author = git.Actor("pipelines-dagster", "pipelines-dagster@users.noreply.github.com")
         repo.index.commit(f"Baseline for account {name} ({account.id})", author=author, committer=author)
         remote = repo.remote("origin")
-        existing = repo.git.ls_remote("--heads", "origin", branch).split()
+        existing = str(repo.git.ls_remote("--heads", "origin", branch)).split()
         pushed = True
         if existing:
             remote.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}", depth=1)

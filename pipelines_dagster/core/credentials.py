@@ -50,7 +50,9 @@ class CredentialsError(Exception):
 class TokenSource:
     """Something that produces an OIDC token (a JWT) on demand."""
 
-    description = "token source"
+    @property
+    def description(self) -> str:
+        return "token source"
 
     def token(self) -> str:
         raise NotImplementedError

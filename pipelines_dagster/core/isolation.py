@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 UNIT_USER_VAR = "PIPELINES_UNIT_USER"
 # When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
@@ -97,7 +98,7 @@ class UnitUser:
     name: str
     uid: int
     gid: int
-    lease: object | None = None
+    lease: IO[str] | None = None
 
     def popen_args(self) -> dict:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}

@@ -61,7 +61,7 @@ def deploy_branch(repo, override: str | None = None) -> str:
         return override
     default = default_branch(repo)
     sha = branch_sha(repo, default) if default else None
-    if sha is None:
+    if not default or sha is None:
         return DEFAULT_DEPLOY_BRANCH
     try:
         config = config_at(repo, sha)

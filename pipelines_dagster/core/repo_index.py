@@ -38,7 +38,7 @@ class FactsStore:
 
     def __init__(self, cache_dir: Path | None):
         self._memory: dict[str, dict] = {}
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, dict] = {}
         self._db: sqlite3.Connection | None = None
         self._loader = None  # callable(list[blob]) -> dict[blob, bytes]
         if cache_dir:  # None or False: memory only
