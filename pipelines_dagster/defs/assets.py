@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..core import dispatch as core
 from ..core import watch
-from ..core.lineage import Lineage, account_key, group_name, read_lineage, unit_key
+from ..core.lineage import AccountNode, Lineage, account_key, group_name, read_lineage, unit_key
 from .pipeline import applied_commit, asset_metadata, retry_if_transient, transient_problems, wait_for_other_applies
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
@@ -54,7 +54,7 @@ def account_specs(lineage: Lineage) -> list[dg.AssetSpec]:
 
 
 def unit_specs(lineage: Lineage, automation_condition: dg.AutomationCondition | None = None) -> list[dg.AssetSpec]:
-    accounts = {a.name: a for a in lineage.accounts}
+    accounts: dict[str | None, AccountNode] = {a.name: a for a in lineage.accounts}
     specs = []
     for unit in lineage.units:
         account = accounts.get(unit.account)
