@@ -34,7 +34,7 @@ class _Hit:
 
     __slots__ = ("rank", "triggers", "changed_in_folder")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rank = len(_ORDER)
         self.triggers: set[str] = set()
         self.changed_in_folder = False

@@ -40,7 +40,7 @@ class UnitEval:
 class UnitEvaluator(Interpreter):
     """Evaluates one unit (and everything it includes, reads and runs) at one tree."""
 
-    def __init__(self, view):
+    def __init__(self, view) -> None:
         super().__init__(view)
         self.result = UnitEval()
         self._processed: set[tuple[str, str]] = set()
