@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import git  # noqa: E402
+
 from pipelines_dagster.core.model import Event  # noqa: E402
 from pipelines_dagster.core.orchestrator import Orchestrator  # noqa: E402
 from tests.livefixture import ENVCOMMON, ROOT_HCL, unit  # noqa: E402

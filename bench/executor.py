@@ -25,11 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipelines_dagster.core.engine import NON_INTERACTIVE_ENV, EngineSettings  # noqa: E402
 from pipelines_dagster.core.executor import ExecuteRequest, Executor  # noqa: E402
-from pipelines_dagster.core.model import (  # noqa: E402
-    Action,
-    Event,
-    Status,  # noqa: E402
-)
+from pipelines_dagster.core.model import Action, Event, Status  # noqa: E402
 from pipelines_dagster.demo.terraform import install_null_provider, write_cli_config  # noqa: E402
 
 

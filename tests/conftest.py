@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from pipelines_dagster.core.credentials import CredentialProvider, FileTokenSource
 from pipelines_dagster.core.engine import EngineSettings
 from pipelines_dagster.core.executor import Executor

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from pipelines_dagster.settings import Settings, SettingsError, variables
 
 ROOT = Path(__file__).resolve().parents[1]

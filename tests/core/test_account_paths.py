@@ -3,6 +3,7 @@
 import os
 
 import pytest
+
 from pipelines_dagster.core.account_factory import BaselineError, _write_inside, baseline_files
 from pipelines_dagster.core.config import Account, load_accounts
 

@@ -4,6 +4,7 @@ brute-force answers (graphs map each node to the nodes it depends on)."""
 import random
 
 import pytest
+
 from pipelines_dagster.core.graph import back_edges, find_cycles, nearest_in, reachable, waves
 
 DIAMOND = {"a": set(), "b": {"a"}, "c": {"a", "b"}, "d": {"b", "c"}, "e": set()}

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import git
 import pytest
+
 from pipelines_dagster.core.bounded import change_set_to_data, detect_changes_bounded
 from pipelines_dagster.core.config import ConfigError, load_accounts, load_pipelines_config
 from pipelines_dagster.core.model import Event, UnitKind
 from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.core.terragrunt import parse
 from pipelines_dagster.integrations.git import GitError, read_tree
-
 from tests.core.test_evaluate import evaluate, messages
 from tests.livefixture import make_live_repo, unit
 

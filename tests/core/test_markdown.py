@@ -2,8 +2,8 @@
 rendering with cmark-gfm (GitHub's renderer) and GitHub's mention and reference patterns (tests/gfm.py)."""
 
 import pytest
-from pipelines_dagster.core import markdown as md
 
+from pipelines_dagster.core import markdown as md
 from tests.gfm import github, visible
 
 HOSTILE = [

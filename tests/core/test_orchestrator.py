@@ -2,9 +2,9 @@
 
 import git
 import pytest
+
 from pipelines_dagster.core.model import Event
 from pipelines_dagster.core.orchestrator import detect_changes
-
 from tests.livefixture import make_live_repo, unit
 
 PROD_MYSQL = "prod/us-east-1/prod/mysql"

@@ -4,12 +4,12 @@ review; and branch names that tags cannot shadow."""
 import subprocess
 
 import pytest
+
 from pipelines_dagster.core.config import ConfigError
 from pipelines_dagster.core.model import Event
 from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.core.repo_config import deploy_branch, trusted_config
 from pipelines_dagster.integrations.git import open_git_dir, resolve
-
 from tests.conftest import GitRepo
 
 

@@ -3,7 +3,6 @@ repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.p
 
 from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, ResourceChange, Status
 from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, render_comment
-
 from tests.gfm import github, visible
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import git
 import pytest
+
 from pipelines_dagster.core.model import Event
 from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.demo import layout
 from pipelines_dagster.demo.run import create, environment
-
 from tests.dagsterui import LAUNCH, RUNS, command, emulator_port, free_port, port_open, running_demo, wait_for_run
 
 VENV_BIN = Path(sys.executable).parent

@@ -31,6 +31,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
+
 from pipelines_dagster.defs.pipeline import JOB_NAME
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from pipelines_dagster.demo import layout
 from pipelines_dagster.demo.aws import REGION, Aws, backend_config_args
 from pipelines_dagster.demo.run import create
 from pipelines_dagster.demo.terraform import terraform_binary
-
 from tests.dagsterui import RUNS, free_port, run_logs, running_demo
 
 CHROMIUM = Path("/usr/bin/chromium")

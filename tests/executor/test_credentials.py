@@ -12,6 +12,7 @@ from datetime import UTC
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from pipelines_dagster.core.config import Account, RolesConfig
 from pipelines_dagster.core.credentials import (
     CommandTokenSource,
@@ -23,7 +24,6 @@ from pipelines_dagster.core.credentials import (
     session_name,
     token_source_from_env,
 )
-
 from tests.conftest import ACCOUNTS, OIDC_TOKEN
 
 DEV = Account(id=ACCOUNTS["dev"])

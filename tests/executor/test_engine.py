@@ -9,7 +9,6 @@ from pathlib import Path
 
 from pipelines_dagster.core.executor import ExecuteRequest
 from pipelines_dagster.core.model import Action, Event, Status
-
 from tests.conftest import ACCOUNTS, env_file, null_unit
 
 DEV = ACCOUNTS["dev"]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created
-
 from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, null_unit
 from tests.executor.test_engine import request
 

@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pipelines_dagster.integrations.git import GitError, open_git_dir
 
+from pipelines_dagster.integrations.git import GitError, open_git_dir
 from tests.conftest import GitRepo
 from tests.githttp import PASSWORD, served, unreachable_url
 

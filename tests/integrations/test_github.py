@@ -7,6 +7,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from pipelines_dagster.integrations.github import (
     BODY_LIMIT,
     GitHubClient,

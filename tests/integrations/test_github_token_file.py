@@ -2,6 +2,7 @@
 environment: the client authenticates with it, and baseline pushes use it."""
 
 import pytest
+
 from pipelines_dagster.defs.resources import GitHubResource
 from pipelines_dagster.integrations.github import GitHubClient, GitHubError, token_from_env
 

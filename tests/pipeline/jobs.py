@@ -4,6 +4,7 @@ from the settings the test gives), with its typed results at hand."""
 from dataclasses import dataclass
 
 import dagster as dg
+
 from pipelines_dagster.core.dispatch import Progress
 from pipelines_dagster.core.model import Outcome
 from pipelines_dagster.definitions import run_in_process

@@ -4,8 +4,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pipelines_dagster.core.model import Status
 
+from pipelines_dagster.core.model import Status
 from tests.conftest import GitRepo, accounts_yml, terraform_binary
 from tests.pipeline.conftest import GH_REPO
 from tests.pipeline.jobs import run_job
@@ -105,7 +105,6 @@ def test_pull_request_adding_an_account_only_validates(remote, plugin_dir):
 def test_the_baseline_authenticates_with_the_token_through_askpass_never_in_a_url(remote, tmp_path):
     from pipelines_dagster.core.account_factory import open_baseline
     from pipelines_dagster.core.config import Account
-
     from tests.githttp import served_with_token
 
     token = "ghs_" + "BaselineToken7" * 3

@@ -12,8 +12,8 @@ from dagster._core.definitions.reconstruct import (
     initialize_repository_def_from_pointer,
     reconstruct_repository_def_from_pointer,
 )
-from pipelines_dagster.definitions import defs
 
+from pipelines_dagster.definitions import defs
 from tests.conftest import GitRepo
 from tests.livefixture import make_live_repo
 

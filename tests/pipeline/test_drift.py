@@ -8,10 +8,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
 from pipelines_dagster.core.executor import ExecuteRequest
 from pipelines_dagster.core.model import Action, Event
 from pipelines_dagster.definitions import defs
-
 from tests.conftest import ACCOUNTS, REGION, null_unit, terraform_binary
 from tests.pipeline.conftest import GH_REPO
 

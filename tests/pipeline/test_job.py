@@ -9,12 +9,12 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.defs import pipeline
 from pipelines_dagster.defs.pipeline import make_pipeline_job
-
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
 from tests.pipeline.conftest import GH_REPO
 from tests.pipeline.jobs import run_job

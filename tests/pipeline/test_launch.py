@@ -4,12 +4,12 @@ Runs page. Real git, Terraform, the AWS emulator, Dagster and the GitHub fake.""
 
 import dagster as dg
 import pytest
+
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.lineage import Lineage
 from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.pipeline import JOB_NAME
 from pipelines_dagster.settings import Settings
-
 from tests.conftest import null_unit
 from tests.pipeline.conftest import GH_REPO
 from tests.pipeline.jobs import launch

@@ -7,12 +7,12 @@ import json
 
 import dagster as dg
 import pytest
+
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.dispatch import reconcile_item
 from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode, unit_key
 from pipelines_dagster.definitions import defs
 from pipelines_dagster.demo.aws import backend_settings, state_bucket
-
 from tests.conftest import ACCOUNTS, REGION, null_unit
 from tests.pipeline.jobs import run_job
 from tests.pipeline.test_drift import (

@@ -5,12 +5,12 @@ import json
 
 import dagster as dg
 import pytest
+
 from pipelines_dagster.core.watch import repo_identity
 from pipelines_dagster.defs import sensors
 from pipelines_dagster.defs.pipeline import make_pipeline_job
 from pipelines_dagster.defs.resources import resources_from_settings
 from pipelines_dagster.settings import Settings
-
 from tests.conftest import GitRepo
 from tests.githttp import PASSWORD, served, unreachable_url, update_server_info
 

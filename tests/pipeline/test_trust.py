@@ -1,8 +1,8 @@
 """Attacks on the job by someone who can push branches, run for real (git, Terraform, the AWS emulator, Dagster)."""
 
 import dagster as dg
-from pipelines_dagster.core.model import Status
 
+from pipelines_dagster.core.model import Status
 from tests.conftest import ACCOUNTS, null_unit
 from tests.pipeline.jobs import run_job
 from tests.pipeline.test_job import env  # noqa: F401 (a fixture)
