@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES ?= postgresql chromium chromium-driver fonts-liberation fonts-noto-color-emoji
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test run screenshots bench lock
+.PHONY: install system-packages lint test run screenshots bench lock
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,7 +42,12 @@ system-packages:
 	  rm -f $$log; \
 	fi
 
-test: install system-packages
+# static checks, zero findings: ruff (pyproject.toml's [tool.ruff]) and mypy ([tool.mypy])
+lint: install
+	$(VENV)/bin/ruff check pipelines_dagster tests bench
+	$(VENV)/bin/mypy
+
+test: install system-packages lint
 	$(VENV)/bin/pytest -q -n 2 -p no:cacheprovider tests
 
 run: install

@@ -96,21 +96,24 @@ def bench(units: int, work: Path) -> None:
     print(f"\n{units} units  (seconds; ratio = detection / git diff)")
     print(f"{'change':<12} {'affected':>8} {'git diff':>9} {'cold':>8} {'warm':>8} {'cli warm':>9} "
           f"{'warm/diff':>10} {'cli-warm':>9}")
-    for i, (label, rel) in enumerate(cases.items()):
+    for i, label in enumerate(cases):
         head = f"case{i}"
-        diff_s, _ = timed(lambda: run(repo_path, "git", "diff", "--name-only", "main", head))
+        diff_s, _ = timed(lambda head=head: run(repo_path, "git", "diff", "--name-only", "main", head))
         cache = work / f"cache-{units}-{i}"
         shutil.rmtree(cache, ignore_errors=True)
-        cold_s, result = timed(lambda: Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST))
-        warm_runs = [timed(lambda: Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST))
-                     for _ in range(5)]
+
+        def detect(cache=cache, head=head):
+            return Orchestrator(repo, cache).detect("main", head, Event.PULL_REQUEST)
+
+        cold_s, result = timed(detect)
+        warm_runs = [timed(detect) for _ in range(5)]
         warm_s = min(t for t, _ in warm_runs)
         assert all(w.to_dict() == result.to_dict() for _, w in warm_runs)
         env = dict(os.environ, PIPELINES_CACHE_DIR=str(work / f"cli-cache-{units}"))
         # the command's own disk cache, filled once
         subprocess.run(cli + ["changes", "--repo", str(repo_path), "--base", "main", "--head", head,
                               "--event", "pull_request"], env=env, capture_output=True, check=True)
-        cli_s = min(timed(lambda: subprocess.run(
+        cli_s = min(timed(lambda env=env, head=head: subprocess.run(
             cli + ["changes", "--repo", str(repo_path), "--base", "main", "--head", head, "--event", "pull_request"],
             env=env, capture_output=True, check=True))[0] for _ in range(5))
         print(f"{label:<12} {len(result.changes):>8} {diff_s:>9.3f} {cold_s:>8.3f} {warm_s:>8.3f} {cli_s:>9.3f} "

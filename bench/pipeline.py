@@ -142,11 +142,12 @@ def main() -> int:
             print(f"round {round_no}: direct {direct[-1]:.2f} s, job {job[-1]:.2f} s (run itself {in_run[-1]:.2f} s), "
                   f"ratio {job[-1] / direct[-1]:.2f}x ({in_run[-1] / direct[-1]:.2f}x); GitHub requests "
                   f"{requests[-1][0]} ({requests[-1][1]} writes); load {os.getloadavg()[0]:.1f}", flush=True)
-        ratios = [r / d for r, d in zip(in_run, direct)]
+        ratios = [r / d for r, d in zip(in_run, direct, strict=True)]
         best = min(range(args.rounds), key=ratios.__getitem__)
         profile = profiles[best]
-        print(f"\n{args.units} units, parallel {args.parallel}: the run itself / direct: best round {ratios[best]:.2f}x "
-              f"({in_run[best]:.2f} s / {direct[best]:.2f} s), median {statistics.median(ratios):.2f}x, rounds "
+        print(f"\n{args.units} units, parallel {args.parallel}: the run itself / direct: "
+              f"best round {ratios[best]:.2f}x ({in_run[best]:.2f} s / {direct[best]:.2f} s), "
+              f"median {statistics.median(ratios):.2f}x, rounds "
               f"{min(ratios):.2f}-{max(ratios):.2f}x (target <= {TARGET}x); with `dagster job execute`'s start-up "
               f"{job[best] / direct[best]:.2f}x; GitHub requests per run {max(r for r, _ in requests)}, "
               f"writes {max(w for _, w in requests)}")

@@ -115,8 +115,8 @@ def _add_unlock(sub) -> None:
 
 def _cmd_unlock(args, settings) -> int:
     from .core.config import ConfigError, normalize_unit_path
-    from .core.executor import prepare
     from .core.engine import EngineSettings
+    from .core.executor import prepare
     from .core.repo_config import deploy_branch
     from .integrations.git import GitError, open_git_dir, resolve
 

@@ -7,13 +7,18 @@ import dagster as dg
 
 from .core.lineage import Lineage, read_lineage
 from .core.watch import TAG_APPLY_LOCK, repo_identity
-from .integrations.git import open_git_dir
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
 from .defs.resources import account_resource_key, resources_from_settings
-from .defs.sensors import (make_asset_graph_sensor, make_deploy_branch_sensor, make_pull_request_sensor,
-                           apply_run_tags, make_run_failure_sensor)
+from .defs.sensors import (
+    apply_run_tags,
+    make_asset_graph_sensor,
+    make_deploy_branch_sensor,
+    make_pull_request_sensor,
+    make_run_failure_sensor,
+)
+from .integrations.git import open_git_dir
 from .settings import Settings
 
 
@@ -21,13 +26,15 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -
     """Everything the code location holds, for the deploy branch's `lineage` (its accounts and units)."""
     resources = resources_from_settings(settings, lineage)
     account_keys = [account_resource_key(a.name) for a in lineage.accounts]
-    step_tags = {}
+    plan_tags: dict[str, str] = {}
+    apply_tags: dict[str, str] = {}
     if settings.step_executor == "k8s":  # a pod per step, with the service account of its action
+        assert settings.apply_service_account  # Settings requires it with the k8s step executor
         executor_def = executor_def or k8s_step_executor(settings.max_parallel)
-        step_tags = {"plan_tags": k8s_step_tags(settings.plan_service_account),
-                     "apply_tags": k8s_step_tags(settings.apply_service_account)}
+        plan_tags = k8s_step_tags(settings.plan_service_account)
+        apply_tags = k8s_step_tags(settings.apply_service_account)
     job = make_pipeline_job(account_keys, stages=settings.wave_stages, max_parallel=settings.max_parallel,
-                            executor_def=executor_def, **step_tags)
+                            executor_def=executor_def, plan_tags=plan_tags, apply_tags=apply_tags)
     status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
     # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
     # limit), and vice versa

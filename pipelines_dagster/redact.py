@@ -8,7 +8,7 @@ goes through a `StreamRedactor`, which also masks the lines of a private key bet
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 MASK = "[REDACTED]"
 
@@ -34,7 +34,7 @@ _PEM_END = r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
 # scheme://userinfo@: the user information runs to the authority's last '@' (a password may hold an unencoded '@')
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^\s/?#]+@)")
 
-_PATTERNS = [
+_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     # AWS access key ids: long-term (AKIA), temporary (ASIA), and the other credential-bearing prefixes.
     (re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"), MASK),
     # GitHub tokens: personal, OAuth, user-to-server, server-to-server, refresh; fine-grained PATs.

@@ -153,9 +153,9 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
-                field = err["loc"][0] if err["loc"] else "?"
-                names = _aliases(cls.model_fields[field].validation_alias) if field in cls.model_fields else [field]
-                problems.append(f"{names[0]}={data.get(names[0], '')!r}: {err['msg']}")
+                field = str(err["loc"][0]) if err["loc"] else "?"
+                aliases = _aliases(cls.model_fields[field].validation_alias) if field in cls.model_fields else [field]
+                problems.append(f"{aliases[0]}={data.get(aliases[0], '')!r}: {err['msg']}")
             raise SettingsError("; ".join(problems)) from None
 
     @property

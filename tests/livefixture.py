@@ -90,7 +90,8 @@ def layout() -> dict[str, str]:
         "modules/vpc/main.tf": 'resource "null_resource" "vpc" {}\n',
         "modules/mysql/main.tf": 'module "sg" {\n  source = "../security-group"\n}\n',
         "modules/security-group/main.tf": 'resource "null_resource" "sg" {}\n',
-        "modules/app/main.tf": 'resource "null_resource" "app" {\n  triggers = { data = file("${path.module}/templates/user-data.sh") }\n}\n',
+        "modules/app/main.tf": ('resource "null_resource" "app" {\n'
+                                '  triggers = { data = file("${path.module}/templates/user-data.sh") }\n}\n'),
         "modules/app/templates/user-data.sh": "#!/bin/sh\necho hello\n",
         "modules/iam-roles/main.tf": 'resource "null_resource" "roles" {}\n',
         "prod/global/iam/main.tf": ('terraform {\n  backend "s3" {}\n}\n\nmodule "roles" {\n'
@@ -110,7 +111,8 @@ def layout() -> dict[str, str]:
             if env != "stage":
                 extra = ""
                 if account == "prod":
-                    extra = ('\nlocals {\n  app_cfg = yamldecode(file("${get_terragrunt_dir()}/../../../config/app.yaml"))\n}\n')
+                    extra = ('\nlocals {\n'
+                             '  app_cfg = yamldecode(file("${get_terragrunt_dir()}/../../../config/app.yaml"))\n}\n')
                 files[f"{base}/app/terragrunt.hcl"] = unit("app", ["vpc", "mysql"], extra)
     return files
 

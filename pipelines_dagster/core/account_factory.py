@@ -25,7 +25,8 @@ _REGION_HCL = '''locals {{
   aws_region = "{region}"
 }}
 '''
-_BOOTSTRAP_UNIT = '''# The pipeline's identity in account {account_name} ({account_id}): the GitHub OIDC provider, a read-only
+_BOOTSTRAP_UNIT = '''\
+# The pipeline's identity in account {account_name} ({account_id}): the GitHub OIDC provider, a read-only
 # plan role trusted for any ref, and an apply role trusted only for the deploy branch.
 terraform {{
   backend "s3" {{}}
@@ -180,7 +181,7 @@ def open_baseline(location: str, deploy_branch: str, name: str, account: Account
         author = git.Actor("pipelines-dagster", "pipelines-dagster@users.noreply.github.com")
         repo.index.commit(f"Baseline for account {name} ({account.id})", author=author, committer=author)
         remote = repo.remote("origin")
-        existing = repo.git.ls_remote("--heads", "origin", branch).split()
+        existing = str(repo.git.ls_remote("--heads", "origin", branch)).split()
         pushed = True
         if existing:
             remote.fetch(f"+refs/heads/{branch}:refs/remotes/origin/{branch}", depth=1)

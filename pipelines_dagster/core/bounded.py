@@ -152,7 +152,7 @@ def _child() -> None:
     try:
         change_set = detect_changes(request["repo"], request["base"], request["head"], request["event"],
                                     **request["kwargs"])
-        answer = {"change_set": change_set_to_data(change_set)}
+        answer: dict[str, object] = {"change_set": change_set_to_data(change_set)}
     except gitio.GitError as exc:
         answer = {"git_error": str(exc)}
     except MemoryError:

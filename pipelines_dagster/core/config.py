@@ -137,7 +137,8 @@ class Account(BaseModel):
     @classmethod
     def _id_is_string(cls, value):
         if not isinstance(value, str):
-            raise ValueError(f"id must be a quoted string of 12 digits (YAML read {value!r}, which loses leading zeros)")
+            raise ValueError(
+                f"id must be a quoted string of 12 digits (YAML read {value!r}, which loses leading zeros)")
         if not ACCOUNT_ID_RE.match(value):
             raise ValueError(f"id {value!r} is not 12 digits")
         return value

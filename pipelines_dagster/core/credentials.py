@@ -19,7 +19,7 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .config import Account, RolesConfig
 from .model import Event
@@ -50,7 +50,9 @@ class CredentialsError(Exception):
 class TokenSource:
     """Something that produces an OIDC token (a JWT) on demand."""
 
-    description = "token source"
+    @property
+    def description(self) -> str:
+        return "token source"
 
     def token(self) -> str:
         raise NotImplementedError
@@ -319,7 +321,7 @@ class CredentialProvider:
             if isinstance(expiration, str):
                 expiration = datetime.fromisoformat(expiration.replace("Z", "+00:00"))
             if expiration.tzinfo is None:
-                expiration = expiration.replace(tzinfo=timezone.utc)
+                expiration = expiration.replace(tzinfo=UTC)
             return AwsCredentials(access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"],
                                   session_token=c["SessionToken"], expiration=expiration, role_arn=role_arn,
                                   account=account_name, session_name=session, region=region)

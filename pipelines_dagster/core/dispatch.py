@@ -19,8 +19,7 @@ from pydantic import BaseModel, Field
 from .config import ConfigError, load_accounts
 from .executor import ExecuteRequest, Prepared
 from .lineage import Lineage
-from .model import (Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status,
-                    UnitKind)
+from .model import Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status, UnitKind
 
 AppliedCommit = Callable[[str], str | None]
 RESOURCES_LISTED = 500  # resource changes per unit in an asset event's metadata
@@ -134,10 +133,11 @@ def skip_reason(progress: Progress, change: InfraChange) -> str | None:
 def reconcile_item(lineage: Lineage, units: Iterable[str]) -> tuple[Item, list[str]]:
     """Applying `units` at the deploy-branch commit `lineage` was read at (materializing their assets): one item,
     in waves as a push orders them. Also returns the units that are not on the deploy branch there."""
+    assert lineage.commit is not None, "the lineage of a deploy-branch commit"
     nodes = {u.path: u for u in lineage.units}
     chosen = sorted(set(units) & set(nodes))
     depends_on = _nearest_chosen_dependencies(nodes, set(chosen))
-    order = {a.name: a.deploy_order for a in lineage.accounts}
+    order: dict[str | None, int | None] = {a.name: a.deploy_order for a in lineage.accounts}
     waves = _waves(chosen, depends_on, {u: order.get(nodes[u].account) for u in chosen})
     # a reconcile has no triggering file: it applies the unit as the deploy branch has it
     changes = sorted((InfraChange(type=ChangeType.MODULE_CHANGED, unit=u, account=nodes[u].account,
@@ -167,7 +167,7 @@ def _nearest_chosen_dependencies(nodes: dict, chosen: set[str]) -> dict[str, lis
 
 def _waves(units: list[str], depends_on: dict[str, list[str]], deploy_order: dict[str, int | None]) -> dict[str, int]:
     """Dependencies first; accounts in deploy_order (none last) unless that contradicts a dependency."""
-    tier = {u: float("inf") if deploy_order[u] is None else float(deploy_order[u]) for u in units}
+    tier = {u: float("inf") if (o := deploy_order[u]) is None else float(o) for u in units}
     if any(tier[d] > tier[u] for u in units for d in depends_on[u]):
         tier = dict.fromkeys(units, 0.0)
     wave: dict[str, int] = {}
@@ -255,6 +255,7 @@ def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline
     from ..integrations.git import read_blobs
 
     name = change.account
+    assert name is not None, "an account change names its account"
     if change.type is ChangeType.ACCOUNT_DELETED:
         return Outcome.note(change, Status.VALIDATED, f"account {name!r} was removed from the accounts file; its "
                                                       "infrastructure is not destroyed by this")
@@ -276,8 +277,8 @@ def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline
 
 
 def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None) -> Outcome:
-    from .account_factory import open_baseline
     from ..redact import default_redactor
+    from .account_factory import open_baseline
 
     if baseline is None:
         return Outcome.note(change, Status.SKIPPED, f"account {name!r}: no repository to open the baseline pull "
@@ -301,7 +302,7 @@ def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
         change = o.change
         if change.unit is None or o.status in (Status.SKIPPED, Status.REFUSED):
             continue
-        metadata = {"commit": spec.head, "action": change.action.value, "status": o.status.value,
+        metadata: dict[str, object] = {"commit": spec.head, "action": change.action.value, "status": o.status.value,
                     "account": change.account or "", "resources_added": o.summary.add,
                     "resources_changed": o.summary.change, "resources_destroyed": o.summary.destroy,
                     "duration_s": round(o.duration_s, 1)}

@@ -39,7 +39,7 @@ class Finding:
 
     def to_metadata(self) -> dict:
         """Plain values for the asset check's metadata (and read back by `from_metadata`)."""
-        data = {"state": self.state, "account": self.account or "", "commit": self.commit or ""}
+        data: dict[str, str | int] = {"state": self.state, "account": self.account or "", "commit": self.commit or ""}
         if self.state == DRIFTED:
             data.update(plan=self.summary_line(), add=self.summary.add, change=self.summary.change,
                         destroy=self.summary.destroy, resources="\n".join(self.resources))

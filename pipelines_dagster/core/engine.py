@@ -29,9 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..redact import Redactor, StreamRedactor, default_redactor
-from .isolation import AMBIENT_AWS_ENV  # noqa: F401 (the demo clears them from its environment)
-from .isolation import (STAGED_FILE_VARS, IsolationError, RunFolder, can_use, default_unit_user,
-                        unit_environment)
+from .isolation import (
+    AMBIENT_AWS_ENV,  # noqa: F401 (the demo clears them from its environment)
+    STAGED_FILE_VARS,
+    IsolationError,
+    RunFolder,
+    can_use,
+    default_unit_user,
+    unit_environment,
+)
 from .model import Action, LockInfo, PlanSummary, Result, Status
 from .statelock import Hold, Holders, stale_reason, who
 
@@ -202,7 +208,8 @@ def _feed_file(path: Path, capture: "OutputCapture") -> None:
 
 def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
                 deadline: float, kill_grace_s: float, log_file: Path, stdout_file: Path | None = None,
-                user=None, on_start: Callable[[int], object] | None = None) -> _Completed:
+                user=None, on_start: Callable[[int], contextlib.AbstractContextManager[Hold]] | None = None,
+                ) -> _Completed:
     """Runs one command in a session of its own (as `user`, a UnitUser, when given). Its output goes to `log_file`
     (stdout to `stdout_file` when given), files of ours, never to a pipe: the command does not die with us. The
     output is captured when the command has ended. `on_start(pid)` gives a context held while it runs (a
@@ -432,8 +439,9 @@ class _UnitRun:
         return [f"-lock-timeout={self.settings.lock_timeout}"] if self.settings.lock_timeout else []
 
     def run(self, name: str, args: list[str], *, stdout_file: Path | None = None,
-            takes_lock: bool = False) -> tuple[_Completed | None, Result | None]:
-        """One command: (its completion, None), or (None, a failed Result) when it could not run."""
+            takes_lock: bool = False) -> _Completed | Result:
+        """One command: its completion, or a failed Result when it could not run."""
+        assert self.binary is not None, "prepare() finds the binary before commands run"
         self.steps += 1
         self.capture.start_step(" ".join([self.engine, *args]).replace(str(self.folder.path), "$RUN_DIR"))
         log.debug("running %s %s in %s", self.binary, " ".join(args), self.unit)
@@ -447,15 +455,13 @@ class _UnitRun:
                                log_file=self.folder.logs / f"{self.steps:02d}-{name}.log", stdout_file=stdout_file,
                                user=self.folder.user, on_start=on_start)
         except FileNotFoundError:
-            return None, self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed ({self.binary!r} cannot "
-                                                          "be run)")
+            return self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed ({self.binary!r} cannot be run)")
         except OSError as exc:
-            return None, self.finish(Status.FAILED, f"cannot run {self.engine}: {exc}")
+            return self.finish(Status.FAILED, f"cannot run {self.engine}: {exc}")
         if done.timed_out:
-            return None, self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after "
-                                                       f"{self.settings.timeout_s:g}s for the action; its processes "
-                                                       "were stopped", TIMED_OUT_EXIT)
-        return done, None
+            return self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after {self.settings.timeout_s:g}s "
+                                                 "for the action; its processes were stopped", TIMED_OUT_EXIT)
+        return done
 
     def failed(self, name: str, done: _Completed, takes_lock: bool) -> Result:
         text = self.capture.step()
@@ -472,10 +478,10 @@ class _UnitRun:
     def init(self) -> Result | None:
         args = ["init", "-input=false", "-no-color", *([f"-plugin-dir={self.plugin_dir}"] if self.plugin_dir else []),
                 *self.settings.init_args]
-        done, failure = self.run("init", args)
-        if failure is None and done.exit_code != 0:
-            failure = self.failed("init", done, False)
-        return failure
+        done = self.run("init", args)
+        if isinstance(done, Result):
+            return done
+        return self.failed("init", done, False) if done.exit_code != 0 else None
 
 
 def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: str = "terraform", *,
@@ -500,19 +506,19 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
 
     plan_file, plan_json = folder.work / "plan.tfplan", folder.logs / "plan.json"
     plan_locks = applies or settings.plan_lock
-    done, failure = run.run("plan", ["plan", "-input=false", "-no-color", f"-out={plan_file}",
-                                     *(["-destroy"] if action.is_destroy else []),
-                                     *(["-detailed-exitcode"] if settings.detailed_exitcode else []),
-                                     *run.lock_args(plan_locks), *settings.plan_args], takes_lock=plan_locks)
-    if failure is not None:
-        return failure
+    done = run.run("plan", ["plan", "-input=false", "-no-color", f"-out={plan_file}",
+                            *(["-destroy"] if action.is_destroy else []),
+                            *(["-detailed-exitcode"] if settings.detailed_exitcode else []),
+                            *run.lock_args(plan_locks), *settings.plan_args], takes_lock=plan_locks)
+    if isinstance(done, Result):
+        return done
     plan_exit = done.exit_code
     if plan_exit != 0 and not (settings.detailed_exitcode and plan_exit == 2):  # 2: "succeeded, with a diff"
         return run.failed("plan", done, plan_locks)
 
-    done, failure = run.run("show", ["show", "-json", "-no-color", str(plan_file)], stdout_file=plan_json)
-    if failure is not None:
-        return failure
+    done = run.run("show", ["show", "-json", "-no-color", str(plan_file)], stdout_file=plan_json)
+    if isinstance(done, Result):
+        return done
     if done.exit_code != 0:
         return run.failed("show", done, False)
     try:
@@ -525,11 +531,10 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
     if applies:
         if not result.summary.has_changes:
             return run.finish(Status.NO_CHANGES, "No changes: nothing to apply.", done.exit_code)
-        done, failure = run.run("apply", ["apply", "-input=false", "-no-color", "-auto-approve",
-                                          *run.lock_args(True), *settings.apply_args, str(plan_file)],
-                                takes_lock=True)
-        if failure is not None:
-            return failure
+        done = run.run("apply", ["apply", "-input=false", "-no-color", "-auto-approve",
+                                 *run.lock_args(True), *settings.apply_args, str(plan_file)], takes_lock=True)
+        if isinstance(done, Result):
+            return done
         if done.exit_code != 0:
             return run.failed("apply", done, True)
         last_exit = done.exit_code
@@ -549,9 +554,9 @@ def force_unlock_in_workdir(folder: RunFolder, unit: str, lock_id: str, engine: 
     failure = run.prepare(credentials_env) or run.init()
     if failure is not None:
         return failure
-    done, failure = run.run("force-unlock", ["force-unlock", "-force", lock_id])
-    if failure is not None:
-        return failure
+    done = run.run("force-unlock", ["force-unlock", "-force", lock_id])
+    if isinstance(done, Result):
+        return done
     if done.exit_code != 0:
         return run.failed("force-unlock", done, False)
     return run.finish(Status.SUCCEEDED, f"released the state lock {lock_id} of {unit}", done.exit_code)

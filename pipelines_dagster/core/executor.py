@@ -120,6 +120,7 @@ class Executor:
 
     def stale_lock_message(self, result: Result, account: str | None, engine: str) -> str:
         lock = result.lock
+        assert lock is not None, "a result with a state lock"
         repo = self.location or str(self.repo)
         role = f"account {account}'s apply role" if account else "the ambient credentials"
         return (f"the state lock ID {lock.id} is stale (held by {lock.who} since {lock.created}, {lock.stale}): "
@@ -135,7 +136,7 @@ class Executor:
         if trusted is not None and trusted.accounts is not None and self.provider is not None:
             account_name = trusted.config.account_for(unit, trusted.accounts)
             account = trusted.accounts.entries.get(account_name) if account_name else None
-            if account is None:
+            if account_name is None or account is None:
                 return Result(status=Status.FAILED, unit=unit, message=default_redactor()(
                     f"unit {unit} belongs to account {account_name!r}, which is not in {trusted.accounts.file} on "
                     "the deploy branch: no credentials for it"))

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 UNIT_USER_VAR = "PIPELINES_UNIT_USER"
 # When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
@@ -97,7 +98,7 @@ class UnitUser:
     name: str
     uid: int
     gid: int
-    lease: object | None = None
+    lease: IO[str] | None = None
 
     def popen_args(self) -> dict:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
@@ -298,7 +299,7 @@ def content_digest(path: Path) -> str:
 def _read_only_copy(source: str, target: Path, name: str) -> None:
     if os.path.isdir(source):
         shutil.copytree(source, target, symlinks=False)
-        for top, dirs, files in os.walk(target):
+        for top, _dirs, files in os.walk(target):
             os.chmod(top, 0o755)
             for name in files:
                 full = os.path.join(top, name)

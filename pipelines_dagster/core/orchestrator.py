@@ -4,8 +4,7 @@ import gc
 import posixpath
 
 from ..integrations import git as gitio
-from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
-                     load_pipelines_config)
+from .config import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_config import trusted_config
@@ -25,12 +24,17 @@ _ORDER = list(ChangeType)
 _RANK = {t: i for i, t in enumerate(_ORDER)}
 
 
+def _unit_of(change: InfraChange) -> str:
+    assert change.unit is not None, "a unit change names its unit"
+    return change.unit
+
+
 class _Hit:
     """How one unit is affected: its highest-precedence change type so far, and every trigger."""
 
     __slots__ = ("rank", "triggers", "changed_in_folder")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.rank = len(_ORDER)
         self.triggers: set[str] = set()
         self.changed_in_folder = False
@@ -73,7 +77,7 @@ class _Side:
     def _texts(self, paths: list[str]) -> dict[str, str]:
         specs = [f"{self.sha}:{p}" for p in paths]
         found = gitio.read_blobs(self.repo, specs)
-        return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs) if s in found}
+        return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs, strict=True) if s in found}
 
     @property
     def tree(self) -> gitio.Tree:
@@ -266,6 +270,7 @@ class _Detection:
                     if dep not in head.units:
                         self.result.errors.append(Problem(file, f"dependency {dep!r} is not a unit", line))
         for unit_path, hit in self.deleted_hits.items():
+            assert base is not None  # deleted units are units of the base
             unit = base.units[unit_path]
             account = self._account(unit_path, self.base, unit.config_file)
             changes.append(InfraChange(ChangeType.MODULE_DELETED, unit_path, account,
@@ -337,18 +342,19 @@ class _Detection:
     def _order(self, changes: list[InfraChange], head: RepoIndex, base: RepoIndex | None) -> None:
         applies = [c for c in changes if not c.action.is_destroy]
         destroys = [c for c in changes if c.action.is_destroy]
-        apply_graph = nearest_in({c.unit for c in applies}, head.dependency_graph)
+        apply_graph = nearest_in({_unit_of(c) for c in applies}, head.dependency_graph)
         self._report_cycles(apply_graph, head)
         tiers = None
         if self.event is Event.PUSH and self.head.accounts is not None:
-            tiers = {c.unit: self._deploy_order(c.account, self.head) for c in applies}
+            tiers = {_unit_of(c): self._deploy_order(c.account, self.head) for c in applies}
         apply_waves = self._waves(apply_graph, tiers)
         for c in applies:
-            c.depends_on = sorted(apply_graph[c.unit])
-            c.wave = apply_waves[c.unit]
+            c.depends_on = sorted(apply_graph[_unit_of(c)])
+            c.wave = apply_waves[_unit_of(c)]
         first_destroy_wave = max((c.wave for c in applies), default=-1) + 1
         if destroys:
-            destroy_units = {c.unit for c in destroys}
+            assert base is not None  # deleted units are units of the base
+            destroy_units = {_unit_of(c) for c in destroys}
             forward = nearest_in(destroy_units, base.dependency_graph)
             reverse: dict[str, set[str]] = {u: set() for u in destroy_units}
             for unit, deps in forward.items():
@@ -356,11 +362,11 @@ class _Detection:
                     reverse[dep].add(unit)  # a unit is destroyed after the units that depend on it
             dtiers = None
             if self.event is Event.PUSH and self.base.accounts is not None:
-                dtiers = {c.unit: -self._deploy_order(c.account, self.base) for c in destroys}
+                dtiers = {_unit_of(c): -self._deploy_order(c.account, self.base) for c in destroys}
             dwaves = self._waves(reverse, dtiers)
             for c in destroys:
-                c.depends_on = sorted(reverse[c.unit])
-                c.wave = first_destroy_wave + dwaves[c.unit]
+                c.depends_on = sorted(reverse[_unit_of(c)])
+                c.wave = first_destroy_wave + dwaves[_unit_of(c)]
         ordered = sorted(changes, key=lambda c: (c.wave, c.unit or ""))
         self.result.changes = self._account_entries + ordered
 

@@ -9,8 +9,7 @@ branch. Branches are always looked up as `refs/heads/<name>`, so a tag cannot st
 
 from dataclasses import dataclass
 
-from .config import (PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts,
-                     load_pipelines_config)
+from .config import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .model import Problem
 
 DEFAULT_DEPLOY_BRANCH = "main"
@@ -62,7 +61,7 @@ def deploy_branch(repo, override: str | None = None) -> str:
         return override
     default = default_branch(repo)
     sha = branch_sha(repo, default) if default else None
-    if sha is None:
+    if not default or sha is None:
         return DEFAULT_DEPLOY_BRANCH
     try:
         config = config_at(repo, sha)

@@ -10,7 +10,7 @@ import marshal
 import sqlite3
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ class FactsStore:
 
     def __init__(self, cache_dir: Path | None):
         self._memory: dict[str, dict] = {}
-        self._pending: dict[str, str] = {}
+        self._pending: dict[str, dict] = {}
         self._db: sqlite3.Connection | None = None
         self._loader = None  # callable(list[blob]) -> dict[blob, bytes]
         if cache_dir:  # None or False: memory only
@@ -319,7 +319,7 @@ class IndexBuilder:
     def close(self) -> None:
         self.store.flush()
 
-    def build(self, key: str, load_tree, extra_units: list[str], hint_trees: list[str] = (),
+    def build(self, key: str, load_tree, extra_units: list[str], hint_trees: Sequence[str] = (),
               extra_dependencies: dict[str, list[str]] | None = None) -> RepoIndex:
         """The index of the tree `load_tree()` returns (a gitio.Tree); stored evaluations make it cheap.
 

@@ -8,6 +8,8 @@ Every text from the repository (unit paths, accounts, errors, warnings, messages
 core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
 
+from collections.abc import Sequence
+
 from . import markdown as md
 from .model import ChangeSet, Outcome, Status
 
@@ -22,7 +24,7 @@ def changes_table(change_set: ChangeSet) -> str:
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
+        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
 
     out = [f"{change_set.event.value}: {change_set.base[:12]}..{change_set.head[:12]}, "
            f"{len(change_set.changes)} change(s)"]
@@ -106,8 +108,8 @@ def _details(outcome: Outcome, limit: int, collapsible: bool = True) -> str:
                     collapsible)
 
 
-def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: list[str] = (),
-                   warnings: list[str] = (), run_url: str | None = None, note: str | None = None,
+def render_comment(*, title: str, head_sha: str, outcomes: list[Outcome], errors: Sequence[str] = (),
+                   warnings: Sequence[str] = (), run_url: str | None = None, note: str | None = None,
                    limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True) -> str:
     """The PR comment (or issue body) for one run; never longer than `limit` characters. `collapsible=False`:
     sections with bold titles instead of `<details>` (for Dagster's markdown, which drops raw HTML)."""

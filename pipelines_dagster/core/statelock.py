@@ -11,8 +11,9 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RECORDS_KEPT_S = 7 * 24 * 3600
@@ -48,7 +49,7 @@ def parse_created(value: str | None) -> float | None:
     if ":" not in zone:
         zone = zone[:3] + ":" + zone[3:]
     fraction = (fraction or "")[:7]
-    return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(timezone.utc).timestamp()
+    return datetime.fromisoformat(f"{day}T{clock}{fraction}{zone}").astimezone(UTC).timestamp()
 
 
 def who(user_name: str) -> str:
@@ -67,7 +68,7 @@ class Holders:
         self.folder = folder
 
     @contextmanager
-    def holding(self, pid: int, holder: str, unit: str, command: str):
+    def holding(self, pid: int, holder: str, unit: str, command: str) -> Iterator[Hold]:
         """Records the command while it runs. The record stays unless the caller sets `exit_code` on the yielded
         Hold to one of Terraform's own (0, 1, 2): a command that was killed (by a signal, or its panic wrapper's
         child was: exit 255) may have left its lock behind."""
@@ -75,16 +76,17 @@ class Holders:
         record = {"who": holder, "pid": pid, "start_ticks": ticks, "boot_id": boot_id(), "started": time.time(),
                   "unit": unit, "command": command}
         path = self.folder / f"{record['boot_id']}-{pid}-{ticks}.json"
+        recorded = True
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             path.write_text(json.dumps(record))
         except OSError:
-            path = None  # without a record the lock can still be judged by its age
+            recorded = False  # without a record the lock can still be judged by its age
         hold = Hold()
         try:
             yield hold
         finally:
-            if path is not None and hold.exit_code in TERRAFORM_EXITS:
+            if recorded and hold.exit_code in TERRAFORM_EXITS:
                 path.unlink(missing_ok=True)
 
     def records(self) -> list[dict]:

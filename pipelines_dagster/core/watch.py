@@ -158,9 +158,10 @@ def crash_target(tags: Mapping[str, str], run_config: Mapping | None) -> CrashTa
     """What a failed run was about: from the sensors' tags, else from its run config (runs launched by hand)."""
     config = ((run_config or {}).get("ops") or {}).get("orchestrate", {}).get("config") or {}
     event = tags.get(TAG_EVENT) or config.get("event")
-    pr = tags.get(TAG_PR) or config.get("pr_number")
+    raw_pr = tags.get(TAG_PR) or config.get("pr_number")
+    pr: int | None
     try:
-        pr = int(pr) if pr not in (None, "") else None
+        pr = int(raw_pr) if raw_pr is not None and raw_pr != "" else None
     except (TypeError, ValueError):
         pr = None
     sha = tags.get(TAG_SHA) or config.get("head_ref")
@@ -177,7 +178,7 @@ def crash_issue_key(sha: str) -> str:
     return f"run-crashed={sha}"
 
 
-def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors: list[tuple[str, str]],
+def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors: list[tuple[str | None, str]],
                redact=None) -> str:
     """Markdown for a run that failed outside the dispatcher (so its own report never came)."""
     what = "apply" if target.event == Event.PUSH.value else "plan"

@@ -14,6 +14,7 @@ moves, the asset graph sensor reloads the code location, which reads it anew.
 """
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -22,9 +23,8 @@ from pydantic import Field
 
 from ..core import dispatch as core
 from ..core import watch
-from ..core.lineage import Lineage, account_key, group_name, read_lineage, unit_key
-from .pipeline import (applied_commit, asset_metadata, retry_if_transient, transient_problems,
-                       wait_for_other_applies)
+from ..core.lineage import AccountNode, Lineage, account_key, group_name, read_lineage, unit_key
+from .pipeline import applied_commit, asset_metadata, retry_if_transient, transient_problems, wait_for_other_applies
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 log = dg.get_dagster_logger("pipelines_dagster.lineage")
@@ -54,7 +54,7 @@ def account_specs(lineage: Lineage) -> list[dg.AssetSpec]:
 
 
 def unit_specs(lineage: Lineage, automation_condition: dg.AutomationCondition | None = None) -> list[dg.AssetSpec]:
-    accounts = {a.name: a for a in lineage.accounts}
+    accounts: dict[str | None, AccountNode] = {a.name: a for a in lineage.accounts}
     specs = []
     for unit in lineage.units:
         account = accounts.get(unit.account)
@@ -71,7 +71,7 @@ def unit_specs(lineage: Lineage, automation_condition: dg.AutomationCondition | 
     return specs
 
 
-def lineage_assets(lineage: Lineage, account_keys: list[str] = (), reconcile_drift: bool = False) -> list:
+def lineage_assets(lineage: Lineage, account_keys: Sequence[str] = (), reconcile_drift: bool = False) -> list:
     """The account assets, and the unit assets (one subsettable multi-asset whose step applies the selected
     units); `account_keys`: the account resources the applies use."""
     specs = account_specs(lineage)

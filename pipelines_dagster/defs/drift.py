@@ -6,6 +6,7 @@ issue always lists what the latest result of every unit's check says.
 """
 
 import dataclasses
+from collections.abc import Sequence
 
 import dagster as dg
 from pydantic import Field
@@ -43,12 +44,12 @@ def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, 
 
 def _metadata(finding: core.Finding) -> dict:
     """The finding's metadata, and its resource changes as a table (as on the unit's plans and applies)."""
-    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1))) for r in finding.resources if ": " in r]
+    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1), strict=True)) for r in finding.resources if ": " in r]
     return {**finding.to_metadata(), **({"resource_changes": resource_table(rows)} if rows else {})}
 
 
-def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: list[str] = (),
-                           tags: dict | None = None, account_keys: list[str] = (),
+def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: Sequence[str] = (),
+                           tags: dict | None = None, account_keys: Sequence[str] = (),
                            default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING
                            ) -> dg.Definitions:
     """The drift checks of `lineage`'s units; their plans use the account resources `account_keys`."""
@@ -70,8 +71,8 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
         engine: EngineResource = context.resources.engine
         from ..core.config import ConfigError
         from ..core.executor import prepare
-        from ..integrations.git import GitError, resolve
         from ..core.repo_config import deploy_branch
+        from ..integrations.git import GitError, resolve
 
         selected = {by_key[k.asset_key] for k in context.selected_asset_check_keys}
         todo = {p: units[p].account for p in sorted(selected) if core.matches(p, config.paths)}

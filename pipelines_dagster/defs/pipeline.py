@@ -16,7 +16,7 @@ runs exactly the failed changes again (and the stages and report after them), up
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from enum import Enum
@@ -26,10 +26,10 @@ from pydantic import Field
 
 from ..core import dispatch as core
 from ..core import watch
+from ..core.bounded import detect_changes_bounded
 from ..core.dispatch import Item, Progress
 from ..core.lineage import unit_key
 from ..core.model import Event, Outcome, RunSpec, Status
-from ..core.bounded import detect_changes_bounded
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
@@ -123,14 +123,16 @@ def transient_problems(outcomes: list[Outcome]) -> list[str]:
             if (o.status is Status.STATE_LOCKED and not (o.lock and o.lock.stale)) or o.transient]
 
 
-def retry_if_transient(context: dg.OpExecutionContext, engine: EngineResource, problems: list[str]) -> None:
+def retry_if_transient(context: dg.OpExecutionContext | dg.AssetExecutionContext, engine: EngineResource,
+                       problems: list[str]) -> None:
     """Failures that may clear: Dagster runs the step again later; after the last retry they are reported."""
     if problems and context.retry_number < engine.transient_retries:
         context.log.warning(f"retrying in {engine.transient_retry_wait_s:.0f} s: " + "; ".join(problems))
         raise dg.RetryRequested(max_retries=engine.transient_retries, seconds_to_wait=engine.transient_retry_wait_s)
 
 
-def wait_for_other_applies(context: dg.OpExecutionContext, engine: EngineResource, lock: str) -> None:
+def wait_for_other_applies(context: dg.OpExecutionContext | dg.AssetExecutionContext, engine: EngineResource,
+                           lock: str) -> None:
     """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
     run queue starts one at a time; a push run launched without it (from the Launchpad), or a materialization of
     unit assets, takes the tag now and, while another apply of the repository is in progress, waits through
@@ -156,7 +158,7 @@ def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
     event = instance.get_latest_materialization_event(dg.AssetKey(unit_key(unit)))
     materialization = event.asset_materialization if event else None
     commit = materialization.metadata.get("commit") if materialization else None
-    return getattr(commit, "value", commit)
+    return commit.value if isinstance(commit, dg.TextMetadataValue) else None  # asset_events' commit is text
 
 
 def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
@@ -313,7 +315,7 @@ def _report(context: dg.OpExecutionContext, progress: Progress, results: list[li
         raise dg.Failure(description=f"{len(plan.errors)} repository error(s)", metadata={REPORTED: True})
 
 
-def make_pipeline_job(account_keys: list[str] = (), *, stages: int = 8, max_parallel: int = 4,
+def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_parallel: int = 4,
                       executor_def: dg.ExecutorDefinition | None = None, plan_tags: Mapping[str, str] = {},
                       apply_tags: Mapping[str, str] = {}, name: str = JOB_NAME) -> dg.JobDefinition:
     """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`.

@@ -118,8 +118,8 @@ class AccountResource(ResourceWithBoto3Configuration):
         import boto3
         from botocore.config import Config
 
-        from ..core.credentials import CredentialProvider, token_source_from_env
         from ..core.config import RolesConfig
+        from ..core.credentials import CredentialProvider, token_source_from_env
 
         token_source = token_source_from_env(audience=self.oidc_audience)
         if token_source is None:

@@ -13,8 +13,8 @@ import time
 import dagster as dg
 
 from ..core import watch
-from .pipeline import REPORT_STEP, REPORTED
 from ..settings import Settings
+from .pipeline import REPORT_STEP, REPORTED
 from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 DEFAULTS = Settings()
@@ -165,7 +165,8 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def make_pull_request_sensor(job, settings: Settings = DEFAULTS, name: str = "pull_request_sensor") -> dg.SensorDefinition:
+def make_pull_request_sensor(job, settings: Settings = DEFAULTS,
+                             name: str = "pull_request_sensor") -> dg.SensorDefinition:
     @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
                default_status=default_status(settings),
                description="A plan run for every new head of an open pull request (GitHub), or of a branch other "
@@ -183,7 +184,8 @@ def make_pull_request_sensor(job, settings: Settings = DEFAULTS, name: str = "pu
 # ------------------------------------------------------------------------------------------------ deploy branch
 
 
-def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS, name: str = "deploy_branch_sensor") -> dg.SensorDefinition:
+def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
+                              name: str = "deploy_branch_sensor") -> dg.SensorDefinition:
     @dg.sensor(name=name, job=job, minimum_interval_seconds=settings.sensor_interval_s,
                default_status=default_status(settings),
                description="An apply run for every new commit on the deploy branch, in order, each from the "
@@ -238,22 +240,24 @@ def _error_text(error) -> str:
     return "\n\ncaused by: ".join(p for p in parts if p) or "unknown error"
 
 
-def make_run_failure_sensor(job, settings: Settings = DEFAULTS, name: str = "run_failure_sensor") -> dg.SensorDefinition:
+def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
+                            name: str = "run_failure_sensor") -> dg.SensorDefinition:
     @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=settings.sensor_interval_s,
                            default_status=default_status(settings),
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
     def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
-        from ..redact import default_redactor
         from ..integrations.github import GitHubError, comment_key
+        from ..redact import default_redactor
 
         run = context.dagster_run
         failures = context.get_step_failure_events()
         if _report_written(context.instance, run.run_id) and watch.already_reported([_reported(e) for e in failures]):
             context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
             return
-        errors = [(e.step_key, _error_text(e.event_specific_data.error)) for e in failures
-                  if e.event_specific_data is not None and e.event_specific_data.error is not None]
+        errors: list[tuple[str | None, str]] = [
+            (e.step_key, _error_text(e.step_failure_data.error)) for e in failures
+            if e.event_specific_data is not None and e.step_failure_data.error is not None]
         if not errors:
             errors = [("run", context.failure_event.message or "the run failed")]
         target = watch.crash_target(run.tags, run.run_config)

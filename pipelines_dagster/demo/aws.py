@@ -79,7 +79,9 @@ class Aws:
                 "aws_session_token": c["SessionToken"]}
 
     def client(self, service: str, account_id: str | None = None, creds: dict | None = None):
-        creds = creds if creds is not None else self.assume(account_id)
+        if creds is None:
+            assert account_id is not None, "an account id or credentials"
+            creds = self.assume(account_id)
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint, **creds)
 
     def caller_arn(self, env: dict) -> str:

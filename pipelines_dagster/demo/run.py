@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _ignore_stop_signals()
         try:
-            saved = f"{aws.save_states(layout.ACCOUNTS.values(), demo.states)} Terraform state(s) saved in {demo.states}"
+            count = aws.save_states(layout.ACCOUNTS.values(), demo.states)
+            saved = f"{count} Terraform state(s) saved in {demo.states}"
         except Exception as exc:  # the emulator is stopped all the same
             saved = f"the Terraform states could not be saved: {exc}"
         server.stop()

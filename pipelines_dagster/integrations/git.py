@@ -385,9 +385,9 @@ def checkout(repo, sha: str, dest: Path, owner: tuple[int, int] | None = None) -
     archive = _git(repo, "archive", "--format=tar", sha, check=False)
     if archive.returncode != 0:
         raise GitError(f"cannot check out {sha}: {archive.stderr.decode(errors='replace').strip()}")
-    as_owner = {"user": owner[0], "group": owner[1], "extra_groups": []} if owner else {}
     untar = subprocess.run(["tar", "-x", "--no-same-owner", "-C", str(dest)], input=archive.stdout,
-                           capture_output=True, **as_owner)
+                           capture_output=True, user=owner[0] if owner else None,
+                           group=owner[1] if owner else None, extra_groups=[] if owner else None)
     if untar.returncode != 0:
         raise GitError(f"cannot check out {sha}: tar: {untar.stderr.decode(errors='replace').strip()}")
     root = os.path.realpath(dest)

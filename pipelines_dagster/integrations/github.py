@@ -24,10 +24,12 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypedDict
 
 import requests
 from github import Auth, Github, GithubException, GithubIntegration
 from github.GithubException import RateLimitExceededExceedsMaxWait
+from github.GithubObject import NotSet
 from github.GithubRetry import GithubRetry
 from github.Requester import Requester
 from urllib3.exceptions import MaxRetryError
@@ -90,7 +92,7 @@ def _with_marker(key: str, body: str) -> str:
 
 
 def _has_marker(key: str, body: str | None) -> bool:
-    return bool(body) and body.lstrip().startswith(marker(key))
+    return bool(body and body.lstrip().startswith(marker(key)))
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,10 @@ class _Retry(GithubRetry):
             raise RateLimitExceededExceedsMaxWait(response.status, content or {}, headers, wait=wait)
         try:
             retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-        except MaxRetryError:
+        except MaxRetryError as exhausted:
             if content is None:
                 raise  # urllib3 hands the unread response back to PyGithub, which raises from it
-            raise Requester.createException(response.status, headers, content)
+            raise Requester.createException(response.status, headers, content) from exhausted
         retry.get_backoff_time = lambda: wait  # slept by urllib3 (it sleeps Retry-After itself when present)
         return retry
 
@@ -262,6 +264,13 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     return token
 
 
+class _HttpOptions(TypedDict):
+    """Connection options shared by the repository client and the App client."""
+    timeout: int
+    user_agent: str
+    retry: Retry
+
+
 class GitHubClient:
     """The pipeline's GitHub operations on one repository (`owner/name`)."""
 
@@ -281,18 +290,18 @@ class GitHubClient:
             if app_id is None or installation_id is None or not private_key:
                 raise ValueError("GitHub App auth needs app id, private key and installation id together")
             self._app_auth = Auth.AppAuth(str(app_id), _load_private_key(private_key))
-            auth = self._app_auth.get_installation_auth(int(installation_id))
+            auth: Auth.Auth = self._app_auth.get_installation_auth(int(installation_id))
         elif token:
             auth = Auth.Token(token)
         else:
             raise ValueError("GitHub auth needs a token, or a GitHub App id, private key and installation id")
         p = self.retry_policy
-        self._http = {"timeout": timeout, "user_agent": user_agent,
-                      "retry": _Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
-                                      secondary_rate_wait=p.secondary_rate_wait,
-                                      max_rate_limit_wait=p.max_rate_limit_wait,
-                                      # parsed Retry-After is capped here: one second over the maximum still fails
-                                      retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False)}
+        self._http: _HttpOptions = {
+            "timeout": timeout, "user_agent": user_agent,
+            "retry": _Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
+                            secondary_rate_wait=p.secondary_rate_wait, max_rate_limit_wait=p.max_rate_limit_wait,
+                            # parsed Retry-After is capped here: one second over the maximum still fails
+                            retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False)}
         self._gh = Github(auth=auth, base_url=self.base_url, per_page=per_page,
                           seconds_between_requests=seconds_between_requests,
                           seconds_between_writes=seconds_between_writes, lazy=True, **self._http)
@@ -488,8 +497,8 @@ class GitHubClient:
             return _issue_info(found) if found else None
 
     def _find_issue(self, key: str, labels: tuple[str, ...], state: str):
-        kwargs = {"labels": list(labels)} if labels else {}
-        for issue in self._repo.get_issues(state=state, sort="created", direction="asc", **kwargs):
+        for issue in self._repo.get_issues(state=state, sort="created", direction="asc",
+                                           labels=list(labels) if labels else NotSet):
             # the issues list holds pull requests too; their html_url names them (reading `pull_request` of a
             # plain issue would make PyGithub fetch it again)
             if "/pull/" not in (issue.html_url or "") and _has_marker(key, issue.body) and self._ours(issue):

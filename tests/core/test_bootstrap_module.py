@@ -42,7 +42,8 @@ def test_plan_role_any_ref_apply_role_only_the_deploy_branch(tmp_path, tf_cli_co
         assert statement["Action"] == "sts:AssumeRoleWithWebIdentity" and statement["Effect"] == "Allow"
         assert statement["Principal"]["Federated"].endswith(":oidc-provider/token.actions.githubusercontent.com")
         assert statement["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"] == "sts.amazonaws.com"
-    assert plan["Condition"]["StringLike"] == {"token.actions.githubusercontent.com:sub": "repo:acme/infrastructure-live:*"}
+    assert plan["Condition"]["StringLike"] == {
+        "token.actions.githubusercontent.com:sub": "repo:acme/infrastructure-live:*"}
     assert apply["Condition"]["StringEquals"]["token.actions.githubusercontent.com:sub"] == \
         "repo:acme/infrastructure-live:ref:refs/heads/main"
     assert "StringLike" not in apply["Condition"]  # no wildcard can widen the apply role's trust

@@ -1,7 +1,17 @@
 """Drift findings and the drift issue's text (pure functions of the findings)."""
 
-from pipelines_dagster.core.drift import (CLEAN, DRIFTED, UNCHECKED, Finding, finding, fingerprint, issue_body,
-                                          issue_title, matches, open_findings)
+from pipelines_dagster.core.drift import (
+    CLEAN,
+    DRIFTED,
+    UNCHECKED,
+    Finding,
+    finding,
+    fingerprint,
+    issue_body,
+    issue_title,
+    matches,
+    open_findings,
+)
 from pipelines_dagster.core.model import PlanSummary, Result, Status
 
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -30,17 +30,20 @@ def test_find_in_parent_folders_without_name_and_with_fallback():
     result = evaluate({
         "terragrunt.hcl": "",
         "a/b/terragrunt.hcl": 'include {\n  path = find_in_parent_folders()\n}\n'
-                              'locals {\n  x = read_terragrunt_config(find_in_parent_folders("nope.hcl", "a/c.hcl"))\n}\n',
+                              'locals {\n  x = read_terragrunt_config('
+                              'find_in_parent_folders("nope.hcl", "a/c.hcl"))\n}\n',
         "a/c.hcl": "",
     }, "a/b")
     assert result.included == {"terragrunt.hcl"}
     assert "a/c.hcl" not in result.reads  # fallback is relative to the unit: a/b/a/c.hcl, which does not exist
-    assert messages(result, "error") == ["a/b/terragrunt.hcl:5: read_terragrunt_config(): a/b/a/c.hcl does not exist"]
+    assert messages(result, "error") == [
+        "a/b/terragrunt.hcl:5: read_terragrunt_config(): a/b/a/c.hcl does not exist"]
 
 
 def test_find_in_parent_folders_starts_above_the_unit_folder():
     result = evaluate({"x/env.hcl": "", "x/u/env.hcl": "",
-                       "x/u/terragrunt.hcl": 'locals {\n  e = read_terragrunt_config(find_in_parent_folders("env.hcl"))\n}\n'},
+                       "x/u/terragrunt.hcl":
+                           'locals {\n  e = read_terragrunt_config(find_in_parent_folders("env.hcl"))\n}\n'},
                       "x/u")
     assert result.reads == {"x/env.hcl"}
 
@@ -51,14 +54,16 @@ def test_included_file_functions_refer_to_the_including_unit():
             '  cfg = file("${get_terragrunt_dir()}/unit.yaml")\n'
             '  parent = file("${get_parent_terragrunt_dir()}/common.yaml")\n}\n')
     files = {"root.hcl": root, "common.yaml": "", "p/env.hcl": "", "q/env.hcl": "",
-             "p/u/unit.yaml": "", "p/u/terragrunt.hcl": 'include "root" {\n  path = find_in_parent_folders("root.hcl")\n}\n'}
+             "p/u/unit.yaml": "",
+             "p/u/terragrunt.hcl": 'include "root" {\n  path = find_in_parent_folders("root.hcl")\n}\n'}
     result = evaluate(files, "p/u")
     assert result.reads == {"root.hcl", "p/env.hcl", "p/u/unit.yaml", "common.yaml"}
 
 
 def test_read_terragrunt_config_evaluates_in_the_read_files_folder():
     files = {"a/b/terragrunt.hcl": 'locals {\n  r = read_terragrunt_config("../region/region.hcl")\n}\n',
-             "a/region/region.hcl": 'locals {\n  acct = read_terragrunt_config(find_in_parent_folders("account.hcl"))\n}\n',
+             "a/region/region.hcl":
+                 'locals {\n  acct = read_terragrunt_config(find_in_parent_folders("account.hcl"))\n}\n',
              "a/account.hcl": "", "a/region/account.hcl": ""}
     assert evaluate(files, "a/b").reads == {"a/region/region.hcl", "a/account.hcl"}
 
@@ -159,7 +164,8 @@ def test_remote_sources_are_not_local_modules():
 
 def test_missing_local_source_folder_is_an_error():
     result = evaluate({"u/terragrunt.hcl": 'terraform {\n  source = "../modules//gone"\n}\n'}, "u")
-    assert messages(result, "error") == ["u/terragrunt.hcl:2: terraform source '../modules//gone': folder modules/gone does not exist"]
+    assert messages(result, "error") == [
+        "u/terragrunt.hcl:2: terraform source '../modules//gone': folder modules/gone does not exist"]
 
 
 def test_read_past_the_repository_root_is_an_error():
@@ -185,7 +191,8 @@ def test_missing_file_read_is_a_warning_and_conservative():
     unit = 'locals {\n  o = try(yamldecode(file("${get_terragrunt_dir()}/override.yaml")), {})\n}\n'
     result = evaluate({"u/terragrunt.hcl": unit}, "u")
     assert result.conservative
-    assert messages(result, "warning")[0].startswith("u/terragrunt.hcl:2: file() reads u/override.yaml, which does not exist")
+    assert messages(result, "warning")[0].startswith(
+        "u/terragrunt.hcl:2: file() reads u/override.yaml, which does not exist")
 
 
 def test_absolute_path_pasted_after_a_folder_is_recovered():

@@ -308,7 +308,8 @@ def test_a_unit_with_many_problems_lists_the_first_ones(tmp_path):
     source = "locals {\n" + "".join(f'  a{i} = file(get_env("X{i}"))\n' for i in range(300)) + "}\n"
     result = evaluate({"u/terragrunt.hcl": source}, "u")
     warnings = messages(result, "warning")
-    assert len(warnings) == 51 and warnings[-1] == "u/terragrunt.hcl:None: 250 more problems of this unit are not listed"
+    assert len(warnings) == 51
+    assert warnings[-1] == "u/terragrunt.hcl:None: 250 more problems of this unit are not listed"
 
 
 # ---- 5. detection as a whole, in a bounded child process -----------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 from pipelines_dagster.core import account_factory, drift, watch
 from pipelines_dagster.core.config import Account
 from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, RunSpec, Status
-from pipelines_dagster.redact import Redactor
 from pipelines_dagster.core.reporter import Reporter
 from pipelines_dagster.integrations.github import GitHubClient
+from pipelines_dagster.redact import Redactor
 from tests.fakes.github_fake import github_fake_fixture
 from tests.gfm import github, visible
 

@@ -20,7 +20,8 @@ def test_rows_outputs_errors_and_link():
                           errors=["root.hcl:3: syntax error"], warnings=["w1"], run_url="http://ui/runs/abc")
     assert "### ❌ pipelines-dagster plan: failed" in body
     assert "Commit `ffffffffffff` · 2 change(s) · [Dagster run](http://ui/runs/abc)" in body
-    assert "| ✅ succeeded | ModuleChanged | `prod/us-east-1/app1` | prod | plan | 1 to add, 1 to change, 0 to destroy | 12s |" in body
+    assert ("| ✅ succeeded | ModuleChanged | `prod/us-east-1/app1` | prod | plan "
+            "| 1 to add, 1 to change, 0 to destroy | 12s |") in body
     assert "- root.hcl:3: syntax error" in body and "<details><summary>Warnings</summary>" in body
     assert body.index("prod/us-east-1/app2: plan") < body.index("prod/us-east-1/app1: plan")  # failures first
     assert "Error: boom" in body

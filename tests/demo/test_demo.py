@@ -15,8 +15,7 @@ from pipelines_dagster.core.model import Event
 from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.demo import layout
 from pipelines_dagster.demo.run import create, environment
-from tests.dagsterui import (LAUNCH, RUNS, command, emulator_port, free_port, port_open, running_demo,
-                             wait_for_run)
+from tests.dagsterui import LAUNCH, RUNS, command, emulator_port, free_port, port_open, running_demo, wait_for_run
 
 VENV_BIN = Path(sys.executable).parent
 # A first start here: about 30 s for the initial apply of five units, 20 s for dagster dev; bounds, not estimates.

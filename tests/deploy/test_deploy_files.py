@@ -641,7 +641,8 @@ def test_kubernetes_typed_helm_values_validate_inside_a_pod():
                          "resources": launcher["resources"], "imagePullPolicy": launcher["imagePullPolicy"],
                          "envFrom": [{"configMapRef": s} for s in launcher["envConfigMaps"]],
                          "securityContext": launcher["runK8sConfig"]["containerConfig"]["securityContext"],
-                         "env": [dict(zip(("name", "value"), v.split("=", 1))) for v in launcher["envVars"]]},
+                         "env": [dict(zip(("name", "value"), v.split("=", 1), strict=False))
+                                 for v in launcher["envVars"]]},
                         {"name": "code", "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
                          "imagePullPolicy": deployment["image"]["pullPolicy"], "resources": deployment["resources"],
                          "ports": [{"containerPort": deployment["port"]}],
@@ -679,7 +680,7 @@ def test_dockerfile_pins_match_the_project():
         assert re.fullmatch(r"\d+\.\d+\.\d+", args[f"{tool}_VERSION"]), tool
     downloads = [c.value[0] for c in commands if c.cmd == "RUN" and "curl -fsSLo" in c.value[0]]
     assert len(downloads) == 3
-    for tool, run in zip(("TERRAFORM", "TOFU", "TERRAGRUNT"), downloads):
+    for tool, run in zip(("TERRAFORM", "TOFU", "TERRAGRUNT"), downloads, strict=True):
         assert f"${{{tool}_VERSION}}" in run and f"${{{tool}_SHA256}}" in run and "sha256sum -c" in run, run
 
     # Python packages: the lock, with the production extra pinned as the Dagster family
@@ -702,6 +703,6 @@ def test_dockerfile_serves_the_code_location_the_chart_expects():
     assert cmd.json and list(cmd.value) == ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p",
                                             str(deployment["port"]), *deployment["dagsterApiGrpcArgs"]]
     assert [c.value[0] for c in commands if c.cmd == "EXPOSE"] == [str(deployment["port"])]
-    env = dict(zip(*[iter(next(c.value for c in commands if c.cmd == "ENV"))] * 2))
+    env = dict(zip(*[iter(next(c.value for c in commands if c.cmd == "ENV"))] * 2, strict=False))
     assert env["DAGSTER_HOME"] == instance()["run_launcher"]["config"]["dagster_home"]
     assert [c.value[0] for c in commands if c.cmd == "USER"] == ["10001"]  # not root

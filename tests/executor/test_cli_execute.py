@@ -6,24 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ACCOUNTS, null_unit, terraform_binary
-
-
-@pytest.fixture
-def cli_env(aws, plugin_dir, tf_cli_config, token_file, tmp_path) -> dict:
-    return {
-        "PATH": f"{Path(terraform_binary()).parent}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "PIPELINES_CACHE_DIR": str(tmp_path / "cache"),
-        "PIPELINES_TF_PLUGIN_DIR": str(plugin_dir),
-        "PIPELINES_WEB_IDENTITY_TOKEN_FILE": str(token_file),
-        "AWS_ENDPOINT_URL": aws.endpoint,
-        "AWS_REGION": "us-east-1",
-        "TF_CLI_CONFIG_FILE": str(tf_cli_config),
-        "TMPDIR": str(tmp_path),
-    }
+from tests.conftest import ACCOUNTS, null_unit
 
 
 def execute(env: dict, *args: str) -> subprocess.CompletedProcess:

@@ -7,16 +7,23 @@ import sys
 import threading
 import time
 import urllib.parse
+from datetime import UTC
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
 from pipelines_dagster.core.config import Account, RolesConfig
-from pipelines_dagster.core.credentials import (CommandTokenSource, CredentialProvider, CredentialsError,
-                                                FileTokenSource, GitHubActionsTokenSource, role_arn_for,
-                                                session_name, token_source_from_env)
-
+from pipelines_dagster.core.credentials import (
+    CommandTokenSource,
+    CredentialProvider,
+    CredentialsError,
+    FileTokenSource,
+    GitHubActionsTokenSource,
+    role_arn_for,
+    session_name,
+    token_source_from_env,
+)
 from tests.conftest import ACCOUNTS, OIDC_TOKEN
 
 DEV = Account(id=ACCOUNTS["dev"])
@@ -172,11 +179,11 @@ def _stubbed_provider(token_file, sleeps):
 
 
 def _ok_response():
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     return {"Credentials": {"AccessKeyId": "ASIASTUBBEDEXAMPLE01", "SecretAccessKey": "s" * 40,
                             "SessionToken": "t" * 100,
-                            "Expiration": datetime.now(timezone.utc) + timedelta(hours=1)}}
+                            "Expiration": datetime.now(UTC) + timedelta(hours=1)}}
 
 
 def test_throttling_is_retried_with_growing_backoff(token_file):

@@ -7,10 +7,8 @@ import time
 import uuid
 from pathlib import Path
 
-from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.executor import ExecuteRequest
-from pipelines_dagster.core.model import Action, Event
-
+from pipelines_dagster.core.model import Action, Event, Status
 from tests.conftest import ACCOUNTS, env_file, null_unit
 
 DEV = ACCOUNTS["dev"]
@@ -246,7 +244,8 @@ def test_apply_role_is_refused_off_the_deploy_branch_and_apply_is_refused_for_pu
 
     refused = executor.execute(request("dev/feature", "apply", head), on_deploy_branch=False)
     assert refused.status is Status.FAILED
-    assert "refusing to assume the apply role" in refused.message and "not on the deploy branch 'main'" in refused.message
+    assert "refusing to assume the apply role" in refused.message
+    assert "not on the deploy branch 'main'" in refused.message
     assert refused.role_arn is None and refused.exit_code is None
 
     on_pr = executor.execute(request("dev/feature", "apply", head, event="pull_request"), on_deploy_branch=False)

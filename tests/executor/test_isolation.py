@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipelines_dagster.core.engine import EngineSettings, child_environment
-from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.isolation import RunFolder, UnitUser, can_use, resolve_unit_user
-
+from pipelines_dagster.core.model import Status
 from tests.conftest import OIDC_TOKEN, env_file, null_unit, s3_backend, terraform_binary
 from tests.executor.test_engine import request
 

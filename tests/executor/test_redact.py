@@ -3,7 +3,6 @@
 from pipelines_dagster.core.engine import OutputCapture, error_message, parse_lock_info
 from pipelines_dagster.core.model import PlanSummary
 from pipelines_dagster.redact import MASK, Redactor, StreamRedactor, without_url_credentials
-
 from tests.conftest import OIDC_TOKEN
 
 

@@ -11,15 +11,12 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created
-
 from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, null_unit
-from tests.executor.test_cli_execute import cli_env  # noqa: F401 (fixture)
 from tests.executor.test_engine import request
 
 DEV = ACCOUNTS["dev"]
@@ -46,7 +43,7 @@ def lock_item(aws, unit: str) -> dict | None:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_plans_read_a_locked_state_and_applies_wait_for_the_lock_up_to_their_timeout(repo, aws, make_executor,
@@ -161,7 +158,7 @@ def test_a_lock_held_by_a_live_process_of_ours_is_not_stale(tmp_path):
     from pipelines_dagster.core.statelock import Holders, stale_reason, who
 
     holders = Holders(tmp_path / "holders")
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
+    created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000 UTC")
     me = who("nobody")
     with holders.holding(os.getpid(), me, "dev/x", "apply") as hold:
         assert stale_reason(me, created, holders, max_age_s=3600) is None  # its holder is alive

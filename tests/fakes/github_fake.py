@@ -35,7 +35,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
@@ -61,11 +61,11 @@ STATUS_TEXT = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_iso(value: str) -> float:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def fake_sha(*parts) -> str:
@@ -659,9 +659,9 @@ class GitHubFake:
             claims = jwt.decode(token, app["public_key"], algorithms=["RS256"], leeway=60)
         except jwt.ExpiredSignatureError:
             raise ApiError(401, "'Expiration time' claim ('exp') must be a numeric value representing the future "
-                                "time at which the assertion expires")
+                                "time at which the assertion expires") from None
         except jwt.PyJWTError:
-            raise ApiError(401, "A JSON web token could not be decoded")
+            raise ApiError(401, "A JSON web token could not be decoded") from None
         if int(claims.get("exp", 0)) - int(claims.get("iat", 0)) > 660:
             raise ApiError(401, "'Expiration time' claim ('exp') is too far in the future")
         ident = self.user(f"{app['slug']}", "Bot")
@@ -828,7 +828,7 @@ class GitHubFake:
             per_page = max(1, min(100, int(query.get("per_page") or 30)))
             page = max(1, int(query.get("page") or 1))
         except ValueError:
-            raise ApiError(422, "Invalid request.\n\nper_page and page must be integers.")
+            raise ApiError(422, "Invalid request.\n\nper_page and page must be integers.") from None
         last = max(1, math.ceil(len(items) / per_page))
         chunk = items[(page - 1) * per_page: page * per_page]
         if last == 1:

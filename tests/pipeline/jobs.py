@@ -58,7 +58,7 @@ def launch(repo, env: dict, config: dict, github_repo: str | None = None, instan
     """A run with `config` as orchestrate's run config, as the Launchpad gives it."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
-    with run_in_process({"ops": {"orchestrate": {"config": config}}}, instance=instance or dg.DagsterInstance.ephemeral(),
-                        environment=environment) as result:
+    with run_in_process({"ops": {"orchestrate": {"config": config}}},
+                        instance=instance or dg.DagsterInstance.ephemeral(), environment=environment) as result:
         reported = any(e.step_key == "report" and e.event_type_value == "STEP_OUTPUT" for e in result.all_events)
         return Run(result, result.output_for_node("report") if reported else None)

@@ -58,7 +58,8 @@ def test_merge_adding_an_account_opens_one_baseline_pull_request(remote, plugin_
     files = branch_files(remote.bare, BRANCH)
     assert 'account_id   = "333333333333"' in files["sandbox/account.hcl"]
     assert 'aws_region = "us-east-1"' in files["sandbox/us-east-1/region.hcl"]
-    assert 'source        = "../../../modules/pipelines-bootstrap"' in files["sandbox/_global/pipelines-bootstrap/main.tf"]
+    bootstrap = files["sandbox/_global/pipelines-bootstrap/main.tf"]
+    assert 'source        = "../../../modules/pipelines-bootstrap"' in bootstrap
     assert "aws_iam_openid_connect_provider" in files["modules/pipelines-bootstrap/main.tf"]
     assert "modules/pipelines-bootstrap/policies/main.tf" in files
     pulls = [p for p in github.pulls(GH_REPO) if p["head"]["ref"] == BRANCH]

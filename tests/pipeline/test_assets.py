@@ -8,8 +8,10 @@ import time
 import dagster as dg
 import pytest
 from dagster._core.code_pointer import ModuleCodePointer
-from dagster._core.definitions.reconstruct import (initialize_repository_def_from_pointer,
-                                                   reconstruct_repository_def_from_pointer)
+from dagster._core.definitions.reconstruct import (
+    initialize_repository_def_from_pointer,
+    reconstruct_repository_def_from_pointer,
+)
 
 from pipelines_dagster.definitions import defs
 from tests.conftest import GitRepo

@@ -33,7 +33,8 @@ def test_run_persists_to_dagster_home_and_exits_by_outcome(repo, aws, plugin_dir
     repo.commit({"dev/ok/main.tf": null_unit(aws.endpoint, "dev/ok", count=2)})
     ok = run_cli(env, "--repo", str(repo.path), "--event", "pull_request", "--base", base, "--head", "feature")
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert "| ✅ succeeded | ModuleAdded | `dev/ok` | dev | plan | 2 to add, 0 to change, 0 to destroy, 1 output change |" in ok.stdout
+    assert ("| ✅ succeeded | ModuleAdded | `dev/ok` | dev | plan "
+            "| 2 to add, 0 to change, 0 to destroy, 1 output change |") in ok.stdout
     repo.commit({"dev/bad/main.tf": null_unit(aws.endpoint, "dev/bad", extra='resource "nope" "x" {}\n')})
     bad = run_cli(env, "--repo", str(repo.path), "--event", "pull_request", "--base", base, "--head", "feature")
     assert bad.returncode == 1

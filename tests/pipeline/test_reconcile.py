@@ -15,8 +15,12 @@ from pipelines_dagster.definitions import defs
 from pipelines_dagster.demo.aws import backend_settings, state_bucket
 from tests.conftest import ACCOUNTS, REGION, null_unit
 from tests.pipeline.jobs import run_job
-from tests.pipeline.test_drift import BehindTerraformsBack, applied_units, run_drift
-from tests.pipeline.test_drift import env  # noqa: F401 (a fixture)
+from tests.pipeline.test_drift import (
+    BehindTerraformsBack,
+    applied_units,
+    env,  # noqa: F401 (a fixture)
+    run_drift,
+)
 
 DEV = ACCOUNTS["dev"]
 

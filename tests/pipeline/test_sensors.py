@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from pipelines_dagster.core.lineage import Lineage, read_lineage
-from pipelines_dagster.defs import sensors
 from pipelines_dagster.definitions import run_in_process
+from pipelines_dagster.defs import sensors
 from pipelines_dagster.defs.pipeline import make_pipeline_job
 from pipelines_dagster.defs.resources import resources_from_settings
 from pipelines_dagster.settings import Settings

@@ -8,6 +8,8 @@ Regular expressions run on RE2, in time linear in pattern and text.
 
 import posixpath
 import re
+from collections.abc import Callable
+from typing import Any
 
 from .paths import ROOT, TERRAGRUNT_FILE, rel_dir, relpath, resolve_path, to_abs
 from .values import MAX_VALUE_SIZE, EvalError, Unknown, shorten, to_string
@@ -77,10 +79,12 @@ def _flatten(items) -> list:
 
 
 def _join(sep: str, *lists) -> str:
-    items = [to_string(x) for x in _flatten(list(lists))]
-    unknown = next((x for x in items if isinstance(x, Unknown)), None)
-    if unknown is not None:
-        raise ValueError(unknown.reason)
+    items: list[str] = []
+    for x in _flatten(list(lists)):
+        item = to_string(x)
+        if isinstance(item, Unknown):
+            raise ValueError(item.reason)
+        items.append(item)
     _too_large(sum(map(len, items)) + len(sep) * max(len(items) - 1, 0))
     return sep.join(items)
 
@@ -144,7 +148,7 @@ def _replace(s: str, old: str, new: str) -> str:
     return compiled.sub(expand, s)
 
 
-FUNCTIONS = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "dirname": lambda p: posixpath.dirname(p.rstrip("/")) if p.rstrip("/") else "/",
     "basename": lambda p: posixpath.basename(p.rstrip("/")),
     "abspath": posixpath.normpath,

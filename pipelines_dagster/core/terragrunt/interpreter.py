@@ -7,8 +7,21 @@ from dataclasses import dataclass, field
 from .functions import COMBINING, FUNCTION_ERRORS, FUNCTIONS, LENIENT, TREE_FUNCTIONS, failure
 from .paths import rel_dir, to_abs
 from .tree import Inputs, TreeView
-from .values import (MAX_VALUE_DEPTH, MAX_VALUE_SIZE, TOO_DEEP, TOO_LARGE, Limit, SizedList, SizedMap, Unknown,
-                     bounded, measure, shorten, sized, to_string)
+from .values import (
+    MAX_VALUE_DEPTH,
+    MAX_VALUE_SIZE,
+    TOO_DEEP,
+    TOO_LARGE,
+    Limit,
+    SizedList,
+    SizedMap,
+    Unknown,
+    bounded,
+    measure,
+    shorten,
+    sized,
+    to_string,
+)
 
 MAX_EVAL_DEPTH = 150  # expressions being evaluated inside each other (through locals and configs read)
 MAX_EVAL_STEPS = 2_000_000  # expressions evaluated plus elements measured, per unit
@@ -150,13 +163,13 @@ class Interpreter:
             if kind == "tuple":
                 return self._collection(SizedList(self.eval(e, scope) for e in expr[1]))
             if kind == "obj":
-                out = SizedMap()
+                obj = SizedMap()
                 for key_expr, value_expr in expr[1]:
                     key = to_string(self.eval(key_expr, scope))
                     if isinstance(key, Unknown):
                         return key
-                    out[key] = self.eval(value_expr, scope)
-                return self._collection(out)
+                    obj[key] = self.eval(value_expr, scope)
+                return self._collection(obj)
             if kind == "cond":
                 cond = self.eval(expr[1], scope)
                 if isinstance(cond, bool):

@@ -196,7 +196,7 @@ def _expr_from_literal(node) -> list:
 
 
 def _attributes(body) -> dict:
-    out = {}
+    out: dict[str, tree_sitter.Node] = {}
     if body is None:
         return out
     for child in body.children:
@@ -234,8 +234,9 @@ def _first_error(node, conv: _Converter):
 
 
 def _empty_facts() -> dict:
-    return {"v": FACTS_VERSION, "locals": {}, "local_lines": {}, "includes": [], "dependencies": [], "dependencies_paths": [],
-            "source": None, "backend": False, "modules": [], "reads": [], "syntax_error": None}
+    return {"v": FACTS_VERSION, "locals": {}, "local_lines": {}, "includes": [], "dependencies": [],
+            "dependencies_paths": [], "source": None, "backend": False, "modules": [], "reads": [],
+            "syntax_error": None}
 
 
 def parse_facts(source: bytes) -> dict:
@@ -254,7 +255,7 @@ def parse_facts(source: bytes) -> dict:
         if err:
             facts["syntax_error"] = {"line": err[0], "col": err[1], "message": f"syntax error: {err[2]}"}
     body = next((c for c in root.children if c.type == "body"), None)
-    for name, labels, inner, block in _blocks(body):
+    for name, labels, inner, _block in _blocks(body):
         attrs = _attributes(inner)
         if name == "locals":
             for key, value in attrs.items():

@@ -40,7 +40,7 @@ class UnitEval:
 class UnitEvaluator(Interpreter):
     """Evaluates one unit (and everything it includes, reads and runs) at one tree."""
 
-    def __init__(self, view):
+    def __init__(self, view) -> None:
         super().__init__(view)
         self.result = UnitEval()
         self._processed: set[tuple[str, str]] = set()
@@ -52,7 +52,7 @@ class UnitEvaluator(Interpreter):
     def terragrunt_unit(self, unit_dir: str) -> UnitEval:
         config = config_file(unit_dir)
         source = self._process_config(config, config, own_unit=True)
-        module_dir = unit_dir
+        module_dir: str | None = unit_dir
         if source is not None:
             module_dir = self._terragrunt_source(source)
         if module_dir is not None:

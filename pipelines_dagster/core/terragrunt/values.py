@@ -36,12 +36,16 @@ class SizedList(list):
     known."""
 
     __slots__ = ("size", "depth")
+    size: int
+    depth: int
 
 
 class SizedMap(dict):
     """A map whose size (entries, characters of keys and values, nested ones included) and depth are known."""
 
     __slots__ = ("size", "depth")
+    size: int
+    depth: int
 
 
 TOO_LARGE = f"a value larger than {MAX_VALUE_SIZE:,} elements and characters"
