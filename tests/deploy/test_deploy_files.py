@@ -29,7 +29,9 @@ import dagster as dg
 import kubernetes_validate
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from pipelines_dagster.defs.pipeline import JOB_NAME
@@ -686,10 +688,10 @@ def test_dockerfile_pins_match_the_project():
     # Python packages: the lock, with the production extra pinned as the Dagster family
     [install] = [c.value[0] for c in commands if c.cmd == "RUN" and "pip install" in c.value[0]]
     assert "-c requirements.lock" in install and '".[deploy]"' in install
-    deploy_pins = dict(p.split("==") for p in project["project"]["optional-dependencies"]["deploy"])
-    assert set(deploy_pins) == {"dagster-postgres", "dagster-k8s"}
-    assert set(deploy_pins.values()) == {pins["dagster-aws"]}
-    assert all(pins[name] == version for name, version in deploy_pins.items())
+    deploy = {r.name: r.specifier for r in map(Requirement, project["project"]["optional-dependencies"]["deploy"])}
+    assert set(deploy) == {"dagster-postgres", "dagster-k8s"}
+    assert {pins[name] for name in deploy} == {pins["dagster-aws"]}  # the Dagster family, one release
+    assert all(specifier.contains(pins[name]) for name, specifier in deploy.items())
     copied = [src for c in commands if c.cmd == "COPY" and not any(f.startswith("--from") for f in c.flags)
               for src in c.value[:-1]]
     assert copied and all((ROOT / src).exists() for src in copied), copied
@@ -706,3 +708,22 @@ def test_dockerfile_serves_the_code_location_the_chart_expects():
     env = dict(zip(*[iter(next(c.value for c in commands if c.cmd == "ENV"))] * 2, strict=False))
     assert env["DAGSTER_HOME"] == instance()["run_launcher"]["config"]["dagster_home"]
     assert [c.value[0] for c in commands if c.cmd == "USER"] == ["10001"]  # not root
+
+
+def test_exact_pins_only_in_the_lock_and_the_lock_satisfies_every_requirement():
+    """pyproject.toml names compatible ranges; requirements.lock pins every installed package exactly, within them."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = {canonicalize_name(name): version for name, version in lock().items()}
+    requirements = [Requirement(r) for r in project["dependencies"]] + [
+        Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    requirements = [r for r in requirements if canonicalize_name(r.name) != canonicalize_name(project["name"])]
+    assert requirements
+    exact = [str(r) for r in requirements if any(s.operator in ("==", "===") for s in r.specifier)]
+    assert not exact, f"exact pins belong in requirements.lock only: {exact}"
+    unpinned = [r.name for r in requirements if canonicalize_name(r.name) not in pins]
+    assert not unpinned, f"not in requirements.lock: {unpinned}"
+    outside = [f"{r} (lock: {pins[canonicalize_name(r.name)]})" for r in requirements
+               if not r.specifier.contains(pins[canonicalize_name(r.name)])]
+    assert not outside, f"the lock is outside pyproject's ranges: {outside}"
+    lines = (ROOT / "requirements.lock").read_text().splitlines()
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+!-]+", line) for line in lines), "one exact pin per line"
