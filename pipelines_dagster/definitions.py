@@ -71,9 +71,12 @@ def in_process_job(environment: dict[str, str] | None = None) -> dg.JobDefinitio
     return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(JOB_NAME)
 
 
-def run_in_process(run_config: dict, *, instance: dg.DagsterInstance, environment: dict[str, str] | None = None,
-                   tags: dict | None = None):
-    """Run the job in this process (Dagster's execute_job with the job rebuilt by `in_process_job`)."""
+def run_in_process(run_config: dict | None, *, instance: dg.DagsterInstance,
+                   environment: dict[str, str] | None = None, tags: dict | None = None,
+                   reexecution: dg.ReexecutionOptions | None = None):
+    """Run the job in this process (Dagster's execute_job with the job rebuilt by `in_process_job`); with
+    `reexecution`, a re-execution of an earlier run (its run config is the earlier run's)."""
     job = dg.build_reconstructable_job("pipelines_dagster.definitions", "in_process_job",
                                        reconstructable_kwargs={"environment": environment or {}})
-    return dg.execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+    return dg.execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False,
+                          reexecution_options=reexecution)

@@ -53,12 +53,15 @@ def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = 
                   github_repo=github_repo, instance=instance, **settings)
 
 
-def launch(repo, env: dict, config: dict, github_repo: str | None = None, instance: dg.DagsterInstance | None = None,
+def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
+           instance: dg.DagsterInstance | None = None, reexecution: dg.ReexecutionOptions | None = None,
            **settings: str) -> Run:
-    """A run with `config` as orchestrate's run config, as the Launchpad gives it."""
+    """A run with `config` as orchestrate's run config, as the Launchpad gives it; with `reexecution` (and `config`
+    None), what the UI's re-execute buttons launch."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
-    with run_in_process({"ops": {"orchestrate": {"config": config}}},
-                        instance=instance or dg.DagsterInstance.ephemeral(), environment=environment) as result:
+    run_config = {"ops": {"orchestrate": {"config": config}}} if config is not None else None
+    with run_in_process(run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
+                        reexecution=reexecution) as result:
         reported = any(e.step_key == "report" and e.event_type_value == "STEP_OUTPUT" for e in result.all_events)
         return Run(result, result.output_for_node("report") if reported else None)

@@ -1,6 +1,7 @@
 """The job, run in-process by Dagster with real git, Terraform, the AWS emulator and the GitHub fake."""
 
 import http.server
+import json
 import threading
 import urllib.error
 import urllib.request
@@ -15,9 +16,10 @@ from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.defs import pipeline
 from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.demo.aws import state_bucket
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
 from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.jobs import run_job
+from tests.pipeline.jobs import launch, run_job
 
 
 @pytest.fixture
@@ -315,3 +317,41 @@ def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dag
     assert run.success and run.github_problems() == []
     assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["success"]  # pending was refused
     assert len(github.comments(GH_REPO, number)) == 1  # the retried report updated the same comment
+
+
+def test_reexecute_from_failure_runs_only_the_failed_change_and_updates_the_same_comment(repo, aws, env, github):
+    """The UI's "Re-execute from failure": the failed change's step runs again (its cause fixed meanwhile: the
+    state it reads now exists), the others' plans are reused, and the report edits the pull request's comment."""
+    from tests.pipeline.test_reconcile import reads_state_of
+
+    tag = uuid.uuid4().hex[:6]
+    ok, needs, missing = f"dev/ok-{tag}", f"dev/needs-{tag}", f"dev/later-{tag}"
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    reads_missing = reads_state_of(aws.endpoint, missing)
+    head = repo.commit({f"{ok}/main.tf": null_unit(aws.endpoint, ok),
+                        f"{needs}/main.tf": null_unit(aws.endpoint, needs, extra=reads_missing)})
+    number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
+    instance = dg.DagsterInstance.ephemeral()
+    first = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO, instance=instance)
+    assert not first.success
+    assert {u: o.status.value for u, o in units(first).items()} == {ok: "succeeded", needs: "failed"}
+    [comment] = github.comments(GH_REPO, number)
+    assert "❌ failed" in comment["body"] and f"`{needs}`" in comment["body"]
+
+    s3 = aws.client("s3", ACCOUNTS["dev"])  # what the failed plan was missing appears
+    s3.put_object(Bucket=state_bucket(ACCOUNTS["dev"]), Key=f"{missing}/terraform.tfstate", Body=json.dumps({
+        "version": 4, "terraform_version": "1.0.3", "serial": 1, "lineage": tag, "resources": [],
+        "outputs": {"items": {"value": 2, "type": "number"}}}).encode())
+    github.clear_log()
+    again = launch(repo, env, None, github_repo=GH_REPO, instance=instance,
+                   reexecution=dg.ReexecutionOptions.from_failure(first.run_id, instance))
+    assert again.success, again.outcomes
+    ran = {e.step_key for e in again.all_events if e.event_type_value == "STEP_START"}
+    plans = {k for k in ran if k.startswith("plan[")}
+    assert plans == {f"plan[{units(first)[needs].change.key}]"}  # only the failed change
+    assert "orchestrate" not in ran and "report" in ran
+    assert {u: o.status.value for u, o in units(again).items()} == {ok: "succeeded", needs: "succeeded"}
+    [updated] = github.comments(GH_REPO, number)  # the same comment, edited
+    assert updated["id"] == comment["id"] and "❌" not in updated["body"]
+    assert updated["body"].count("| ✅ succeeded |") == 2
