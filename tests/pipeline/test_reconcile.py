@@ -4,6 +4,7 @@ a drift check fails, materializing the unit makes it pass again, and with PIPELI
 automation does it by itself. The code location as Dagster loads it, real git, Terraform and the AWS emulator."""
 
 import json
+import uuid
 
 import dagster as dg
 import pytest
@@ -60,21 +61,28 @@ def reads_state_of(endpoint: str, unit: str) -> str:
             '  triggers = { items = data.terraform_remote_state.dependency.outputs.items }\n}\n')
 
 
+def unique(*names: str) -> dict[str, str]:
+    """Unit paths of this test's own (the emulator's state is shared by the tests of a worker)."""
+    tag = uuid.uuid4().hex[:6]
+    return {name: f"dev/{name}-{tag}" for name in names}
+
+
 def test_materializing_units_applies_them_at_the_tip_dependencies_first(repo, aws, env):  # noqa: F811
-    repo.commit({".pipelines.yml": "deploy_branch: main\ndependencies:\n  dev/app: [dev/db]\n  dev/db: [dev/net]\n"
-                                   "  dev/worker: [dev/broken]\n"})
+    u = unique("net", "db", "app", "broken", "worker")
+    repo.commit({".pipelines.yml": f"deploy_branch: main\ndependencies:\n  {u['app']}: [{u['db']}]\n"
+                                   f"  {u['db']}: [{u['net']}]\n  {u['worker']}: [{u['broken']}]\n"})
     tip = repo.commit({
-        "dev/net/main.tf": null_unit(aws.endpoint, "dev/net"),
-        "dev/db/main.tf": null_unit(aws.endpoint, "dev/db", extra=reads_state_of(aws.endpoint, "dev/net")),
-        "dev/app/main.tf": null_unit(aws.endpoint, "dev/app", extra=reads_state_of(aws.endpoint, "dev/db")),
-        "dev/broken/main.tf": null_unit(aws.endpoint, "dev/broken", extra='resource "nope" "x" {}\n'),
-        "dev/worker/main.tf": null_unit(aws.endpoint, "dev/worker")})
+        f"{u['net']}/main.tf": null_unit(aws.endpoint, u["net"]),
+        f"{u['db']}/main.tf": null_unit(aws.endpoint, u["db"], extra=reads_state_of(aws.endpoint, u["net"])),
+        f"{u['app']}/main.tf": null_unit(aws.endpoint, u["app"], extra=reads_state_of(aws.endpoint, u["db"])),
+        f"{u['broken']}/main.tf": null_unit(aws.endpoint, u["broken"], extra='resource "nope" "x" {}\n'),
+        f"{u['worker']}/main.tf": null_unit(aws.endpoint, u["worker"])})
     instance = dg.DagsterInstance.ephemeral()
-    result = materialize(instance, ["dev/app", "dev/db", "dev/net", "dev/broken", "dev/worker"])
-    assert not result.success  # dev/broken failed: the step fails after recording what was applied
+    result = materialize(instance, [u["app"], u["db"], u["net"], u["broken"], u["worker"]])
+    assert not result.success  # the broken unit failed: the step fails after recording what was applied
     done = materialized(result)
-    assert set(done) == {"dev/net", "dev/db", "dev/app"}  # each read its dependency's state: applied after it
-    app = done["dev/app"]
+    assert set(done) == {u["net"], u["db"], u["app"]}  # each read its dependency's state: applied after it
+    app = done[u["app"]]
     assert (app["commit"].value, app["action"].value, app["status"].value, app["resources_added"].value) == (
         tip, "apply", "succeeded", 3)
     assert app["role_arn"].value == f"arn:aws:iam::{DEV}:role/pipelines-apply"
@@ -82,8 +90,9 @@ def test_materializing_units_applies_them_at_the_tip_dependencies_first(repo, aw
     assert rows == {("null_resource.item[0]", "create"), ("null_resource.item[1]", "create"),
                     ("null_resource.after", "create")}
     message = failure(result)
-    assert "dev/broken: failed" in message and "dev/worker: skipped: it depends on dev/broken" in message
-    assert aws.state(DEV, "dev/worker/terraform.tfstate") is None
+    assert f"{u['broken']}: failed" in message
+    assert f"{u['worker']}: skipped: it depends on {u['broken']}" in message
+    assert aws.state(DEV, f"{u['worker']}/terraform.tfstate") is None
     tags = instance.get_run_by_id(result.run_id).tags
     assert tags[watch.TAG_APPLY_LOCK] == watch.repo_identity(str(repo.path))  # queued with applies
     assert (tags[watch.TAG_SHA], tags[watch.TAG_EVENT], tags["pipelines/account-dev"]) == (tip, "push", "true")
@@ -92,23 +101,24 @@ def test_materializing_units_applies_them_at_the_tip_dependencies_first(repo, aw
 def test_materializing_refuses_anything_but_the_tip_and_never_rolls_a_unit_back(repo, aws, env,  # noqa: F811
                                                                                  plugin_dir):
     instance = dg.DagsterInstance.ephemeral()
-    c1 = repo.commit({"dev/order/main.tf": null_unit(aws.endpoint, "dev/order", trigger="old")})
-    c2 = repo.commit({"dev/order/main.tf": null_unit(aws.endpoint, "dev/order", trigger="new")})
+    order = unique("order")["order"]
+    c1 = repo.commit({f"{order}/main.tf": null_unit(aws.endpoint, order, trigger="old")})
+    c2 = repo.commit({f"{order}/main.tf": null_unit(aws.endpoint, order, trigger="new")})
 
-    older = materialize(instance, ["dev/order"], commit=c1)
+    older = materialize(instance, [order], commit=c1)
     assert not older.success and materialized(older) == {}
     assert f"refused: {c1} ({c1[:12]}) is not the tip of the deploy branch main ({c2[:12]})" in failure(older)
-    assert aws.state(DEV, "dev/order/terraform.tfstate") is None  # nothing applied
+    assert aws.state(DEV, f"{order}/terraform.tfstate") is None  # nothing applied
 
-    by_name = materialize(instance, ["dev/order"], commit="main")  # the tip, by the branch's name
-    assert by_name.success and materialized(by_name)["dev/order"]["commit"].value == c2
+    by_name = materialize(instance, [order], commit="main")  # the tip, by the branch's name
+    assert by_name.success and materialized(by_name)[order]["commit"].value == c2
     assert run_job(repo, {"plugin_dir": str(plugin_dir)}, "push", c1, c2, instance=instance).success
 
     repo.git("reset", "-q", "--hard", c1)  # the deploy branch rewritten to an older commit
-    back = materialize(instance, ["dev/order"])
+    back = materialize(instance, [order])
     assert not back.success and materialized(back) == {}
-    assert f"dev/order: refused: dev/order was already applied at {c2[:12]}" in failure(back)
-    state = aws.state(DEV, "dev/order/terraform.tfstate")
+    assert f"{order}: refused: {order} was already applied at {c2[:12]}" in failure(back)
+    state = aws.state(DEV, f"{order}/terraform.tfstate")
     assert {i["attributes"]["triggers"]["version"] for r in state["resources"] for i in r["instances"]} == {"new"}
 
 
