@@ -23,9 +23,10 @@ def request(unit: str, action: str, head: str, base: str | None = None, event: s
 
 
 def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_executor, settings):
-    head = repo.commit({"dev/app/main.tf": null_unit(aws.endpoint, "dev/app", count=3)})
+    unit = f"dev/app-{uuid.uuid4().hex[:6]}"  # the emulator's state is shared: a unit of its own
+    head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=3)})
 
-    result = make_executor().execute(request("dev/app", "plan", head, pr=7), on_deploy_branch=False)
+    result = make_executor().execute(request(unit, "plan", head, pr=7), on_deploy_branch=False)
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert (result.summary.add, result.summary.change, result.summary.destroy) == (3, 0, 0)
@@ -36,7 +37,7 @@ def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_execut
     assert "Plan: 3 to add, 0 to change, 0 to destroy." in result.output
     assert result.role_arn == f"arn:aws:iam::{DEV}:role/pipelines-plan" and result.account == "dev"
     # a plan writes no state, and the private working copy is gone
-    assert aws.state(DEV, "dev/app/terraform.tfstate") is None
+    assert aws.state(DEV, f"{unit}/terraform.tfstate") is None
     assert list(Path(settings.workdir_root).iterdir()) == []
 
 
