@@ -23,11 +23,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipelines_dagster.demo.terraform import install_null_provider, write_cli_config  # noqa: E402
-from tests.dagsterui import LAUNCH, GraphQL, run_logs, wait_for_location, wait_for_run  # noqa: E402
+from tests.dagsterui import (  # noqa: E402
+    CHROMIUM,
+    LAUNCH,
+    GraphQL,
+    chromium_page,
+    run_logs,
+    wait_for_location,
+    wait_for_run,
+)
 from tests.e2e.test_dagster_dev import dagster_dev_process  # noqa: E402
 
 JOB = "infrastructure_pipeline"
-CHROMIUM = Path("/usr/bin/chromium")
 
 UNIT = '''terraform {{
   backend "local" {{}}
@@ -109,35 +116,25 @@ def all_events(graphql: GraphQL, run_id: str) -> list[dict]:
 def browser_load(url: str, tmp: Path) -> dict[str, float] | None:
     """Seconds until the run page in Chromium shows the run's final status, and its last step in the log."""
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import expect
     except ImportError:
         return None
     if not CHROMIUM.exists():
         return None
-    flags = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=flags,
-            viewport={"width": 1440, "height": 900})
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                     lambda: page.get_by_role("button", name="Skip").click())
-            figures = {}
-            for attempt in ("first", "again"):
-                started = time.perf_counter()
-                page.goto(url)
-                expect(page.get_by_text(re.compile(r"^(Success|Failure)$")).first).to_be_visible(timeout=300_000)
-                status_s = time.perf_counter() - started
-                # the log scrolled to its end: the run's last event
-                expect(page.get_by_text(re.compile(r"Finished execution of run")).first).to_be_visible(
-                    timeout=300_000)
-                figures[attempt] = (status_s, time.perf_counter() - started)
-            if os.environ.get("BENCH_KEEP"):
-                page.screenshot(path=str(tmp / "run-page.png"))
-            return figures
-        finally:
-            context.close()
+    with chromium_page(tmp / "chromium-profile") as page:
+        figures = {}
+        for attempt in ("first", "again"):
+            started = time.perf_counter()
+            page.goto(url)
+            expect(page.get_by_text(re.compile(r"^(Success|Failure)$")).first).to_be_visible(timeout=300_000)
+            status_s = time.perf_counter() - started
+            # the log scrolled to its end: the run's last event
+            expect(page.get_by_text(re.compile(r"Finished execution of run")).first).to_be_visible(
+                timeout=300_000)
+            figures[attempt] = (status_s, time.perf_counter() - started)
+        if os.environ.get("BENCH_KEEP"):
+            page.screenshot(path=str(tmp / "run-page.png"))
+        return figures
 
 
 def main() -> int:

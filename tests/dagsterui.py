@@ -1,4 +1,5 @@
-"""Driving a running `dagster dev` from tests: its GraphQL API, and the demo command (`make run`) as a process."""
+"""Driving a running `dagster dev` from tests: its GraphQL API, its pages in Chromium, and the demo command
+(`make run`) as a process."""
 
 import contextlib
 import json
@@ -17,6 +18,30 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's (`make system-packages`)
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@contextlib.contextmanager
+def chromium_page(profile: Path):
+    """A headless Chromium page the size of the README's screenshots, with its profile in `profile`, that declines
+    Dagster's one-time invitation to join its community whenever it shows up."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1440, "height": 900})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                     lambda: page.get_by_role("button", name="Skip").click())
+            yield page
+        finally:
+            context.close()
+
 
 WORKSPACE_QUERY = """
 { workspaceOrError { __typename

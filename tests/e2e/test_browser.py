@@ -21,11 +21,8 @@ from pipelines_dagster.demo import layout
 from pipelines_dagster.demo.aws import REGION, Aws, backend_config_args
 from pipelines_dagster.demo.run import create
 from pipelines_dagster.demo.terraform import terraform_binary
-from tests.dagsterui import RUNS, free_port, run_logs, running_demo
+from tests.dagsterui import CHROMIUM, RUNS, chromium_page, free_port, run_logs, running_demo
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 JOB = "infrastructure_pipeline"
 SENSORS = ("pull_request_sensor", "deploy_branch_sensor", "run_failure_sensor", "asset_graph_sensor")
 SCHEDULE = "drift_schedule"
@@ -77,23 +74,12 @@ def demo(tmp_path):
 def page(tmp_path):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make system-packages` installs Debian's chromium")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
-
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS,
-            viewport={"width": 1440, "height": 900})
-        try:
-            page = context.pages[0] if context.pages else context.new_page()
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            # Dagster asks a new browser once to join its community: decline whenever it shows up
-            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                     lambda: page.get_by_role("button", name="Skip").click())
-            yield page
-        finally:
-            context.close()
+    with chromium_page(tmp_path / "chromium-profile") as page:
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        yield page
 
 
 def _link(page, text: str):
@@ -161,11 +147,16 @@ def _type_config(page, text: str) -> None:
     pytest.fail(f"the Launchpad's editor holds {lines!r}")
 
 
-def _launched_run(page) -> str:
-    """The run a button has just launched, from the "Launched run" toast."""
+def _run_launched_by(page, url: str, graphql, button: str) -> str:
+    """Clicks the page's `button`, follows the run it launches (the "Launched run" toast's link) to its end on the
+    run's page; the run's id."""
+    page.get_by_role("button").filter(has_text=re.compile(rf"^{button}$")).click()
     link = page.locator('a[href^="/runs/"]').filter(has_text="View").first
     link.wait_for()
-    return link.get_attribute("href").rsplit("/", 1)[-1]
+    run_id = link.get_attribute("href").rsplit("/", 1)[-1]
+    page.goto(f"{url}/runs/{run_id}")
+    _wait_for_finish(page, graphql, run_id)
+    return run_id
 
 
 def _checks_tab(page, url: str, unit: str) -> None:
@@ -269,20 +260,14 @@ def test_the_readme_walk_through_in_a_browser(demo, page, shots, tmp_path):
     # drift: a resource of the dev app removed from its state by hand; its check, run from the asset page, fails
     _forget(demo, DRIFTED, "null_resource.app[0]", demo["scratch"])
     _checks_tab(page, url, DRIFTED)
-    page.get_by_role("button").filter(has_text=re.compile(r"^Execute$")).click()
-    check_run = _launched_run(page)
-    page.goto(f"{url}/runs/{check_run}")
-    _wait_for_finish(page, graphql, check_run)
+    _run_launched_by(page, url, graphql, "Execute")
     _checks_tab(page, url, DRIFTED)
     expect(page.get_by_text("drifted: 1 to add, 0 to change, 0 to destroy", exact=True)).to_be_visible()
     expect(page.get_by_role("cell", name="null_resource.app[0]", exact=True).first).to_be_visible()
     page.screenshot(path=shots / "drift-check.png")
 
     # Materialize: the unit applied at the deploy-branch tip, its drift check (in the same run) passes again
-    page.get_by_role("button").filter(has_text=re.compile(r"^Materialize$")).click()
-    reconcile_run = _launched_run(page)
-    page.goto(f"{url}/runs/{reconcile_run}")
-    _wait_for_finish(page, graphql, reconcile_run)
+    reconcile_run = _run_launched_by(page, url, graphql, "Materialize")
     _checks_tab(page, url, DRIFTED)
     expect(page.get_by_text("the plan is empty", exact=True)).to_be_visible()
     expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
