@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -32,6 +33,9 @@ from ..core.lineage import unit_key
 from ..core.model import Event, Outcome, RunSpec, Status
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
+
+if TYPE_CHECKING:
+    from ..integrations.github import PullRequestInfo
 
 DETECTING_NOTE_AFTER_S = 3.0
 JOB_NAME = "infrastructure_pipeline"
@@ -81,9 +85,11 @@ class LaunchError(ValueError):
     """The run config names no change that can run; the message says what to give instead."""
 
 
-def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str, client) -> tuple[str, str]:
-    """(base, head) as the run config gives them, or looked up: a pull request's on GitHub (`client`), or in
-    local mode (`client` None) the remote's refs/pull/<number>/head; a push's first parent."""
+def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str,
+                client) -> "tuple[str, str, PullRequestInfo | None]":
+    """(base, head, the pull request) as the run config gives them, or looked up: a pull request's on GitHub
+    (`client`; it must be readable, since whether it comes from a fork decides its credentials), or in local mode
+    (`client` None) the remote's refs/pull/<number>/head; a push's first parent."""
     from ..integrations.git import GitError, resolve
     from ..integrations.github import GitHubError
 
@@ -95,11 +101,13 @@ def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str, client) -> 
     if head is None and config.event is EventName.push:
         raise LaunchError("a push applies a commit of the deploy branch: give it as head_ref (pr_number alone "
                           "plans a pull request)")
-    if head is None and client is not None:
+    pr = None
+    if number is not None and client is not None:
         try:
             pr = client.get_pull_request(number)
         except GitHubError as exc:
             raise LaunchError(f"pull request #{number}: {exc}") from None
+    if head is None and pr is not None:
         head, base = pr.head_sha, base or pr.base_ref
     elif head is None:
         head = f"refs/pull/{number}/head"
@@ -114,7 +122,7 @@ def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str, client) -> 
             base = resolve(repo, f"{resolve(repo, head)}^1")
         except GitError:
             raise LaunchError(f"{head} has no parent to apply from: give base_ref") from None
-    return base or deploy_branch, head
+    return base or deploy_branch, head, pr
 
 
 def transient_problems(outcomes: list[Outcome]) -> list[str]:
@@ -179,7 +187,7 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
         repo = infra_repo.git_dir()
         event = Event(config.event.value)
         branch = deploy_branch(repo, infra_repo.deploy_branch)
-        base_ref, head_ref = launch_refs(config, repo, branch, client)
+        base_ref, head_ref, pull = launch_refs(config, repo, branch, client)
         base, head = resolve(repo, base_ref), resolve(repo, head_ref)
         if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
             base = merge_base(repo, base, head) or base
@@ -195,10 +203,8 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
     reporter = Reporter(client, spec, engine.run_url(context.run_id))
     reporter.started(comment=False)
     blocked = None
-    if config.pr_number is not None and reporter.client is not None:
-        pr = reporter._guard("reading the pull request", lambda: reporter.client.get_pull_request(config.pr_number))
-        if pr is not None and pr.is_fork:
-            blocked = "this pull request comes from a fork: it gets no plan and no credentials"
+    if pull is not None and pull.is_fork:
+        blocked = "this pull request comes from a fork: it gets no plan and no credentials"
     with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
         detection = pool.submit(lambda: detect_changes_bounded(
             repo, spec.base, spec.head, event, timeout_s=infra_repo.detect_timeout_s,

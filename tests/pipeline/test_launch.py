@@ -55,8 +55,20 @@ def test_a_pull_request_number_alone_is_looked_up_on_github(repo, aws, env, gith
         "pipelines/account-dev": "true"}
     assert "pipelines/account-prod" not in run_tags
 
+    assert github.count("GET", rf".*/pulls/{number}$") == 1  # looked up once: refs and the fork check
+
     missing = launch(repo, env, {"pr_number": 999}, github_repo=GH_REPO)
     assert not missing.success and "pull request #999" in failure(missing) and "Not Found" in failure(missing)
+
+
+def test_a_pull_request_that_cannot_be_read_gets_no_run_even_with_its_refs_given(repo, aws, env, github):  # noqa: F811
+    """Whether a pull request comes from a fork decides its credentials: unread, nothing runs (fail closed)."""
+    fork_point, head = feature_branch(repo, aws, "dev/unread")
+    run = launch(repo, env, {"pr_number": 4242, "base_ref": fork_point, "head_ref": head}, github_repo=GH_REPO)
+    assert not run.success and run.outcomes == []
+    assert "cannot start: pull request #4242" in failure(run) and "Not Found" in failure(run)
+    steps = {e.step_key for e in run.all_events if e.event_type_value == "STEP_START"}
+    assert steps == {"orchestrate"}  # no plan step: no credentials were asked for
 
 
 def test_in_local_mode_a_pull_request_number_is_the_remotes_pull_request_ref(repo, aws, env):  # noqa: F811
