@@ -4,14 +4,58 @@ units run, and one resource per AWS account of the deploy branch (its roles, ass
 Resource configuration is shown in the UI: it holds no secret. The GitHub token and the OIDC token are read when
 they are used (from the files the deployment names, or the environment)."""
 
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from dagster_aws.utils import ResourceWithBoto3Configuration
-from pydantic import Field
+from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError
 
 from ..core.engine import EngineSettings
 from ..settings import Settings
+
+
+class ContractsIOManager(dg.ConfigurableIOManager):
+    """What the job's steps pass each other (core.dispatch's Item and Progress, core.model's Outcome lists) as JSON
+    files, validated against their type when a step loads them: no pickles, and no step gets a value that is not a
+    valid contract. The files are where Dagster's filesystem IO manager puts its own (`<run id>/<step>/<output>`
+    under the instance's storage folder), so "Re-execute from failure" finds the outputs of the run it re-executes;
+    unlike it, nothing is logged per file."""
+
+    base_dir: str | None = Field(default=None, description="where the files go; default: the instance's storage "
+                                                           "folder")
+    _root: Path = PrivateAttr()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.base_dir is not None:
+            self._root = Path(self.base_dir)
+        else:
+            assert context.instance is not None  # Dagster initialises resources with its instance
+            self._root = Path(context.instance.storage_directory())
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        path = self._root.joinpath(*context.get_identifier())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_adapter(context.dagster_type.typing_type).dump_json(obj))
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        upstream = context.upstream_output
+        assert upstream is not None  # inputs of this job all come from outputs
+        path = self._root.joinpath(*upstream.get_identifier())
+        typing_type = upstream.dagster_type.typing_type
+        try:
+            return _adapter(typing_type).validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise dg.Failure(f"{path}: the output {upstream.step_key}.{upstream.name} is missing") from None
+        except ValidationError as exc:
+            raise dg.Failure(f"{path}: not a valid {getattr(typing_type, '__name__', typing_type)} "
+                             f"({exc.error_count()} error(s)): {str(exc)[:1000]}") from None
+
+
+@cache
+def _adapter(typing_type: Any) -> TypeAdapter:
+    return TypeAdapter(typing_type)
 
 
 class InfraRepoResource(dg.ConfigurableResource):
@@ -191,10 +235,11 @@ def apply_lock(github: GitHubResource, infra_repo: InfraRepoResource) -> str:
 
 
 def resources_from_settings(settings: Settings, lineage=None) -> dict:
-    """Every resource of the code location: the repository, GitHub, the engine, and the deploy branch's
-    accounts (from `lineage`, a core.lineage.Lineage)."""
+    """Every resource of the code location: the repository, GitHub, the engine, the deploy branch's accounts
+    (from `lineage`, a core.lineage.Lineage), and the IO manager of what steps pass each other."""
     cache = str(settings.cache_root)
-    resources = {
+    resources: dict = {
+        "io_manager": ContractsIOManager(),
         "infra_repo": InfraRepoResource(location=settings.repo_url or ".", deploy_branch=settings.deploy_branch,
                                         cache_dir=cache, index_cache=not settings.no_cache,
                                         git_timeout_s=settings.git_timeout_s,

@@ -355,3 +355,34 @@ def test_reexecute_from_failure_runs_only_the_failed_change_and_updates_the_same
     [updated] = github.comments(GH_REPO, number)  # the same comment, edited
     assert updated["id"] == comment["id"] and "❌" not in updated["body"]
     assert updated["body"].count("| ✅ succeeded |") == 2
+
+
+def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_step_that_loads_it(repo, aws, env,
+                                                                                              tmp_path):
+    """What travels between steps is JSON of the typed contracts (no pickle), checked when a step loads it: an
+    output file changed between runs fails the re-executed step that reads it, naming the file, before it runs."""
+    from pipelines_dagster.core.dispatch import Item, Progress
+
+    unit = f"dev/io-{uuid.uuid4().hex[:6]}"
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = run_job(repo, env, "pull_request", base, "feature", instance=instance)
+        assert run.success, run.outcomes
+        storage = Path(instance.storage_directory()) / run.run_id
+        [item_file] = (storage / "orchestrate" / "plans").iterdir()
+        item = Item.model_validate_json(item_file.read_text())
+        assert [c.unit for c in item.changes] == [unit]
+        assert Progress.model_validate_json((storage / "report" / "result").read_text()) == run.progress
+        plan_step = f"plan[{item_file.name}]"
+        assert json.loads((storage / plan_step / "result").read_text())[0]["status"] == "succeeded"
+
+        item_file.write_text(json.dumps({"changes": "all of them", "spec": {}}))
+        again = launch(repo, env, None, instance=instance, reexecution=dg.ReexecutionOptions(
+            parent_run_id=run.run_id, step_selection=[plan_step]))
+        assert not again.success
+        [failure] = again.failures()
+        assert failure.step_key == plan_step
+        assert f"{item_file}: not a valid Item" in str(failure.event_specific_data.error)
+        assert not any(e.event_type_value in ("STEP_INPUT", "STEP_OUTPUT") for e in again.all_events)  # never ran
