@@ -96,6 +96,10 @@ class Settings(BaseModel):
     plan_service_account: str = Field("pipelines-plan", validation_alias="PIPELINES_PLAN_SERVICE_ACCOUNT",
                                       description="with PIPELINES_STEP_EXECUTOR=k8s: the service account of "
                                                   "plan steps' pods")
+    step_outputs_bucket: str | None = Field(None, validation_alias="PIPELINES_STEP_OUTPUTS_BUCKET",
+                                            description="S3 bucket of what steps pass each other (default: files "
+                                                        "under the instance's storage folder); needed by step pods, "
+                                                        "which share no filesystem")
     step_executor: Literal["multiprocess", "k8s"] = Field(
         "multiprocess", validation_alias="PIPELINES_STEP_EXECUTOR",
         description="where each change's step runs: multiprocess (a process of the run's worker) or k8s (a "
@@ -132,6 +136,9 @@ class Settings(BaseModel):
     def _step_pods_have_an_apply_identity(cls, value, info):
         if value == "k8s" and not info.data.get("apply_service_account"):
             raise ValueError("step pods need PIPELINES_APPLY_SERVICE_ACCOUNT, the service account of apply steps")
+        if value == "k8s" and not info.data.get("step_outputs_bucket"):
+            raise ValueError("step pods need PIPELINES_STEP_OUTPUTS_BUCKET: they share no filesystem, so what a "
+                             "step passes to the next goes to S3")
         return value
 
     @field_validator("sensors_running", mode="before")

@@ -4,6 +4,7 @@ units run, and one resource per AWS account of the deploy branch (its roles, ass
 Resource configuration is shown in the UI: it holds no secret. The GitHub token and the OIDC token are read when
 they are used (from the files the deployment names, or the environment)."""
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,40 +18,69 @@ from ..settings import Settings
 
 
 class ContractsIOManager(dg.ConfigurableIOManager):
-    """What the job's steps pass each other (core.dispatch's Item and Progress, core.model's Outcome lists) as JSON
-    files, validated against their type when a step loads them: no pickles, and no step gets a value that is not a
-    valid contract. The files are where Dagster's filesystem IO manager puts its own (`<run id>/<step>/<output>`
-    under the instance's storage folder), so "Re-execute from failure" finds the outputs of the run it re-executes;
-    unlike it, nothing is logged per file."""
+    """What the job's steps pass each other (core.dispatch's Item and Progress, core.model's Outcome lists) as JSON,
+    validated against their type when a step loads it: no pickles, and no step gets a value that is not a valid
+    contract. Each value is stored under `<run id>/<step>/<output>[/<mapping key>]` (where Dagster's filesystem IO
+    manager puts its own, so "Re-execute from failure" finds the outputs of the run it re-executes): under the
+    instance's storage folder, or in an S3 bucket for step pods, which share no filesystem. Nothing is logged per
+    value."""
 
-    base_dir: str | None = Field(default=None, description="where the files go; default: the instance's storage "
-                                                           "folder")
+    s3_bucket: str | None = Field(default=None, description="S3 bucket of the values (PIPELINES_STEP_OUTPUTS_BUCKET); "
+                                                            "unset: files under the instance's storage folder")
+    s3_prefix: str = Field(default="pipelines-step-outputs", description="key prefix in the bucket")
     _root: Path = PrivateAttr()
+    _s3: Any = PrivateAttr(None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.base_dir is not None:
-            self._root = Path(self.base_dir)
+        if self.s3_bucket:
+            import boto3
+
+            self._s3 = boto3.client("s3")  # the pod's own credentials and region (AWS_ENDPOINT_URL honoured)
         else:
             assert context.instance is not None  # Dagster initialises resources with its instance
             self._root = Path(context.instance.storage_directory())
 
+    def _where(self, identifier: Sequence[str]) -> str:
+        return f"s3://{self.s3_bucket}/{self._key(identifier)}" if self.s3_bucket else str(
+            self._root.joinpath(*identifier))
+
+    def _key(self, identifier: Sequence[str]) -> str:
+        return "/".join([self.s3_prefix, *identifier])
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        path = self._root.joinpath(*context.get_identifier())
+        data = _adapter(context.dagster_type.typing_type).dump_json(obj)
+        identifier = context.get_identifier()
+        if self._s3 is not None:
+            self._s3.put_object(Bucket=self.s3_bucket, Key=self._key(identifier), Body=data,
+                                ContentType="application/json")
+            return
+        path = self._root.joinpath(*identifier)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(_adapter(context.dagster_type.typing_type).dump_json(obj))
+        path.write_bytes(data)
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
         assert upstream is not None  # inputs of this job all come from outputs
-        path = self._root.joinpath(*upstream.get_identifier())
-        typing_type = upstream.dagster_type.typing_type
+        identifier, typing_type = upstream.get_identifier(), upstream.dagster_type.typing_type
+        where, data = self._where(identifier), self._read(identifier)
+        if data is None:
+            raise dg.Failure(f"{where}: the output {upstream.step_key}.{upstream.name} is missing")
         try:
-            return _adapter(typing_type).validate_json(path.read_bytes())
-        except FileNotFoundError:
-            raise dg.Failure(f"{path}: the output {upstream.step_key}.{upstream.name} is missing") from None
+            return _adapter(typing_type).validate_json(data)
         except ValidationError as exc:
-            raise dg.Failure(f"{path}: not a valid {getattr(typing_type, '__name__', typing_type)} "
+            raise dg.Failure(f"{where}: not a valid {getattr(typing_type, '__name__', typing_type)} "
                              f"({exc.error_count()} error(s)): {str(exc)[:1000]}") from None
+
+    def _read(self, identifier: Sequence[str]) -> bytes | None:
+        if self._s3 is not None:
+            try:
+                return self._s3.get_object(Bucket=self.s3_bucket, Key=self._key(identifier))["Body"].read()
+            except self._s3.exceptions.NoSuchKey:
+                return None
+        try:
+            return self._root.joinpath(*identifier).read_bytes()
+        except FileNotFoundError:
+            return None
 
 
 @cache
@@ -239,7 +269,7 @@ def resources_from_settings(settings: Settings, lineage=None) -> dict:
     (from `lineage`, a core.lineage.Lineage), and the IO manager of what steps pass each other."""
     cache = str(settings.cache_root)
     resources: dict = {
-        "io_manager": ContractsIOManager(),
+        "io_manager": ContractsIOManager(s3_bucket=settings.step_outputs_bucket),
         "infra_repo": InfraRepoResource(location=settings.repo_url or ".", deploy_branch=settings.deploy_branch,
                                         cache_dir=cache, index_cache=not settings.no_cache,
                                         git_timeout_s=settings.git_timeout_s,

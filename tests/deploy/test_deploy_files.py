@@ -411,13 +411,21 @@ def test_the_step_executor_setting_gives_each_step_a_pod_with_the_runs_limits(de
     assert {tags[f"apply_wave_{n}"] for n in range(8)} == {json.dumps(
         {"pod_spec_config": {"service_account_name": deploy_env["PIPELINES_APPLY_SERVICE_ACCOUNT"]}})}
     assert {tags["orchestrate"], tags["report"], tags["wave_1"]} == {None}
+    # steps in pods of their own pass each other their values through the ConfigMap's bucket
+    from pipelines_dagster.defs.resources import resources_from_settings
+    from pipelines_dagster.settings import Settings
+
+    resources = resources_from_settings(Settings.from_env({**os.environ, "PIPELINES_STEP_EXECUTOR": "k8s"}))
+    assert resources["io_manager"].s3_bucket == deploy_env["PIPELINES_STEP_OUTPUTS_BUCKET"]
 
 
-def test_the_step_executor_setting_is_refused_without_an_apply_service_account():
+def test_the_step_executor_setting_is_refused_without_an_apply_service_account_or_an_outputs_bucket():
     from pipelines_dagster.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError, match=r"PIPELINES_STEP_EXECUTOR='k8s'.*PIPELINES_APPLY_SERVICE_ACCOUNT"):
         Settings.from_env({"PIPELINES_STEP_EXECUTOR": "k8s"})
+    with pytest.raises(SettingsError, match=r"PIPELINES_STEP_EXECUTOR='k8s'.*PIPELINES_STEP_OUTPUTS_BUCKET"):
+        Settings.from_env({"PIPELINES_STEP_EXECUTOR": "k8s", "PIPELINES_APPLY_SERVICE_ACCOUNT": "pipelines-apply"})
     with pytest.raises(SettingsError, match=r"PIPELINES_STEP_EXECUTOR='pods'.*'multiprocess' or 'k8s'"):
         Settings.from_env({"PIPELINES_STEP_EXECUTOR": "pods", "PIPELINES_APPLY_SERVICE_ACCOUNT": "pipelines-apply"})
     assert Settings.from_env({}).step_executor == "multiprocess"

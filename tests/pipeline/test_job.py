@@ -386,3 +386,38 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
         assert failure.step_key == plan_step
         assert f"{item_file}: not a valid Item" in str(failure.event_specific_data.error)
         assert not any(e.event_type_value in ("STEP_INPUT", "STEP_OUTPUT") for e in again.all_events)  # never ran
+
+
+def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, env, tmp_path, monkeypatch):
+    """PIPELINES_STEP_OUTPUTS_BUCKET (step pods, and run pods re-executing another pod's run, share no disk): the
+    values go to S3 with the pipeline's own AWS identity, and a re-executed report finds the plans there."""
+    import boto3
+
+    from pipelines_dagster.core.model import Outcome
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "pipeline-pod")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "pipeline-pod")
+    bucket = f"step-outputs-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    unit = f"dev/s3io-{uuid.uuid4().hex[:6]}"
+    base = repo.git("rev-parse", "HEAD")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        run = run_job(repo, env, "pull_request", base, "feature", instance=instance,
+                      PIPELINES_STEP_OUTPUTS_BUCKET=bucket)
+        assert run.success, run.outcomes
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+        prefix = f"pipelines-step-outputs/{run.run_id}/"
+        [plan_key] = [k for k in keys if k.startswith(prefix + "plan[")]
+        assert {prefix + "orchestrate/progress", prefix + "report/result"} <= keys
+        [outcome] = [Outcome.model_validate(o) for o in json.loads(
+            s3.get_object(Bucket=bucket, Key=plan_key)["Body"].read())]
+        assert outcome.change.unit == unit and outcome.status is Status.SUCCEEDED
+        storage = Path(instance.storage_directory()) / run.run_id
+        assert not (storage / "orchestrate").exists()  # nothing on the local disk
+
+        again = launch(repo, env, None, instance=instance, PIPELINES_STEP_OUTPUTS_BUCKET=bucket,
+                       reexecution=dg.ReexecutionOptions(parent_run_id=run.run_id, step_selection=["report"]))
+        assert again.success and [o.change.unit for o in again.outcomes] == [unit]
