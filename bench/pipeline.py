@@ -1,14 +1,18 @@
 """Job overhead: the Dagster job planning 20 changed null-resource units (one `plan[...]` step per change) vs the
 same `terraform` commands run directly, with the same parallelism, rounds alternating. Prints the ratio (target at
-most 1.6x), where the run's time goes, and the GitHub requests per run (the job reports to the GitHub fake, so
-the count is real).
+most 1.6x), the CPU time of both (the job's whole process tree: its steps, Terraform, Dagster's log capture),
+where the run's time goes, and the GitHub requests per run (the job reports to the GitHub fake, so the count is
+real).
 
-    .venv/bin/python bench/pipeline.py [--units 20] [--parallel 4] [--rounds 3]
+    .venv/bin/python bench/pipeline.py [--units 20] [--resources 10] [--parallel 4] [--rounds 3]
+                                       [--instance sqlite|postgres|both]
 
 The job runs as deployed: `dagster job execute` on a DAGSTER_HOME instance, the job as the code location builds
 it from the PIPELINES_* settings (the multiprocess executor: each step in its own process, PIPELINES_MAX_PARALLEL
-change steps at a time), orchestrate, the wave_N stages and report included. The machine's load average is
-printed with the figures: on a shared machine, the ratios move with it.
+change steps at a time), orchestrate, the wave_N stages and report included. Two instances by default: the
+embedded default (SQLite) and the production profile's storage (PostgreSQL, a throwaway server with its default,
+durable settings; tests/postgres.py). The machine's load average is printed with the figures: on a shared
+machine, the ratios move with it.
 """
 
 import argparse
