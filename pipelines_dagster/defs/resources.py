@@ -64,7 +64,10 @@ class ContractsIOManager(dg.ConfigurableIOManager):
         identifier, typing_type = upstream.get_identifier(), upstream.dagster_type.typing_type
         where, data = self._where(identifier), self._read(identifier)
         if data is None:
-            raise dg.Failure(f"{where}: the output {upstream.step_key}.{upstream.name} is missing")
+            elsewhere = "" if self.s3_bucket or upstream.run_id == context.step_context.run_id else (
+                f" (run {upstream.run_id} wrote it: if that run's steps ran on another machine or pod, set "
+                "PIPELINES_STEP_OUTPUTS_BUCKET so that runs share their values)")
+            raise dg.Failure(f"{where}: the output {upstream.step_key}.{upstream.name} is missing{elsewhere}")
         try:
             return _adapter(typing_type).validate_json(data)
         except ValidationError as exc:

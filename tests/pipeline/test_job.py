@@ -387,6 +387,14 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
         assert f"{item_file}: not a valid Item" in str(failure.event_specific_data.error)
         assert not any(e.event_type_value in ("STEP_INPUT", "STEP_OUTPUT") for e in again.all_events)  # never ran
 
+        (storage / plan_step / "result").unlink()  # as if the first run's steps had run in another pod
+        report = launch(repo, env, None, instance=instance, reexecution=dg.ReexecutionOptions(
+            parent_run_id=run.run_id, step_selection=["report"]))
+        [failure] = report.failures()
+        error = str(failure.event_specific_data.error)
+        assert f"{storage / plan_step / 'result'}: the output {plan_step}.result is missing" in error
+        assert f"run {run.run_id} wrote it" in error and "PIPELINES_STEP_OUTPUTS_BUCKET" in error
+
 
 def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, env, tmp_path, monkeypatch):
     """PIPELINES_STEP_OUTPUTS_BUCKET (step pods, and run pods re-executing another pod's run, share no disk): the
