@@ -51,8 +51,11 @@ class ContractsIOManager(dg.ConfigurableIOManager):
         data = _adapter(context.dagster_type.typing_type).dump_json(obj)
         identifier = context.get_identifier()
         if self._s3 is not None:
-            self._s3.put_object(Bucket=self.s3_bucket, Key=self._key(identifier), Body=data,
-                                ContentType="application/json")
+            try:
+                self._s3.put_object(Bucket=self.s3_bucket, Key=self._key(identifier), Body=data,
+                                    ContentType="application/json")
+            except self._s3.exceptions.ClientError as exc:
+                raise dg.Failure(f"{self._where(identifier)}: cannot store the output: {exc}") from None
             return
         path = self._root.joinpath(*identifier)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +83,8 @@ class ContractsIOManager(dg.ConfigurableIOManager):
                 return self._s3.get_object(Bucket=self.s3_bucket, Key=self._key(identifier))["Body"].read()
             except self._s3.exceptions.NoSuchKey:
                 return None
+            except self._s3.exceptions.ClientError as exc:
+                raise dg.Failure(f"{self._where(identifier)}: cannot read the output: {exc}") from None
         try:
             return self._root.joinpath(*identifier).read_bytes()
         except FileNotFoundError:

@@ -429,3 +429,10 @@ def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, 
         again = launch(repo, env, None, instance=instance, PIPELINES_STEP_OUTPUTS_BUCKET=bucket,
                        reexecution=dg.ReexecutionOptions(parent_run_id=run.run_id, step_selection=["report"]))
         assert again.success and [o.change.unit for o in again.outcomes] == [unit]
+
+        lost = run_job(repo, env, "pull_request", base, "feature", instance=instance,
+                       PIPELINES_STEP_OUTPUTS_BUCKET=f"{bucket}-gone")
+        [failure] = lost.failures()
+        assert failure.step_key == "orchestrate"
+        assert (f"s3://{bucket}-gone/pipelines-step-outputs/{lost.run_id}/orchestrate/progress: cannot store the "
+                "output: An error occurred (NoSuchBucket)") in str(failure.event_specific_data.error)
