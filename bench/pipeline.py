@@ -90,10 +90,10 @@ def run_job(env: dict, home: Path, base: str, head: str, pr: int) -> float:
     return elapsed
 
 
-def run_profile(home: Path) -> dict[str, float]:
+def run_profile(home: Path) -> dict[str, float | int]:
     """Where the latest run's time went, from its event log: start-up before `orchestrate`, `orchestrate`, the
-    change steps (the wait for a step's process and the step itself, mean), the wave_N steps, `report`, and from
-    the last change step's end to the run's end."""
+    change steps (the wait for a step's process and the step itself, mean), `report`, from the last change step's
+    end to the run's end, and how many steps were skipped without a process (a push's stages)."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -105,17 +105,14 @@ def run_profile(home: Path) -> dict[str, float]:
                 steps.setdefault(record.step_key, {}).setdefault(record.dagster_event.event_type_value,
                                                                  record.timestamp)
     changes = {k: v for k, v in steps.items() if k.startswith(("plan[", "apply_wave_"))}
-    waves = {k: v for k, v in steps.items() if k.startswith("wave_")}
     return {"run": stats.end_time - stats.start_time,
             "start-up": steps["orchestrate"]["STEP_START"] - stats.start_time,
             "orchestrate": steps["orchestrate"]["STEP_SUCCESS"] - steps["orchestrate"]["STEP_START"],
             "step process": statistics.mean(v["STEP_START"] - v["STEP_WORKER_STARTING"] for v in changes.values()),
             "change step": statistics.mean(v["STEP_SUCCESS"] - v["STEP_START"] for v in changes.values()),
-            "wave steps": sum(v["STEP_SUCCESS"] - v["STEP_WORKER_STARTING"] for v in waves.values()),
-            "wave steps done before the last change": max((v["STEP_SUCCESS"] for v in waves.values()), default=0)
-                                                      <= max(v["STEP_SUCCESS"] for v in changes.values()),
             "report": steps["report"]["STEP_SUCCESS"] - steps["report"]["STEP_WORKER_STARTING"],
-            "after the last change": stats.end_time - max(v["STEP_SUCCESS"] for v in changes.values())}
+            "after the last change": stats.end_time - max(v["STEP_SUCCESS"] for v in changes.values()),
+            "skipped steps": sum("STEP_SKIPPED" in v for v in steps.values())}
 
 
 def instance_homes(tmp: Path, which: str, stack: ExitStack) -> dict[str, tuple[Path, dict]]:
@@ -215,7 +212,7 @@ def main() -> int:
                   f"{sum(c for c, _ in cpu) / sum(d for _, d in cpu):.2f}x the direct commands'; GitHub requests "
                   f"per run {max(r for r, _ in requests)}, writes {max(w for _, w in requests)}")
             print("where the run's time goes (best round): " + ", ".join(
-                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {'yes' if v else 'no'}"
+                f"{k} {v:.2f} s" if isinstance(v, float) else f"{k}: {v}"
                 for k, v in profile.items() if k != "run"), flush=True)
     return 0
 

@@ -3,12 +3,15 @@
 `orchestrate` detects the changes and emits one dynamic output per change: every change of a pull request at once
 (`plan[...]` steps), or the first wave of a push (`apply_wave_0[...]`). A Dagster graph is fixed when the code
 loads, so a push's dependency order is a fixed number of stages (PIPELINES_WAVE_STAGES): each `wave_N` step takes
-the collected results of the wave before, skips the dependents of failures, and emits the next wave (nothing, in a
-pull request's run, where they run alongside the plans). When a push has more waves than stages, the last stage
-runs the remaining waves in one step, wave by wave. `report` records the last results and reports.
+the collected results of the wave before, skips the dependents of failures, and emits the next wave. When a push
+has more waves than stages, the last stage runs the remaining waves in one step, wave by wave. `report` (a pull
+request's plans) or `report_applies` (after the last stage) records the last results and reports.
 
-Every output is always produced (a stage with nothing to do emits no change): Dagster's executor loops forever
-on an optional output that is not produced when `require_upstream_step_success` is off (1.13.27).
+`orchestrate` starts one of two chains: `planned` (a pull request: its plans, then `report`) or `progress` (a
+push: the stages, then `report_applies`). The other chain's steps are skipped as a whole, so a pull request's run
+starts no process for stages it has nothing to give. Every other output is always produced (a stage with nothing to
+do emits no change): with `require_upstream_step_success` off, Dagster's executor (1.13.27) waits forever for a
+step with a fan-in input of which only some sources were produced.
 
 A change whose action fails yields its outcome and then fails its step: the run's collect steps go on (the
 executor's `require_upstream_step_success: false`), the report reports it, and "Re-execute from failure" in the UI
@@ -40,7 +43,8 @@ if TYPE_CHECKING:
 DETECTING_NOTE_AFTER_S = 3.0
 JOB_NAME = "infrastructure_pipeline"
 REPORTED = "reported"  # metadata of a step failure whose cause the report reports
-REPORT_STEP = "report"
+REPORT_STEP, APPLY_REPORT_STEP = "report", "report_applies"  # a pull request's report, a push's
+REPORT_STEPS = (REPORT_STEP, APPLY_REPORT_STEP)
 # the executor setting that lets collect steps run although some of the steps they collect failed
 FAILED_STEPS_DO_NOT_STOP_THE_RUN = {"step_dependency_config": {"require_upstream_step_success": False}}
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster-k8s's per-op (step pod) configuration
@@ -223,7 +227,7 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
     for problem in plan.errors:
         context.log.error(problem)
     progress, items = core.start(plan, stages)
-    yield dg.Output(progress, "progress", metadata={
+    yield dg.Output(progress, "planned" if event is Event.PULL_REQUEST else "progress", metadata={
         "changes": len(plan.changes), "errors": len(plan.errors), "warnings": len(plan.warnings),
         "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
     for item in items:
@@ -309,8 +313,8 @@ def _flat(results: list[list[Outcome]]) -> list[Outcome]:
 
 
 def _report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
-            plans: list[list[Outcome]], github: GitHubResource, engine: EngineResource):
-    progress = progress.record(_flat(results) + _flat(plans))
+            github: GitHubResource, engine: EngineResource):
+    progress = progress.record(_flat(results))
     plan, outcomes = progress.plan, progress.outcome_list()
     reporter = Reporter(github.client(), plan.spec, engine.run_url(context.run_id), plan.pull_request)
     body = reporter.finished(plan, outcomes)
@@ -328,7 +332,10 @@ def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_
     `plan_tags` and `apply_tags` are more tags of the plan and apply steps (`k8s_step_tags`)."""
     resource_keys = {"infra_repo", "github", "engine", *account_keys}
 
-    @dg.op(out={"progress": dg.Out(Progress), "plans": dg.DynamicOut(Item), "applies": dg.DynamicOut(Item)},
+    @dg.op(out={"progress": dg.Out(Progress, is_required=False, description="a push's start (its stages follow)"),
+                "planned": dg.Out(Progress, is_required=False, description="a pull request's plan (its report "
+                                                                           "follows)"),
+                "plans": dg.DynamicOut(Item), "applies": dg.DynamicOut(Item)},
            tags={"kind": "orchestrator"})
     def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
                     github: GitHubResource, engine: EngineResource):
@@ -359,12 +366,19 @@ def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_
 
         return wave
 
-    @dg.op(out=dg.Out(Progress), tags={"kind": "reporter"})
-    def report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
-               plans: list[list[Outcome]], github: GitHubResource, engine: EngineResource):
-        """The PR comment, commit status and failure issue (GitHub), or the report as run metadata (local); fails
-        the run when the repository has errors."""
-        yield from _report(context, progress, results, plans, github, engine)
+    @dg.op(name=REPORT_STEP, out=dg.Out(Progress), tags={"kind": "reporter"})
+    def report(context: dg.OpExecutionContext, progress: Progress, plans: list[list[Outcome]],
+               github: GitHubResource, engine: EngineResource):
+        """A pull request's plans: the PR comment and commit status (GitHub), or the report as run metadata
+        (local); fails the run when the repository has errors."""
+        yield from _report(context, progress, plans, github, engine)
+
+    @dg.op(name=APPLY_REPORT_STEP, out=dg.Out(Progress), tags={"kind": "reporter"})
+    def report_applies(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
+                       github: GitHubResource, engine: EngineResource):
+        """A push's applies: the merged pull request's comment, the commit status and the failure issue (GitHub),
+        or the report as run metadata (local); fails the run when the repository has errors."""
+        yield from _report(context, progress, results, github, engine)
 
     executor_def = executor_def or dg.multiprocess_executor.configured({
         **step_limits(max_parallel),
@@ -377,12 +391,12 @@ def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_
             description="Plans a pull request's infrastructure changes, or applies a deploy-branch commit's in "
                         "dependency order: one step per change, each with its account's credentials.")
     def infrastructure_pipeline():
-        progress, plans, applies = orchestrate()
-        plan_results = plans.map(plan_change.alias("plan")).collect()
+        progress, planned, plans, applies = orchestrate()
+        report(planned, plans.map(plan_change.alias("plan")).collect())
         for stage in range(1, stages):
             progress, applies = stage_op(stage)(
                 progress, applies.map(apply_change.alias(f"apply_wave_{stage - 1}")).collect())
-        report(progress, applies.map(apply_change.alias(f"apply_wave_{stages - 1}")).collect(), plan_results)
+        report_applies(progress, applies.map(apply_change.alias(f"apply_wave_{stages - 1}")).collect())
 
     return infrastructure_pipeline
 
@@ -411,6 +425,6 @@ def in_process_executor() -> dg.ExecutorDefinition:
 
 
 def report_markdown(result) -> str | None:
-    """The report a finished run wrote (the `report` step's markdown metadata), if it got that far."""
+    """The report a finished run wrote (its report step's markdown metadata), if it got that far."""
     return next((e.event_specific_data.metadata["report"].value for e in result.all_node_events
-                 if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+                 if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)

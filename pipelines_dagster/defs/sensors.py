@@ -14,7 +14,7 @@ import dagster as dg
 
 from ..core import watch
 from ..settings import Settings
-from .pipeline import REPORT_STEP, REPORTED
+from .pipeline import REPORT_STEPS, REPORTED
 from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
 
 DEFAULTS = Settings()
@@ -35,7 +35,7 @@ def _reported(failure_event) -> bool:
 
 def _report_written(instance, run_id: str) -> bool:
     """Whether the run's report step wrote its report (its output)."""
-    return any(e.step_key == REPORT_STEP for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT))
+    return any(e.step_key in REPORT_STEPS for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT))
 
 
 def _redacted(text: str) -> str:

@@ -8,6 +8,7 @@ import dagster as dg
 from pipelines_dagster.core.dispatch import Progress
 from pipelines_dagster.core.model import Outcome
 from pipelines_dagster.definitions import run_in_process
+from pipelines_dagster.defs.pipeline import REPORT_STEPS
 
 
 @dataclass
@@ -39,11 +40,11 @@ class Run:
 
     def github_problems(self) -> list | None:
         return next((e.event_specific_data.metadata["github_problems"].value for e in self.all_events
-                     if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+                     if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
 
     def report(self) -> str | None:
         return next((e.event_specific_data.metadata["report"].value for e in self.all_events
-                     if e.step_key == "report" and e.event_type_value == "STEP_OUTPUT"), None)
+                     if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
 
 
 def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = None, github_repo: str | None = None,
@@ -63,5 +64,6 @@ def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
     run_config = {"ops": {"orchestrate": {"config": config}}} if config is not None else None
     with run_in_process(run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
                         reexecution=reexecution) as result:
-        reported = any(e.step_key == "report" and e.event_type_value == "STEP_OUTPUT" for e in result.all_events)
-        return Run(result, result.output_for_node("report") if reported else None)
+        reported = [e.step_key for e in result.all_events
+                    if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"]
+        return Run(result, result.output_for_node(reported[0]) if reported else None)

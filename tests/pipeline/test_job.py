@@ -45,6 +45,13 @@ def test_pull_request_plans_three_units_and_reports_in_dagster(repo, aws, env):
     assert run.success, run.outcomes
     plans = units(run)
     assert set(plans) == {"dev/u0", "dev/u1", "dev/u2"}
+    # only the plans and their report run: the push chain (stages, applies' report) is skipped as a whole
+    steps = {e.step_key: e.event_type_value for e in run.all_events
+             if e.event_type_value in ("STEP_SUCCESS", "STEP_SKIPPED")}
+    assert {k for k, v in steps.items() if v == "STEP_SUCCESS"} == {
+        "orchestrate", "report", *(f"plan[{o.change.key}]" for o in plans.values())}
+    assert {k for k, v in steps.items() if v == "STEP_SKIPPED"} == {
+        *(f"wave_{n}" for n in range(1, 8)), "report_applies"}
     assert {u: (o.status.value, o.summary.add) for u, o in plans.items()} == {
         "dev/u0": ("succeeded", 1), "dev/u1": ("succeeded", 2), "dev/u2": ("succeeded", 3)}
     assert all(o.role_arn.endswith(":role/pipelines-plan") for o in plans.values())
@@ -79,7 +86,7 @@ def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo
     assert failure[0].event_specific_data.user_failure_data.metadata["reported"].value is True
     steps = {e.step_key for e in run.all_events if e.event_type_value == "STEP_START"}
     assert {k.split("[")[0] for k in steps if "[" in k} == {"apply_wave_0", "apply_wave_1", "apply_wave_2"}
-    assert "report" in steps
+    assert "report_applies" in steps and "report" not in steps  # a pull request's report is skipped
 
 
 def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, github):
@@ -419,7 +426,7 @@ def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, 
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
         prefix = f"pipelines-step-outputs/{run.run_id}/"
         [plan_key] = [k for k in keys if k.startswith(prefix + "plan[")]
-        assert {prefix + "orchestrate/progress", prefix + "report/result"} <= keys
+        assert {prefix + "orchestrate/planned", prefix + "report/result"} <= keys
         [outcome] = [Outcome.model_validate(o) for o in json.loads(
             s3.get_object(Bucket=bucket, Key=plan_key)["Body"].read())]
         assert outcome.change.unit == unit and outcome.status is Status.SUCCEEDED
@@ -434,5 +441,5 @@ def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, 
                        PIPELINES_STEP_OUTPUTS_BUCKET=f"{bucket}-gone")
         [failure] = lost.failures()
         assert failure.step_key == "orchestrate"
-        assert (f"s3://{bucket}-gone/pipelines-step-outputs/{lost.run_id}/orchestrate/progress: cannot store the "
+        assert (f"s3://{bucket}-gone/pipelines-step-outputs/{lost.run_id}/orchestrate/planned: cannot store the "
                 "output: An error occurred (NoSuchBucket)") in str(failure.event_specific_data.error)
