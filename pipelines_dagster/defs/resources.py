@@ -4,6 +4,7 @@ units run, and one resource per AWS account of the deploy branch (its roles, ass
 Resource configuration is shown in the UI: it holds no secret. The GitHub token and the OIDC token are read when
 they are used (from the files the deployment names, or the environment)."""
 
+import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -48,18 +49,7 @@ class ContractsIOManager(dg.ConfigurableIOManager):
         return "/".join([self.s3_prefix, *identifier])
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        data = _adapter(context.dagster_type.typing_type).dump_json(obj)
-        identifier = context.get_identifier()
-        if self._s3 is not None:
-            try:
-                self._s3.put_object(Bucket=self.s3_bucket, Key=self._key(identifier), Body=data,
-                                    ContentType="application/json")
-            except self._s3.exceptions.ClientError as exc:
-                raise dg.Failure(f"{self._where(identifier)}: cannot store the output: {exc}") from None
-            return
-        path = self._root.joinpath(*identifier)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        self._write(context.get_identifier(), _adapter(context.dagster_type.typing_type).dump_json(obj))
 
     def load_input(self, context: dg.InputContext) -> Any:
         upstream = context.upstream_output
@@ -76,6 +66,20 @@ class ContractsIOManager(dg.ConfigurableIOManager):
         except ValidationError as exc:
             raise dg.Failure(f"{where}: not a valid {getattr(typing_type, '__name__', typing_type)} "
                              f"({exc.error_count()} error(s)): {str(exc)[:1000]}") from None
+
+    def _write(self, identifier: Sequence[str], data: bytes) -> None:
+        if self._s3 is not None:
+            try:
+                self._s3.put_object(Bucket=self.s3_bucket, Key=self._key(identifier), Body=data,
+                                    ContentType="application/json")
+            except self._s3.exceptions.ClientError as exc:
+                raise dg.Failure(f"{self._where(identifier)}: cannot store the output: {exc}") from None
+            return
+        path = self._root.joinpath(*identifier)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")  # a killed step leaves no half value
+        partial.write_bytes(data)
+        partial.replace(path)
 
     def _read(self, identifier: Sequence[str]) -> bytes | None:
         if self._s3 is not None:
