@@ -424,7 +424,13 @@ def in_process_executor() -> dg.ExecutorDefinition:
     return dg.in_process_executor.configured(FAILED_STEPS_DO_NOT_STOP_THE_RUN, name="in_process_pipeline")
 
 
+def report_output(events):
+    """The output event of a run's report step (`report` or `report_applies`) among its `events`, if it got that
+    far."""
+    return next((e for e in events if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
+
+
 def report_markdown(result) -> str | None:
     """The report a finished run wrote (its report step's markdown metadata), if it got that far."""
-    return next((e.event_specific_data.metadata["report"].value for e in result.all_node_events
-                 if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
+    output = report_output(result.all_node_events)
+    return output.event_specific_data.metadata["report"].value if output else None

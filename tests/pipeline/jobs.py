@@ -8,7 +8,7 @@ import dagster as dg
 from pipelines_dagster.core.dispatch import Progress
 from pipelines_dagster.core.model import Outcome
 from pipelines_dagster.definitions import run_in_process
-from pipelines_dagster.defs.pipeline import REPORT_STEPS
+from pipelines_dagster.defs.pipeline import report_output
 
 
 @dataclass
@@ -39,12 +39,14 @@ class Run:
         return [e for e in self.all_events if e.event_type_value == "STEP_FAILURE"]
 
     def github_problems(self) -> list | None:
-        return next((e.event_specific_data.metadata["github_problems"].value for e in self.all_events
-                     if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
+        return self._report_metadata("github_problems")
 
     def report(self) -> str | None:
-        return next((e.event_specific_data.metadata["report"].value for e in self.all_events
-                     if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"), None)
+        return self._report_metadata("report")
+
+    def _report_metadata(self, key: str):
+        output = report_output(self.all_events)
+        return output.event_specific_data.metadata[key].value if output else None
 
 
 def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = None, github_repo: str | None = None,
@@ -64,6 +66,5 @@ def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
     run_config = {"ops": {"orchestrate": {"config": config}}} if config is not None else None
     with run_in_process(run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
                         reexecution=reexecution) as result:
-        reported = [e.step_key for e in result.all_events
-                    if e.step_key in REPORT_STEPS and e.event_type_value == "STEP_OUTPUT"]
-        return Run(result, result.output_for_node(reported[0]) if reported else None)
+        output = report_output(result.all_events)
+        return Run(result, result.output_for_node(output.step_key) if output else None)
