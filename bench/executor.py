@@ -87,8 +87,7 @@ def run_direct(unit_dirs: list[Path], tf: str, plugin_dir: Path, env: dict, thre
 
 def run_executor(executor: Executor, units: list[str], head: str, threads: int, resources: int) -> float:
     def one(unit: str):
-        return executor.execute(ExecuteRequest(unit=unit, action=Action.PLAN, event=Event.PULL_REQUEST, head=head),
-                                on_deploy_branch=False)
+        return executor.execute(ExecuteRequest(unit=unit, action=Action.PLAN, event=Event.PULL_REQUEST, head=head))
 
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:

@@ -94,7 +94,7 @@ def _cmd_execute(args, settings) -> int:
     for notice in prepared.notices:
         print(f"pipelines-dagster execute: {notice}", file=sys.stderr)
     result = prepared.executor.execute(ExecuteRequest(unit=unit, action=action, event=event, head=head, base=base,
-                                                      pr=args.pr), on_deploy_branch=prepared.on_deploy_branch)
+                                                      pr=args.pr))
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:
@@ -134,8 +134,7 @@ def _cmd_unlock(args, settings) -> int:
         return 1
     for notice in prepared.notices:
         print(f"pipelines-dagster unlock: {notice}", file=sys.stderr)
-    result = prepared.executor.force_unlock(normalize_unit_path(args.unit), args.lock_id, head,
-                                            on_deploy_branch=prepared.on_deploy_branch)
+    result = prepared.executor.force_unlock(normalize_unit_path(args.unit), args.lock_id, head)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
     else:

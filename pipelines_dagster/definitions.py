@@ -10,7 +10,7 @@ from .core.watch import TAG_APPLY_LOCK, repo_identity
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
-from .defs.resources import account_resource_key, resources_from_settings
+from .defs.resources import resources_from_settings
 from .defs.sensors import (
     apply_run_tags,
     make_asset_graph_sensor,
@@ -24,8 +24,7 @@ from .settings import Settings
 
 def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -> dg.Definitions:
     """Everything the code location holds, for the deploy branch's `lineage` (its accounts and units)."""
-    resources = resources_from_settings(settings, lineage)
-    account_keys = [account_resource_key(a.name) for a in lineage.accounts]
+    resources = resources_from_settings(settings, lineage.accounts)
     plan_tags: dict[str, str] = {}
     apply_tags: dict[str, str] = {}
     if settings.step_executor == "k8s":  # a pod per step, with the service account of its action
@@ -33,14 +32,14 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -
         executor_def = executor_def or k8s_step_executor(settings.max_parallel)
         plan_tags = k8s_step_tags(settings.plan_service_account)
         apply_tags = k8s_step_tags(settings.apply_service_account)
-    job = make_pipeline_job(account_keys, stages=settings.wave_stages, max_parallel=settings.max_parallel,
+    job = make_pipeline_job(stages=settings.wave_stages, max_parallel=settings.max_parallel,
                             executor_def=executor_def, plan_tags=plan_tags, apply_tags=apply_tags)
     status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
     # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
     # limit), and vice versa
     lock = {TAG_APPLY_LOCK: repo_identity(settings.github_repo or settings.repo_url or ".")}
     drift = make_drift_definitions(lineage, cron=settings.drift_cron, paths=settings.drift_paths,
-                                   tags=lock, account_keys=account_keys, default_status=status)
+                                   tags=lock, default_status=status)
     sensors = [make_pull_request_sensor(job, settings), make_deploy_branch_sensor(job, settings),
                make_run_failure_sensor(job, settings),
                make_asset_graph_sensor(lineage, code_location_name(), settings)]
@@ -49,7 +48,7 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -
                                         interval_s=settings.sensor_interval_s,
                                         default_status=dg.DefaultSensorStatus(status.value)))
     pipeline = dg.Definitions(
-        jobs=[job], assets=lineage_assets(lineage, account_keys, settings.reconcile_drift), resources=resources,
+        jobs=[job], assets=lineage_assets(lineage, settings.reconcile_drift), resources=resources,
         sensors=sensors)
     return dg.Definitions.merge(pipeline, drift)
 

@@ -11,7 +11,7 @@ import pytest
 from pipelines_dagster.core.credentials import CredentialProvider, FileTokenSource
 from pipelines_dagster.core.engine import EngineSettings
 from pipelines_dagster.core.executor import Executor
-from pipelines_dagster.core.repo_config import load_repo_config
+from pipelines_dagster.core.repo_config import trusted_config
 from pipelines_dagster.demo.aws import LOCK_TABLE, REGION, Aws, MotoServer, backend_settings, state_bucket
 from pipelines_dagster.demo.aws import UNVERIFIED_TOKEN as OIDC_TOKEN
 from pipelines_dagster.demo.terraform import install_null_provider, terraform_binary, write_cli_config
@@ -138,7 +138,7 @@ def make_executor(repo, aws, token_file, settings):
     """An Executor as the pipeline builds one: credentials config from the deploy branch, a token file."""
 
     def make(**overrides) -> Executor:
-        trusted = load_repo_config(repo.path / ".git", repo.git("rev-parse", "main"))
+        trusted = trusted_config(repo.path / ".git", "main")
         provider = CredentialProvider(FileTokenSource(str(token_file)), trusted.config.roles, deploy_branch="main")
         return Executor(repo.path / ".git", config=trusted.config, credentials_config=trusted, provider=provider,
                         settings=overrides.pop("settings", settings), **overrides)

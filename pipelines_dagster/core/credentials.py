@@ -229,14 +229,27 @@ class AwsCredentials:
         return [self.access_key_id, self.secret_access_key, self.session_token]
 
 
+@dataclass(frozen=True)
+class DeployedAccount:
+    """An account as a code location loaded it (its resource): what the deploy branch must still say."""
+
+    id: str
+    plan_role_arn: str
+    apply_role_arn: str
+
+
 class CredentialProvider:
-    """Assumes per-account roles with a web identity token; thread-safe; caches until five minutes before expiry."""
+    """Assumes per-account roles with a web identity token; thread-safe; caches until five minutes before expiry.
+    With `deployed` (the accounts a code location loaded), an account that the deploy branch no longer describes
+    the same way (the accounts file changed since) gets no credentials until the code location is reloaded."""
 
     def __init__(self, token_source: TokenSource, roles: RolesConfig | None = None, *,
                  deploy_branch: str = "main", region: str | None = None, endpoint_url: str | None = None,
                  sts_client=None, max_attempts: int = 6, backoff_s: float = 0.5,
+                 deployed: Mapping[str, DeployedAccount] | None = None,
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep):
         self.token_source = token_source
+        self.deployed = deployed
         self.roles = roles or RolesConfig()
         self.deploy_branch = deploy_branch
         self.region = region
@@ -256,8 +269,14 @@ class CredentialProvider:
     def for_account(self, account_name: str, account: Account, event: Event | str, *, on_deploy_branch: bool,
                     session: str, commit: str | None = None) -> AwsCredentials:
         """Credentials of the plan role (pull_request) or the apply role (push on the deploy branch)."""
-        role_arn = choose_role(account_name, role_arn_for(account, "plan", self.roles),
-                               role_arn_for(account, "apply", self.roles), event, on_deploy_branch=on_deploy_branch,
+        plan_arn, apply_arn = role_arn_for(account, "plan", self.roles), role_arn_for(account, "apply", self.roles)
+        if self.deployed is not None and self.deployed.get(account_name) != DeployedAccount(account.id, plan_arn,
+                                                                                          apply_arn):
+            what = "has no resource in this code location" if account_name not in self.deployed else \
+                "differs from its resource"
+            raise CredentialsError(f"account {account_name!r} on the deploy branch {what} (the accounts file "
+                                   "changed after the code location loaded): reload the code location")
+        role_arn = choose_role(account_name, plan_arn, apply_arn, event, on_deploy_branch=on_deploy_branch,
                                deploy_branch=self.deploy_branch, commit=commit)
         return self.assume(role_arn, session, account_name, account.region or self.region)
 

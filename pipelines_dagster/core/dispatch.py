@@ -13,13 +13,27 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from .config import ConfigError, load_accounts
 from .executor import ExecuteRequest, Prepared
 from .lineage import Lineage
-from .model import Action, ChangeSet, ChangeType, Event, InfraChange, Outcome, Plan, Result, RunSpec, Status, UnitKind
+from .model import (
+    Action,
+    ChangeSet,
+    ChangeType,
+    Event,
+    InfraChange,
+    Outcome,
+    Plan,
+    ResourceChange,
+    Result,
+    RunSpec,
+    Status,
+    UnitKind,
+)
 
 AppliedCommit = Callable[[str], str | None]
 RESOURCES_LISTED = 500  # resource changes per unit in an asset event's metadata
@@ -245,7 +259,7 @@ def _dispatch(change: InfraChange, spec: RunSpec, prepared: Prepared | None, rep
             return Outcome.note(change, Status.FAILED, "no executor for this run")
         result = prepared.executor.execute(
             ExecuteRequest(unit=change.unit, action=change.action, event=spec.event, head=spec.head, base=spec.base,
-                           pr=spec.pr), on_deploy_branch=prepared.on_deploy_branch)
+                           pr=spec.pr))
     except Exception as exc:  # a bug or an unexpected tool failure: the change fails, the run goes on
         result = Result(status=Status.FAILED, message=f"internal error: {type(exc).__name__}: {exc}")
     return Outcome.of(change, result)
@@ -292,34 +306,52 @@ def _baseline(change: InfraChange, name: str, account, baseline: Baseline | None
                         f"account {name!r}: {result.message()}", pull_request=result.pull_request)
 
 
-def asset_events(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
-                 pr: int | None = None) -> list[tuple[str, str, dict]]:
-    """What the asset lineage records per unit: ("materialization", unit, metadata) for a successful apply or
-    destroy of a deploy-branch commit, ("observation", unit, metadata) for a plan that ran. The metadata's
-    `resource_changes` (a list of {address, action}) is the plan's resources, from `show -json`."""
-    events = []
+class AssetRecord(BaseModel):
+    """What the asset lineage records of one unit: a materialization (a successful apply or destroy of a
+    deploy-branch commit) or an observation (a plan that ran), with the plan's resource changes."""
+
+    kind: Literal["materialization", "observation"]
+    unit: str
+    commit: str
+    action: str
+    status: str
+    account: str
+    resources_added: int
+    resources_changed: int
+    resources_destroyed: int
+    duration_s: float
+    pr: int | None = None
+    role_arn: str | None = None
+    resource_changes: list[ResourceChange] = Field(default_factory=list)
+    resource_changes_not_listed: int | None = None
+    message: str | None = None
+
+
+def asset_records(outcomes: list[Outcome], spec: RunSpec, on_deploy_branch: bool,
+                  pr: int | None = None) -> list[AssetRecord]:
+    """The asset records of a step's outcomes: a materialization for each successful apply or destroy of a
+    deploy-branch commit, an observation for each plan that ran."""
+    records = []
     for o in outcomes:
         change = o.change
         if change.unit is None or o.status in (Status.SKIPPED, Status.REFUSED):
             continue
-        metadata: dict[str, object] = {"commit": spec.head, "action": change.action.value, "status": o.status.value,
-                    "account": change.account or "", "resources_added": o.summary.add,
-                    "resources_changed": o.summary.change, "resources_destroyed": o.summary.destroy,
-                    "duration_s": round(o.duration_s, 1)}
-        if pr is not None:
-            metadata["pr"] = pr
-        if o.role_arn:
-            metadata["role_arn"] = o.role_arn
-        if o.summary.resources:  # a table in Dagster: address, action
-            metadata["resource_changes"] = [{"address": r.address, "action": r.action}
-                                            for r in o.summary.resources[:RESOURCES_LISTED]]
-            if len(o.summary.resources) > RESOURCES_LISTED:
-                metadata["resource_changes_not_listed"] = len(o.summary.resources) - RESOURCES_LISTED
         if change.action in (Action.APPLY, Action.DESTROY):
-            if spec.event is Event.PUSH and on_deploy_branch and o.status in (Status.SUCCEEDED, Status.NO_CHANGES):
-                events.append(("materialization", change.unit, metadata))
+            if not (spec.event is Event.PUSH and on_deploy_branch and o.status in (Status.SUCCEEDED,
+                                                                                   Status.NO_CHANGES)):
+                continue
+            kind = "materialization"
         elif change.action in (Action.PLAN, Action.PLAN_DESTROY):
-            if not o.status.ok:
-                metadata["message"] = o.message[:1000]
-            events.append(("observation", change.unit, metadata))
-    return events
+            kind = "observation"
+        else:
+            continue
+        resources = o.summary.resources
+        records.append(AssetRecord(
+            kind=kind, unit=change.unit, commit=spec.head, action=change.action.value, status=o.status.value,
+            account=change.account or "", resources_added=o.summary.add, resources_changed=o.summary.change,
+            resources_destroyed=o.summary.destroy, duration_s=round(o.duration_s, 1), pr=pr, role_arn=o.role_arn,
+            resource_changes=resources[:RESOURCES_LISTED],
+            resource_changes_not_listed=len(resources) - RESOURCES_LISTED if len(resources) > RESOURCES_LISTED
+            else None,
+            message=o.message[:1000] if kind == "observation" and not o.status.ok else None))
+    return records

@@ -8,65 +8,69 @@ changes (a fingerprint in its body), closed when every unit is clean.
 
 import fnmatch
 import hashlib
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
 
 from . import markdown as md
 from .executor import ExecuteRequest, Prepared
-from .model import Action, Event, PlanSummary, Result, Status
+from .model import Action, Event, PlanSummary, ResourceChange, Result, Status
 
 ISSUE_KEY = "drift"
 CLEAN, DRIFTED, UNCHECKED, GONE = "clean", "drifted", "unchecked", "gone"
 RESOURCES_LISTED = 20  # per unit, in metadata and in the issue
 
 
-@dataclass
-class Finding:
+class Finding(BaseModel):
+    """A unit's drift check: its state, and for a drifted unit the plan's counts and resource changes."""
+
     unit: str
     state: str  # CLEAN, DRIFTED, UNCHECKED or GONE
     account: str | None = None
     commit: str | None = None
-    summary: PlanSummary = field(default_factory=PlanSummary)  # the counts only
-    resources: list[str] = field(default_factory=list)  # "address: action"
+    summary: PlanSummary = Field(default_factory=PlanSummary)  # the counts only
+    resources: list[ResourceChange] = Field(default_factory=list)  # outputs as `output.<name>`
     message: str = ""
 
     @property
     def passed(self) -> bool:
         return self.state in (CLEAN, GONE)
 
-    def summary_line(self) -> str:
-        return self.summary.line()
-
     def to_metadata(self) -> dict:
-        """Plain values for the asset check's metadata (and read back by `from_metadata`)."""
+        """Plain values for the asset check's metadata (read back by `from_metadata`, with the resource changes
+        as rows of address and action)."""
         data: dict[str, str | int] = {"state": self.state, "account": self.account or "", "commit": self.commit or ""}
         if self.state == DRIFTED:
-            data.update(plan=self.summary_line(), add=self.summary.add, change=self.summary.change,
-                        destroy=self.summary.destroy, resources="\n".join(self.resources))
+            data.update(plan=self.summary.line(), add=self.summary.add, change=self.summary.change,
+                        destroy=self.summary.destroy)
         if self.message:
             data["message"] = self.message
         return data
 
     @classmethod
-    def from_metadata(cls, unit: str, metadata: dict) -> "Finding":
+    def from_metadata(cls, unit: str, metadata: Mapping, rows: Sequence[Mapping]) -> "Finding":
         return cls(unit=unit, state=str(metadata.get("state", UNCHECKED)), account=metadata.get("account") or None,
                    commit=metadata.get("commit") or None,
                    summary=PlanSummary(**{k: int(metadata.get(k, 0)) for k in ("add", "change", "destroy")}),
-                   resources=[r for r in str(metadata.get("resources", "")).splitlines() if r],
+                   resources=[ResourceChange(address=str(r["address"]), action=str(r["action"]),
+                                             actions=[str(r["action"])]) for r in rows],
                    message=str(metadata.get("message", "")))
 
 
 def finding(unit: str, account: str | None, commit: str, result: Result) -> Finding:
     """A plan's result (run with detailed_exitcode) as a finding."""
     if result.status is Status.NO_CHANGES and result.exit_code == 0:
-        return Finding(unit, CLEAN, account, commit)
+        return Finding(unit=unit, state=CLEAN, account=account, commit=commit)
     if result.status is Status.SUCCEEDED:
         s = result.summary
-        resources = [f"{r.address}: {r.action}" for r in s.resources[:RESOURCES_LISTED]]
-        resources += [f"output.{o.address}: {o.action}" for o in s.outputs[:RESOURCES_LISTED - len(resources)]]
-        return Finding(unit, DRIFTED, account, commit, PlanSummary(add=s.add, change=s.change, destroy=s.destroy),
-                       resources, result.message)
-    return Finding(unit, UNCHECKED, account, commit, message=result.message or f"plan {result.status.value}")
+        resources = s.resources[:RESOURCES_LISTED] + [
+            o.model_copy(update={"address": f"output.{o.address}"}) for o in s.outputs][:RESOURCES_LISTED]
+        return Finding(unit=unit, state=DRIFTED, account=account, commit=commit,
+                       summary=PlanSummary(add=s.add, change=s.change, destroy=s.destroy),
+                       resources=resources[:RESOURCES_LISTED], message=result.message)
+    return Finding(unit=unit, state=UNCHECKED, account=account, commit=commit,
+                   message=result.message or f"plan {result.status.value}")
 
 
 def matches(unit: str, patterns: list[str]) -> bool:
@@ -87,14 +91,15 @@ def check_units(prepared: Prepared, repo, commit: str, units: dict[str, str | No
     def check(unit: str) -> Finding:
         account = units[unit]
         if unit not in present:
-            return Finding(unit, GONE, account, commit, message=f"no longer on the deploy branch at {commit[:12]}")
+            return Finding(unit=unit, state=GONE, account=account, commit=commit,
+                           message=f"no longer on the deploy branch at {commit[:12]}")
         try:
             # the plan role, as for a pull request: a drift check can never assume an apply role
             result = prepared.executor.execute(ExecuteRequest(unit=unit, action=Action.PLAN,
-                                                              event=Event.PULL_REQUEST, head=commit),
-                                               on_deploy_branch=prepared.on_deploy_branch)
+                                                              event=Event.PULL_REQUEST, head=commit))
         except Exception as exc:  # a bug or an unexpected tool failure: this unit is unchecked, the rest go on
-            return Finding(unit, UNCHECKED, account, commit, message=f"internal error: {type(exc).__name__}: {exc}")
+            return Finding(unit=unit, state=UNCHECKED, account=account, commit=commit,
+                           message=f"internal error: {type(exc).__name__}: {exc}")
         return finding(unit, result.account or account, commit, result)
 
     with ThreadPoolExecutor(max_workers=max(1, max_parallel)) as pool:
@@ -111,7 +116,7 @@ def open_findings(findings: dict[str, Finding]) -> list[Finding]:
 
 def fingerprint(listed: list[Finding]) -> str:
     """Changes when the listed units, their states or their plan summaries change (not with messages)."""
-    text = "\n".join(f"{f.unit}\t{f.state}\t{f.summary_line() if f.state == DRIFTED else ''}" for f in listed)
+    text = "\n".join(f"{f.unit}\t{f.state}\t{f.summary.line() if f.state == DRIFTED else ''}" for f in listed)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -149,7 +154,7 @@ def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_ur
     tables: list[str] = []
     if drifted:
         tables += [f"### Drifted ({len(drifted)})", "", "| unit | account | plan |", "|---|---|---|"]
-        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {f.summary_line()} |" for f in drifted]
+        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {f.summary.line()} |" for f in drifted]
         tables.append("")
     if unchecked:
         tables += [f"### Could not be checked ({len(unchecked)})", "", "| unit | account | error |", "|---|---|---|"]
@@ -167,8 +172,8 @@ def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_ur
         left = sum(1 for line in tables if line.startswith("| `")) - sum(1 for line in kept if line.startswith("| `"))
         return "\n".join(head + kept + ["", f"… and {left} more unit(s): see the drift checks in Dagster."])
     for f in drifted:
-        details = "\n" + md.details(f"<code>{md.html_text(f.unit)}</code>: {f.summary_line()}",
-                                     "\n".join(f"- {md.code(r)}" for r in f.resources)).rstrip("\n")
+        resources = "\n".join(f"- {md.code(r.address)}: {md.text(r.action)}" for r in f.resources)
+        details = "\n" + md.details(f"<code>{md.html_text(f.unit)}</code>: {f.summary.line()}", resources).rstrip("\n")
         if len(body) + len(details) > limit:
             break
         body += details

@@ -4,15 +4,16 @@ a private working copy, the engine run. Shared by `pipelines-dagster execute` an
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..redact import default_redactor
 from .config import PipelinesConfig
-from .credentials import CredentialProvider, CredentialsError, session_name
+from .credentials import CredentialProvider, CredentialsError, DeployedAccount, session_name
 from .engine import EngineSettings, force_unlock_in_workdir, run_in_workdir
 from .isolation import IsolationError, RunFolder, resolve_unit_user
 from .model import Action, Event, Result, Status, UnitKind
-from .repo_config import RepoConfig, trusted_config
+from .repo_config import TrustedConfig, trusted_config
 
 log = logging.getLogger(__name__)
 
@@ -44,25 +45,38 @@ def unit_kind(repo, sha: str, unit: str) -> UnitKind | None:
 
 class Executor:
     """Runs infra-changes of one repository. `config` decides engines; `credentials_config` (trusted: read from
-    the deploy branch) decides accounts and roles. Without accounts or a provider, units use ambient credentials."""
+    the deploy branch's head) decides accounts and roles, and which commits are the deploy branch's: only the
+    commit a unit is checked out at decides whether its account's apply role may be used. Without accounts or a
+    provider, units use ambient credentials."""
 
-    def __init__(self, repo, *, config: PipelinesConfig | None = None, credentials_config: RepoConfig | None = None,
-                 provider: CredentialProvider | None = None, settings: EngineSettings | None = None,
-                 location: str | None = None):
+    def __init__(self, repo, *, config: PipelinesConfig | None = None,
+                 credentials_config: TrustedConfig | None = None, provider: CredentialProvider | None = None,
+                 settings: EngineSettings | None = None, location: str | None = None):
         """`location`: the repository as the deployment names it (a URL or path), for recovery commands."""
         self.repo, self.location = repo, location
         self.config = config or PipelinesConfig()
         self.credentials_config = credentials_config
         self.provider = provider
         self.settings = settings or EngineSettings.from_env()
+        self._deploy_commits: dict[str, bool] = {}
 
-    def execute(self, request: ExecuteRequest, *, on_deploy_branch: bool) -> Result:
+    def on_deploy_branch(self, commit: str) -> bool:
+        """Whether the deploy branch itself was at `commit` (its first-parent line, as read with the trusted
+        configuration)."""
+        from ..integrations.git import on_first_parent_line
+
+        tip = self.credentials_config.sha if self.credentials_config is not None else ""
+        if commit not in self._deploy_commits:
+            self._deploy_commits[commit] = bool(tip) and on_first_parent_line(self.repo, commit, tip)
+        return self._deploy_commits[commit]
+
+    def execute(self, request: ExecuteRequest) -> Result:
         started = time.monotonic()
-        result = self._execute(request, on_deploy_branch)
+        result = self._execute(request)
         result.duration_s = time.monotonic() - started
         return result
 
-    def _execute(self, req: ExecuteRequest, on_deploy_branch: bool) -> Result:
+    def _execute(self, req: ExecuteRequest) -> Result:
         action, event = Action(req.action), Event(req.event)
 
         def failed(message: str, status: Status = Status.FAILED) -> Result:
@@ -81,7 +95,7 @@ class Executor:
             return failed(f"unit {req.unit} does not exist at commit {commit[:12]}")
         engine = self.config.engine_for(req.unit, kind)
 
-        credentials = self._credentials(req.unit, event, on_deploy_branch, req.head, req.pr)
+        credentials = self._credentials(req.unit, event, commit, req.head, req.pr)
         if isinstance(credentials, Result):
             credentials.action, credentials.commit = action.value, commit
             return credentials
@@ -95,7 +109,7 @@ class Executor:
             result.message = redactor(self.stale_lock_message(result, account_name, engine))
         return result
 
-    def force_unlock(self, unit: str, lock_id: str, head: str, *, on_deploy_branch: bool) -> Result:
+    def force_unlock(self, unit: str, lock_id: str, head: str) -> Result:
         """`force-unlock -force <lock_id>` in `unit` at `head` (a deploy-branch commit) with its account's apply
         role: the recovery from a stale state lock."""
         def failed(message: str) -> Result:
@@ -106,7 +120,7 @@ class Executor:
         if kind is None:
             return failed(f"unit {unit} does not exist at commit {head[:12]}")
         engine = self.config.engine_for(unit, kind)
-        credentials = self._credentials(unit, Event.PUSH, on_deploy_branch, head, None)
+        credentials = self._credentials(unit, Event.PUSH, head, head, None)
         if isinstance(credentials, Result):
             credentials.action, credentials.commit = "force-unlock", head
             return credentials
@@ -127,8 +141,9 @@ class Executor:
                 f"recover with `pipelines-dagster unlock --repo {repo} --unit {result.unit} --lock-id {lock.id}`, "
                 f"which runs `{engine} force-unlock -force {lock.id}` in {result.unit} with {role}")
 
-    def _credentials(self, unit: str, event: Event, on_deploy_branch: bool, head: str, pr: int | None):
-        """(credentials_env, account, role ARN, redactor) for the unit's account, or a failed Result."""
+    def _credentials(self, unit: str, event: Event, commit: str, head: str, pr: int | None):
+        """(credentials_env, account, role ARN, redactor) for the unit's account, to run at `commit` (the run's
+        `head`, or its base for a destroy), or a failed Result."""
         credentials_env = None
         account_name = role_arn = None
         secrets: list[str] = []
@@ -141,8 +156,9 @@ class Executor:
                     f"unit {unit} belongs to account {account_name!r}, which is not in {trusted.accounts.file} on "
                     "the deploy branch: no credentials for it"))
             try:
-                creds = self.provider.for_account(account_name, account, event, on_deploy_branch=on_deploy_branch,
-                                                  session=session_name(head, pr), commit=head)
+                creds = self.provider.for_account(account_name, account, event,
+                                                  on_deploy_branch=self.on_deploy_branch(commit),
+                                                  session=session_name(head, pr), commit=commit)
             except CredentialsError as exc:
                 return Result(status=Status.FAILED, unit=unit, message=default_redactor()(str(exc)),
                               account=account_name, transient=exc.transient)
@@ -192,27 +208,25 @@ class Prepared:
 
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
-            token_source=None, provider_factory=None, region: str | None = None,
-            location: str | None = None, audience: str = "sts.amazonaws.com") -> Prepared:
+            token_source=None, region: str | None = None, location: str | None = None,
+            audience: str = "sts.amazonaws.com", deployed: Mapping[str, DeployedAccount] | None = None) -> Prepared:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
-    and the deployment's OIDC token source. `deploy_branch` is the deployment's override. `provider_factory(
-    trusted config)` gives what answers for the accounts' credentials (the pipeline's account resources); by
-    default a CredentialProvider. ConfigError when the deploy branch or its configuration is unusable."""
-    from ..integrations.git import is_ancestor
+    and the deployment's OIDC token source. `deploy_branch` is the deployment's override; `deployed`: the accounts
+    as the code location knows them (see CredentialProvider). ConfigError when the deploy branch or its
+    configuration is unusable."""
     from .credentials import token_source_from_env
 
     trusted = trusted_config(repo, deploy_branch)
-    on_deploy_branch = is_ancestor(repo, head, trusted.sha)
     token_source = token_source if token_source is not None else token_source_from_env(audience=audience)
     notices, provider = [], None
     if trusted.accounts is not None and token_source is not None:
-        provider = provider_factory(trusted) if provider_factory else CredentialProvider(
-            token_source, trusted.config.roles, deploy_branch=trusted.branch, region=region)
+        provider = CredentialProvider(token_source, trusted.config.roles, deploy_branch=trusted.branch, region=region,
+                                      deployed=deployed)
     elif trusted.accounts is not None:
         notices.append("no OIDC token source configured (PIPELINES_WEB_IDENTITY_TOKEN_FILE, "
                        "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "
                        "using ambient credentials")
     executor = Executor(repo, config=trusted.config, credentials_config=trusted, provider=provider,
                         settings=settings or EngineSettings.from_env(), location=location)
-    return Prepared(executor, on_deploy_branch, trusted.branch, notices)
+    return Prepared(executor, executor.on_deploy_branch(head), trusted.branch, notices)

@@ -314,6 +314,17 @@ class Plan(BaseModel):
     notices: list[str] = Field(default_factory=list)
     blocked: str | None = None  # why nothing runs
     pull_request: int | None = None  # the run's pull request, or for a push the merged one (found on GitHub)
+    replaced_tip: str | None = None  # a push after a rewrite of the deploy branch: the tip it no longer has
+
+    def rewrite_message(self) -> str | None:
+        """What a push after a rewrite of the deploy branch must say (and fail for)."""
+        if not self.replaced_tip:
+            return None
+        return (f"the deploy branch was rewritten: {self.replaced_tip[:12]} is no longer in its history, which now "
+                f"ends at {self.spec.head[:12]}. This run applies only what changed from {self.spec.base[:12]}, "
+                "where the two histories part; nothing of the commits the branch no longer has is applied, and what "
+                "they applied is not undone: check the units they changed (their drift checks) and apply them from "
+                "their assets (Materialize) if needed")
 
 
 @dataclass

@@ -82,3 +82,35 @@ def trusted_config(repo, override: str | None = None, accounts: bool = True) -> 
                                          "roles are only read from it")])
     found = load_repo_config(repo, sha) if accounts else RepoConfig(config_at(repo, sha), None)
     return TrustedConfig(found.config, found.accounts, branch=branch, sha=sha)
+
+
+class LaunchRefused(ValueError):
+    """What a run was asked to do is not allowed; the message says why and what would be."""
+
+
+def push_range(repo, branch: str, head: str, base: str | None = None, head_ref: str | None = None
+               ) -> tuple[str, str]:
+    """(base, head) of an apply, both full shas on the first-parent line of `refs/heads/<branch>` (the commits the
+    branch itself was at: what pushing it applied), the base before the head; the base is the head's first parent
+    unless given. LaunchRefused otherwise: an apply role only ever runs code the deploy branch has held, and a
+    destroy (which runs at the base) too. `head_ref`: what the head was called, for the messages."""
+    from ..integrations.git import GitError, branch_sha, is_ancestor, on_first_parent_line, resolve
+
+    tip = branch_sha(repo, branch)
+    if tip is None:
+        raise LaunchRefused(f"the deploy branch {branch!r} does not exist")
+    named = f"{head_ref} ({head[:12]})" if head_ref and head_ref != head else head[:12]
+    if not on_first_parent_line(repo, head, tip):
+        raise LaunchRefused(f"{named} is not on the deploy branch {branch}: a push applies deploy-branch commits "
+                            "only (the commits the branch itself was at, not those of the branches merged into it)")
+    if base is None:
+        try:
+            return resolve(repo, f"{head}^1"), head
+        except GitError:
+            raise LaunchRefused(f"{named} has no parent to apply from: give base_ref") from None
+    if not on_first_parent_line(repo, base, tip):
+        raise LaunchRefused(f"base {base[:12]} is not on the deploy branch {branch}: a push's changes start at an "
+                            "earlier commit of the deploy branch (default: the head's first parent)")
+    if base != head and not is_ancestor(repo, base, head):
+        raise LaunchRefused(f"base {base[:12]} comes after head {head[:12]} on the deploy branch {branch}")
+    return base, head

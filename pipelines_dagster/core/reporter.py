@@ -19,7 +19,7 @@ def failed_outcomes(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def run_failed(plan: Plan, outcomes: list[Outcome]) -> bool:
-    return bool(plan.errors) or bool(failed_outcomes(outcomes))
+    return bool(plan.errors) or bool(failed_outcomes(outcomes)) or plan.replaced_tip is not None
 
 
 class Reporter:
@@ -108,6 +108,13 @@ class Reporter:
         description = (f"{len(bad)} of {len(outcomes)} change(s) failed" if bad else
                        "repository errors" if plan.errors else f"{len(outcomes)} change(s) ok")
         self._status("failure" if failed else "success", description)
+        rewrite = plan.rewrite_message()
+        if rewrite:
+            assert plan.replaced_tip is not None
+            title = (f"pipelines-dagster: the deploy branch was rewritten from {plan.replaced_tip[:12]} to "
+                     f"{self.spec.head[:12]}")
+            self._guard("opening the rewrite issue", lambda: self.client.upsert_issue(
+                f"rewritten={plan.replaced_tip}", title, body))
         if self.spec.event is Event.PUSH and bad:
             units = ", ".join(o.change.name for o in bad)
             title = " ".join(f"pipelines-dagster: {title_for(Event.PUSH)} failed for {self.spec.head[:12]}: "
@@ -121,7 +128,9 @@ class Reporter:
 
 def _note(plan: Plan) -> str | None:
     """What the reader must know before the table: why nothing ran, that configuration edits wait for merge."""
-    lines = ([f"⛔ {plan.blocked}"] if plan.blocked else []) + [f"ℹ️ {n}" for n in plan.notices]
+    rewrite = plan.rewrite_message()
+    lines = ([f"⛔ {plan.blocked}"] if plan.blocked else []) + ([f"⚠️ {rewrite[0].upper()}{rewrite[1:]}."]
+                                                              if rewrite else []) + [f"ℹ️ {n}" for n in plan.notices]
     return "\n\n".join(lines) or None
 
 

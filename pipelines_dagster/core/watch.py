@@ -23,7 +23,7 @@ TAG_EVENT = "pipelines/event"
 TAG_BRANCH = "pipelines/branch"
 TAG_BASE_BRANCH = "pipelines/base-branch"
 TAG_APPLY_LOCK = "pipelines/apply-lock"
-TAG_FORCE_PUSH = "pipelines/force-push"
+TAG_REPLACED_TIP = "pipelines/replaced-tip"  # a push run after a rewrite of the deploy branch: the old tip
 TAG_ACCOUNT_PREFIX = "pipelines/account-"  # one tag per account a run touches: pipelines/account-<name> = true
 ERROR_TEXT_LIMIT = 4000
 
@@ -131,13 +131,15 @@ def branch_run(name: str, sha: str, base_ref: str, deploy_branch: str) -> RunWan
 # ---------------------------------------------------------------------------------------------- deploy branch
 
 
-def push_runs(previous: str, commits: Iterable[str], lock: str, force_push: bool = False) -> list[RunWanted]:
-    """One apply run per new deploy-branch commit, oldest first, each starting where the previous one ended."""
+def push_runs(previous: str, commits: Iterable[str], lock: str, replaced: str | None = None) -> list[RunWanted]:
+    """One apply run per new deploy-branch commit, oldest first, each starting where the previous one ended.
+    `replaced`: the tip a rewrite of the branch replaced (`previous` is then where the two histories part); the
+    runs carry it so that the rewrite is reported."""
     runs, base = [], previous
     for sha in commits:
         tags = {TAG_SHA: sha, TAG_EVENT: Event.PUSH.value, TAG_APPLY_LOCK: lock}
-        if force_push:
-            tags[TAG_FORCE_PUSH] = "true"
+        if replaced:
+            tags[TAG_REPLACED_TIP] = replaced
         runs.append(RunWanted(run_key=f"push-{sha}", event=Event.PUSH.value, base_ref=base, head_ref=sha,
                               tags=tags))
         base = sha

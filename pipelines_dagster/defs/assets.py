@@ -14,18 +14,13 @@ moves, the asset graph sensor reloads the code location, which reads it anew.
 """
 
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext, StateBackedDefinitionsLoader
 from pydantic import Field
 
-from ..core import dispatch as core
-from ..core import watch
 from ..core.lineage import AccountNode, Lineage, account_key, group_name, read_lineage, unit_key
-from .pipeline import applied_commit, asset_metadata, retry_if_transient, transient_problems, wait_for_other_applies
-from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
+from .execution import ChangeRunner
 
 log = dg.get_dagster_logger("pipelines_dagster.lineage")
 DEFAULT_LOCATION_NAME = "pipelines_dagster"
@@ -71,9 +66,9 @@ def unit_specs(lineage: Lineage, automation_condition: dg.AutomationCondition | 
     return specs
 
 
-def lineage_assets(lineage: Lineage, account_keys: Sequence[str] = (), reconcile_drift: bool = False) -> list:
+def lineage_assets(lineage: Lineage, reconcile_drift: bool = False) -> list:
     """The account assets, and the unit assets (one subsettable multi-asset whose step applies the selected
-    units); `account_keys`: the account resources the applies use."""
+    units)."""
     specs = account_specs(lineage)
     if not lineage.units:
         return specs
@@ -81,68 +76,14 @@ def lineage_assets(lineage: Lineage, account_keys: Sequence[str] = (), reconcile
 
     @dg.multi_asset(name=RECONCILE_OP, can_subset=True,
                     specs=unit_specs(lineage, DRIFT_CHECK_FAILED if reconcile_drift else None),
-                    required_resource_keys={"infra_repo", "github", "engine", *account_keys},
                     description="Applies the selected units at the deploy-branch tip with their accounts' apply "
                                 "roles, dependencies first, under the repository's apply lock.")
-    def reconcile_units(context: dg.AssetExecutionContext, config: ReconcileConfig):
-        units = sorted(path_of[k] for k in context.selected_asset_keys)
-        yield from _reconcile(context, config, units)
+    def reconcile_units(context: dg.AssetExecutionContext, config: ReconcileConfig,
+                        changes: dg.ResourceParam[ChangeRunner]):
+        yield from changes.materialize(context, sorted(path_of[k] for k in context.selected_asset_keys),
+                                       config.commit)
 
     return specs + [reconcile_units]
-
-
-def _reconcile(context: dg.AssetExecutionContext, config: ReconcileConfig, units: list[str]):
-    from ..core.config import ConfigError
-    from ..core.executor import prepare
-    from ..integrations.git import GitError, resolve
-
-    resources = context.resources
-    infra_repo: InfraRepoResource = resources.infra_repo
-    github: GitHubResource = resources.github
-    engine: EngineResource = resources.engine
-    try:
-        repo = infra_repo.git_dir(fetch=True)
-        lineage = read_lineage(infra_repo.location, infra_repo.deploy_branch, cache_root=Path(infra_repo.cache_dir),
-                               index_cache=infra_repo.index_cache_dir)
-        if lineage.commit is None or (not lineage.units and lineage.notes):
-            raise GitError("; ".join(lineage.notes) or "no deploy branch")
-        branch, tip = lineage.deploy_branch, lineage.commit
-        asked = resolve(repo, config.commit) if config.commit else tip
-    except GitError as exc:
-        raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
-    if asked != tip:
-        raise dg.Failure(description=f"refused: {config.commit} ({asked[:12]}) is not the tip of the deploy branch "
-                                     f"{branch} ({tip[:12]}); materializing applies the tip and nothing else")
-    item, gone = core.reconcile_item(lineage, units)
-    context.instance.add_run_tags(context.run.run_id, watch.run_tags(
-        "push", tip, accounts=[c.account for c in item.changes]))
-    wait_for_other_applies(context, engine, apply_lock(github, infra_repo))
-    context.log.info(f"applying {len(item.changes)} unit(s) at {branch} {tip[:12]}")
-    try:
-        prepared = prepare(repo, tip, deploy_branch=infra_repo.deploy_branch, settings=engine.settings(),
-                           location=infra_repo.location, provider_factory=lambda trusted: AccountCredentials(
-                               resources, trusted.branch, trusted.config.roles))
-    except ConfigError as exc:
-        raise dg.Failure(description=f"configuration of the deploy branch: {exc}") from None
-    for notice in prepared.notices:
-        context.log.warning(notice)
-    outcomes = core.run_item(item, prepared, repo, engine.max_parallel,
-                             applied_commit=lambda unit: applied_commit(context.instance, unit))
-    retry_if_transient(context, engine, transient_problems(outcomes))
-    for o in outcomes:
-        (context.log.info if o.status.ok else context.log.error)(f"{o.change.name}: {_said(o)}")
-    for _, unit, metadata in core.asset_events(outcomes, item.spec, prepared.on_deploy_branch):
-        yield dg.MaterializeResult(asset_key=unit_key(unit), metadata=asset_metadata(metadata))
-    problems = [f"{unit}: not a unit of {branch} at {tip[:12]} (the deploy-branch run of the commit that removed "
-                "it destroys it)" for unit in gone]
-    problems += [f"{o.change.name}: {_said(o)}" for o in outcomes if not o.status.ok]
-    if problems:
-        raise dg.Failure(description="; ".join(p[:500] for p in problems))
-
-
-def _said(outcome) -> str:
-    text = outcome.message or outcome.status.label
-    return text if text.startswith(outcome.status.label) else f"{outcome.status.label}: {text}"
 
 
 def reconcile_sensor(lineage: Lineage, run_tags: dict, *, interval_s: int,

@@ -5,7 +5,6 @@ Any subset of the checks can run (a single unit from its asset page, a path filt
 issue always lists what the latest result of every unit's check says.
 """
 
-import dataclasses
 from collections.abc import Sequence
 
 import dagster as dg
@@ -13,8 +12,7 @@ from pydantic import Field
 
 from ..core import drift as core
 from ..core.lineage import Lineage, unit_key
-from .pipeline import resource_table
-from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource
+from .execution import ChangeRunner
 
 CHECK_NAME = "drift"
 JOB_NAME = "drift_detection"
@@ -28,87 +26,45 @@ class DriftConfig(dg.Config):
                              "folder matches the units under it); empty checks every selected unit.")
 
 
-def _previous_findings(instance, lineage: Lineage, skip: set[str]) -> dict[str, core.Finding]:
+def previous_findings(instance, lineage: Lineage, skip: set[str], check_name: str = CHECK_NAME
+                      ) -> dict[str, core.Finding]:
     """The latest completed drift result of every unit not checked now (for the issue's complete list)."""
-    keys = {dg.AssetCheckKey(dg.AssetKey(unit_key(u.path)), CHECK_NAME): u.path
+    keys = {dg.AssetCheckKey(dg.AssetKey(unit_key(u.path)), check_name): u.path
             for u in lineage.units if u.path not in skip}
     found = {}
     for key, summary in instance.event_log_storage.get_asset_check_summary_records(list(keys)).items():
         record = summary.last_completed_check_execution_record if summary else None
         evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
         if evaluation is not None:
-            metadata = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
-            found[keys[key]] = core.Finding.from_metadata(keys[key], metadata)
+            metadata = dict(evaluation.metadata or {})
+            table = metadata.pop("resource_changes", None)
+            rows = [r.data for r in table.records] if isinstance(table, dg.TableMetadataValue) else []
+            found[keys[key]] = core.Finding.from_metadata(
+                keys[key], {k: getattr(v, "value", v) for k, v in metadata.items()}, rows)
     return found
 
 
-def _metadata(finding: core.Finding) -> dict:
-    """The finding's metadata, and its resource changes as a table (as on the unit's plans and applies)."""
-    rows = [dict(zip(("address", "action"), r.rsplit(": ", 1), strict=True)) for r in finding.resources if ": " in r]
-    return {**finding.to_metadata(), **({"resource_changes": resource_table(rows)} if rows else {})}
-
-
 def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: Sequence[str] = (),
-                           tags: dict | None = None, account_keys: Sequence[str] = (),
+                           tags: dict | None = None,
                            default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.RUNNING
                            ) -> dg.Definitions:
-    """The drift checks of `lineage`'s units; their plans use the account resources `account_keys`."""
+    """The drift checks of `lineage`'s units."""
     if not lineage.units:
         return dg.Definitions()
-    units = {u.path: u for u in lineage.units}
-    by_key = {dg.AssetKey(unit_key(path)): path for path in units}
+    by_key = {dg.AssetKey(unit_key(u.path)): u.path for u in lineage.units}
 
     @dg.multi_asset_check(
-        name=OP_NAME, can_subset=True, required_resource_keys={"infra_repo", "github", "engine", *account_keys},
+        name=OP_NAME, can_subset=True,
         specs=[dg.AssetCheckSpec(CHECK_NAME, asset=key, description=(
             "Plans the unit at the deploy-branch head with the plan role: passes when the plan is empty, fails "
             "(WARN) with the plan summary when reality differs from the code, fails (ERROR) when it cannot plan."))
             for key in by_key],
         description="Drift detection: plans the selected units at the deploy-branch head with `-detailed-exitcode`.")
-    def drift_plans(context: dg.AssetCheckExecutionContext, config: DriftConfig):
-        infra_repo: InfraRepoResource = context.resources.infra_repo
-        github: GitHubResource = context.resources.github
-        engine: EngineResource = context.resources.engine
-        from ..core.config import ConfigError
-        from ..core.executor import prepare
-        from ..core.repo_config import deploy_branch
-        from ..integrations.git import GitError, resolve
-
-        selected = {by_key[k.asset_key] for k in context.selected_asset_check_keys}
-        todo = {p: units[p].account for p in sorted(selected) if core.matches(p, config.paths)}
-        try:
-            repo = infra_repo.git_dir(fetch=True)
-            branch = deploy_branch(repo, infra_repo.deploy_branch)
-            head = resolve(repo, f"refs/heads/{branch}")
-        except GitError as exc:
-            raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
-        context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")
-        try:
-            prepared = prepare(repo, head, deploy_branch=branch, location=infra_repo.location,
-                               settings=dataclasses.replace(engine.settings(), detailed_exitcode=True),
-                               provider_factory=lambda trusted: AccountCredentials(
-                                   context.resources, trusted.branch, trusted.config.roles))
-            findings = core.check_units(prepared, repo, head, todo, engine.max_parallel)
-        except ConfigError as exc:
-            findings = [core.Finding(p, core.UNCHECKED, a, head, message=f"configuration: {exc}")
-                        for p, a in todo.items()]
-        if not github.local_mode:
-            current = {f.unit: f for f in findings}
-            latest = {**_previous_findings(context.instance, lineage, set(current)), **current}
-            outcome = core.update_issue(github.client(), core.open_findings(latest), deploy_branch=branch,
-                                        commit=head, run_url=engine.run_url(context.run.run_id))
-            context.log.info(f"drift issue: {outcome}")
-        for f in findings:
-            level = context.log.info if f.passed else context.log.warning
-            level(f"{f.unit}: {f.state}" + (f" ({f.summary_line()})" if f.state == core.DRIFTED else
-                                            f": {f.message}" if f.state == core.UNCHECKED else ""))
-            yield dg.AssetCheckResult(
-                asset_key=dg.AssetKey(unit_key(f.unit)), check_name=CHECK_NAME, passed=f.passed,
-                severity=dg.AssetCheckSeverity.ERROR if f.state == core.UNCHECKED else dg.AssetCheckSeverity.WARN,
-                metadata=_metadata(f),
-                description={core.CLEAN: "the plan is empty", core.GONE: f.message,
-                             core.DRIFTED: f"drifted: {f.summary_line()}",
-                             core.UNCHECKED: "the plan could not run"}[f.state])
+    def drift_plans(context: dg.AssetCheckExecutionContext, config: DriftConfig,
+                    changes: dg.ResourceParam[ChangeRunner]):
+        selected = sorted(by_key[k.asset_key] for k in context.selected_asset_check_keys)
+        yield from changes.check_drift(context, lineage, [p for p in selected if core.matches(p, config.paths)],
+                                       CHECK_NAME)
 
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.checks(drift_plans),
                               executor_def=dg.in_process_executor, tags=tags or {},

@@ -19,7 +19,7 @@ runs exactly the failed changes again (and the stages and report after them), up
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from enum import Enum
@@ -32,17 +32,16 @@ from ..core import dispatch as core
 from ..core import watch
 from ..core.bounded import detect_changes_bounded
 from ..core.dispatch import Item, Progress
-from ..core.lineage import unit_key
-from ..core.model import Event, Outcome, RunSpec, Status
+from ..core.model import Event, Outcome, RunSpec
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
-from .resources import AccountCredentials, EngineResource, GitHubResource, InfraRepoResource, apply_lock
+from .execution import REPORTED, ChangeRunner
+from .resources import GitHub, InfraRepo
 
 if TYPE_CHECKING:
     from ..integrations.github import PullRequestInfo
 
 DETECTING_NOTE_AFTER_S = 3.0
 JOB_NAME = "infrastructure_pipeline"
-REPORTED = "reported"  # metadata of a step failure whose cause the report reports
 REPORT_STEP, APPLY_REPORT_STEP = "report", "report_applies"  # a pull request's report, a push's
 REPORT_STEPS = (REPORT_STEP, APPLY_REPORT_STEP)
 # the executor setting that lets collect steps run although some of the steps they collect failed
@@ -90,10 +89,11 @@ class LaunchError(ValueError):
 
 
 def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str,
-                client) -> "tuple[str, str, PullRequestInfo | None]":
+                client) -> "tuple[str | None, str, PullRequestInfo | None]":
     """(base, head, the pull request) as the run config gives them, or looked up: a pull request's on GitHub
     (`client`; it must be readable, since whether it comes from a fork decides its credentials), or in local mode
-    (`client` None) the remote's refs/pull/<number>/head; a push's first parent."""
+    (`client` None) the remote's refs/pull/<number>/head. The base is None when not given (a pull request's is its
+    base branch, a push's the head's first parent)."""
     from ..integrations.git import GitError, resolve
     from ..integrations.github import GitHubError
 
@@ -121,56 +121,19 @@ def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str,
             raise LaunchError(f"pull request #{number}: {head} is not in the repository (in local mode a pull "
                               "request's head is that ref of the remote, as GitHub serves it); give head_ref, the "
                               "branch to plan, instead") from None
-    if base is None and config.event is EventName.push:
-        try:
-            base = resolve(repo, f"{resolve(repo, head)}^1")
-        except GitError:
-            raise LaunchError(f"{head} has no parent to apply from: give base_ref") from None
-    return base or deploy_branch, head, pr
+    return base, head, pr
 
 
-def transient_problems(outcomes: list[Outcome]) -> list[str]:
-    """Failures that may clear by themselves: a state lock whose holder may still be working, STS throttling."""
-    return [f"{o.change.name}: {o.message or o.status.value}" for o in outcomes
-            if (o.status is Status.STATE_LOCKED and not (o.lock and o.lock.stale)) or o.transient]
+def replaced_tip(context: dg.OpExecutionContext, repo, branch: str) -> str | None:
+    """The tip a rewrite of the deploy branch replaced, when this push follows one (the deploy-branch sensor's tag,
+    believed only when that commit is indeed no longer on the branch)."""
+    from ..integrations.git import branch_sha, has_commit, is_ancestor
 
-
-def retry_if_transient(context: dg.OpExecutionContext | dg.AssetExecutionContext, engine: EngineResource,
-                       problems: list[str]) -> None:
-    """Failures that may clear: Dagster runs the step again later; after the last retry they are reported."""
-    if problems and context.retry_number < engine.transient_retries:
-        context.log.warning(f"retrying in {engine.transient_retry_wait_s:.0f} s: " + "; ".join(problems))
-        raise dg.RetryRequested(max_retries=engine.transient_retries, seconds_to_wait=engine.transient_retry_wait_s)
-
-
-def wait_for_other_applies(context: dg.OpExecutionContext | dg.AssetExecutionContext, engine: EngineResource,
-                           lock: str) -> None:
-    """Applies to one repository never overlap. The deploy-branch sensor's runs carry the apply-lock tag, so the
-    run queue starts one at a time; a push run launched without it (from the Launchpad), or a materialization of
-    unit assets, takes the tag now and, while another apply of the repository is in progress, waits through
-    Dagster's retries."""
-    run_id = context.run.run_id
-    if context.run.tags.get(watch.TAG_APPLY_LOCK) != lock:
-        context.instance.add_run_tags(run_id, {watch.TAG_APPLY_LOCK: lock})
-    records = context.instance.get_run_records(dg.RunsFilter(
-        tags={watch.TAG_APPLY_LOCK: lock}, statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == run_id), None)
-    others = [r.dagster_run.run_id for r in records  # the earlier run goes first
-              if r.dagster_run.run_id != run_id and (mine is None or r.create_timestamp <= mine)]
-    if others:
-        if context.retry_number < engine.apply_lock_retries:
-            context.log.warning(f"waiting for the apply run(s) in progress: {', '.join(others)}")
-            raise dg.RetryRequested(max_retries=engine.apply_lock_retries, seconds_to_wait=engine.apply_lock_wait_s)
-        raise dg.Failure(description=f"another apply of this repository is still in progress ({', '.join(others)}); "
-                                     "nothing was applied: launch this run again when it has finished")
-
-
-def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
-    """The commit of the unit asset's latest materialization: where the unit was last applied or destroyed."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(unit_key(unit)))
-    materialization = event.asset_materialization if event else None
-    commit = materialization.metadata.get("commit") if materialization else None
-    return commit.value if isinstance(commit, dg.TextMetadataValue) else None  # asset_events' commit is text
+    old = context.run.tags.get(watch.TAG_REPLACED_TIP)
+    tip = branch_sha(repo, branch)
+    if not old or tip is None or not has_commit(repo, old) or is_ancestor(repo, old, tip):
+        return None
+    return old
 
 
 def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
@@ -181,30 +144,30 @@ def _dynamic(item: Item, output_name: str) -> dg.DynamicOutput:
                                      **({"changes": len(item.changes)} if len(item.changes) > 1 else {})})
 
 
-def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
-                 github: GitHubResource, engine: EngineResource, stages: int):
-    from ..core.repo_config import deploy_branch
-    from ..integrations.git import GitError, is_ancestor, merge_base, resolve
+def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepo, github: GitHub,
+                 changes: ChangeRunner, stages: int):
+    from ..core.repo_config import LaunchRefused, push_range
+    from ..integrations.git import GitError, merge_base, resolve
 
     client = github.client()
     try:
         repo = infra_repo.git_dir()
         event = Event(config.event.value)
-        branch = deploy_branch(repo, infra_repo.deploy_branch)
+        branch = infra_repo.deploy_branch(repo)
         base_ref, head_ref, pull = launch_refs(config, repo, branch, client)
-        base, head = resolve(repo, base_ref), resolve(repo, head_ref)
+        head = resolve(repo, head_ref)
         if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
+            base = resolve(repo, base_ref or branch)
             base = merge_base(repo, base, head) or base
-        elif not is_ancestor(repo, head, resolve(repo, f"refs/heads/{branch}")):
-            raise LaunchError(f"{head_ref} ({head[:12]}) is not on the deploy branch {branch}: a push applies "
-                              "deploy-branch commits only")
+        else:  # the deploy branch's own history only: what pushing it applied
+            base, head = push_range(repo, branch, head, resolve(repo, base_ref) if base_ref else None, head_ref)
         spec = RunSpec(event=event, base=base, head=head, pr=config.pr_number)
-    except (GitError, ValueError) as exc:
+    except (GitError, LaunchRefused, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
     context.instance.add_run_tags(context.run_id, watch.run_tags(event.value, head, spec.pr))
     if event is Event.PUSH:
-        wait_for_other_applies(context, engine, apply_lock(github, infra_repo))
-    reporter = Reporter(client, spec, engine.run_url(context.run_id))
+        changes.wait_for_other_applies(context)
+    reporter = Reporter(client, spec, changes.run_url(context.run_id))
     reporter.started(comment=False)
     blocked = None
     if pull is not None and pull.is_fork:
@@ -212,14 +175,15 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
     with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
         detection = pool.submit(lambda: detect_changes_bounded(
             repo, spec.base, spec.head, event, timeout_s=infra_repo.detect_timeout_s,
-            memory_mb=infra_repo.detect_memory_mb, cache_dir=infra_repo.index_cache_dir or False,
-            deploy_branch=infra_repo.deploy_branch))
+            memory_mb=infra_repo.detect_memory_mb, cache_dir=infra_repo.index_cache or False,
+            deploy_branch=infra_repo.deploy_branch_override))
         try:
             change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
         except FutureTimeout:
             reporter.detecting()
             change_set = detection.result()
-    plan = core.make_plan(spec, change_set, blocked)
+    plan = core.make_plan(spec, change_set, blocked).model_copy(update={
+        "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None})
     reporter.planned(plan)
     plan = plan.model_copy(update={"pull_request": reporter.pull_request()})  # a push's merged PR, if any
     context.instance.add_run_tags(context.run_id, watch.run_tags(
@@ -232,72 +196,6 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
         "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
     for item in items:
         yield _dynamic(item, "plans" if event is Event.PULL_REQUEST else "applies")
-
-
-def _run_change(context: dg.OpExecutionContext, item: Item, infra_repo: InfraRepoResource, github: GitHubResource,
-                engine: EngineResource):
-    """One change (or the last stage's remaining waves) with its account's credentials. The outcome is the
-    step's output; a failed change then fails the step (the report has what it needs)."""
-    from ..core.config import ConfigError
-    from ..core.executor import prepare
-
-    spec = item.spec
-    repo = infra_repo.git_dir(fetch=False)
-    prepared = None
-    if any(c.unit is not None for c in item.changes):  # account entries need no executor
-        try:
-            prepared = prepare(repo, spec.head, deploy_branch=infra_repo.deploy_branch, settings=engine.settings(),
-                               location=infra_repo.location,
-                               provider_factory=lambda trusted: AccountCredentials(
-                                   context.resources, trusted.branch, trusted.config.roles))
-        except ConfigError as exc:
-            outcomes = [Outcome.note(c, Status.FAILED, f"configuration: {exc}") for c in item.changes]
-            yield from _finish(context, outcomes, [])
-            return
-        for notice in prepared.notices:
-            context.log.warning(notice)
-    baseline = None
-    if any(c.action.value == "baseline" for c in item.changes):
-        from ..core.repo_config import deploy_branch
-
-        branch = prepared.deploy_branch if prepared else deploy_branch(repo, infra_repo.deploy_branch)
-        baseline = core.Baseline(infra_repo.location, branch, github.client(), github.push_token(infra_repo.location))
-    outcomes = core.run_item(item, prepared, repo, engine.max_parallel, baseline,
-                             applied_commit=lambda unit: applied_commit(context.instance, unit))
-    retry_if_transient(context, engine, transient_problems(outcomes))
-    on_deploy_branch = prepared is not None and prepared.on_deploy_branch
-    yield from _finish(context, outcomes, core.asset_events(outcomes, spec, on_deploy_branch, item.pull_request))
-
-
-def _finish(context, outcomes: list[Outcome], asset_events):
-    for o in outcomes:
-        log = context.log.error if o.status.failed else context.log.info
-        log(f"{o.change.name}: {o.change.action.value} {o.status.value}" + (f": {o.message}" if o.message else ""))
-    for kind, unit, metadata in asset_events:
-        event = dg.AssetMaterialization if kind == "materialization" else dg.AssetObservation
-        yield event(asset_key=unit_key(unit), metadata=asset_metadata(metadata))
-    yield dg.Output(outcomes, metadata={
-        "status": ", ".join(o.status.value for o in outcomes), "plan": ", ".join(o.summary.line() for o in outcomes),
-        "duration_s": round(sum(o.duration_s for o in outcomes), 1)})
-    failed = failed_outcomes(outcomes)
-    if failed:  # after the output: the run's later steps still get it
-        raise dg.Failure(description="; ".join(f"{o.change.name}: {o.message or o.status.value}"[:500]
-                                               for o in failed), metadata={REPORTED: True})
-
-
-RESOURCE_CHANGES_SCHEMA = dg.TableSchema(columns=[
-    dg.TableColumn("address", "string", description="the resource's address in the unit"),
-    dg.TableColumn("action", "string", description="create, update, delete or replace (from show -json)")])
-
-
-def resource_table(rows: list[dict]) -> dg.TableMetadataValue:
-    """A plan's resource changes ({address, action} rows) as a table on the asset's page."""
-    return dg.MetadataValue.table(records=[dg.TableRecord(row) for row in rows], schema=RESOURCE_CHANGES_SCHEMA)
-
-
-def asset_metadata(metadata: dict) -> dict:
-    """core.dispatch.asset_events' metadata for Dagster: its resource changes as a table."""
-    return {k: resource_table(v) if k == "resource_changes" else v for k, v in metadata.items()}
 
 
 def _stage(progress: Progress, results: list[list[Outcome]], stage: int, stages: int):
@@ -313,49 +211,45 @@ def _flat(results: list[list[Outcome]]) -> list[Outcome]:
 
 
 def _report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
-            github: GitHubResource, engine: EngineResource):
+            github: GitHub, changes: ChangeRunner):
     progress = progress.record(_flat(results))
     plan, outcomes = progress.plan, progress.outcome_list()
-    reporter = Reporter(github.client(), plan.spec, engine.run_url(context.run_id), plan.pull_request)
+    reporter = Reporter(github.client(), plan.spec, changes.run_url(context.run_id), plan.pull_request)
     body = reporter.finished(plan, outcomes)
-    retry_if_transient(context, engine, reporter.problems if reporter.transient_problems else [])  # idempotent
+    changes.retry_if_transient(context, reporter.problems if reporter.transient_problems else [])  # idempotent
     yield dg.Output(progress, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
                                         "github_problems": reporter.problems})
     if run_failed(plan, outcomes) and not failed_outcomes(outcomes):  # failed steps already fail the run
-        raise dg.Failure(description=f"{len(plan.errors)} repository error(s)", metadata={REPORTED: True})
+        raise dg.Failure(description=plan.rewrite_message() or f"{len(plan.errors)} repository error(s)",
+                         metadata={REPORTED: True})
 
 
-def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_parallel: int = 4,
+def make_pipeline_job(*, stages: int = 8, max_parallel: int = 4,
                       executor_def: dg.ExecutorDefinition | None = None, plan_tags: Mapping[str, str] = {},
                       apply_tags: Mapping[str, str] = {}, name: str = JOB_NAME) -> dg.JobDefinition:
-    """The job, with `stages` apply stages; every dispatch step may use the account resources `account_keys`.
+    """The job, with `stages` apply stages.
     `plan_tags` and `apply_tags` are more tags of the plan and apply steps (`k8s_step_tags`)."""
-    resource_keys = {"infra_repo", "github", "engine", *account_keys}
 
     @dg.op(out={"progress": dg.Out(Progress, is_required=False, description="a push's start (its stages follow)"),
                 "planned": dg.Out(Progress, is_required=False, description="a pull request's plan (its report "
                                                                            "follows)"),
                 "plans": dg.DynamicOut(Item), "applies": dg.DynamicOut(Item)},
            tags={"kind": "orchestrator"})
-    def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: InfraRepoResource,
-                    github: GitHubResource, engine: EngineResource):
+    def orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infra_repo: dg.ResourceParam[InfraRepo],
+                    github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
         """Detect and classify the changes between base and head; emit a pull request's changes, or a push's
         first wave."""
-        yield from _orchestrate(context, config, infra_repo, github, engine, stages)
+        yield from _orchestrate(context, config, infra_repo, github, changes, stages)
 
-    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
-           tags={**CHANGE_STEP_TAGS, **plan_tags})
-    def plan_change(context: dg.OpExecutionContext, item: Item):
+    @dg.op(out=dg.Out(list[Outcome]), tags={**CHANGE_STEP_TAGS, **plan_tags})
+    def plan_change(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
         """Plan one change of a pull request with its account's plan role."""
-        r = context.resources
-        yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
+        yield from changes.run(context, item)
 
-    @dg.op(required_resource_keys=resource_keys, out=dg.Out(list[Outcome]),
-           tags={**CHANGE_STEP_TAGS, **apply_tags})
-    def apply_change(context: dg.OpExecutionContext, item: Item):
+    @dg.op(out=dg.Out(list[Outcome]), tags={**CHANGE_STEP_TAGS, **apply_tags})
+    def apply_change(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
         """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
-        r = context.resources
-        yield from _run_change(context, item, r.infra_repo, r.github, r.engine)
+        yield from changes.run(context, item)
 
     def stage_op(stage: int):
         @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "applies": dg.DynamicOut(Item)},
@@ -368,17 +262,17 @@ def make_pipeline_job(account_keys: Sequence[str] = (), *, stages: int = 8, max_
 
     @dg.op(name=REPORT_STEP, out=dg.Out(Progress), tags={"kind": "reporter"})
     def report(context: dg.OpExecutionContext, progress: Progress, plans: list[list[Outcome]],
-               github: GitHubResource, engine: EngineResource):
+               github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
         """A pull request's plans: the PR comment and commit status (GitHub), or the report as run metadata
         (local); fails the run when the repository has errors."""
-        yield from _report(context, progress, plans, github, engine)
+        yield from _report(context, progress, plans, github, changes)
 
     @dg.op(name=APPLY_REPORT_STEP, out=dg.Out(Progress), tags={"kind": "reporter"})
     def report_applies(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
-                       github: GitHubResource, engine: EngineResource):
+                       github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
         """A push's applies: the merged pull request's comment, the commit status and the failure issue (GitHub),
         or the report as run metadata (local); fails the run when the repository has errors."""
-        yield from _report(context, progress, results, github, engine)
+        yield from _report(context, progress, results, github, changes)
 
     executor_def = executor_def or dg.multiprocess_executor.configured({
         **step_limits(max_parallel),

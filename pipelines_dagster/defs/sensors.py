@@ -14,8 +14,9 @@ import dagster as dg
 
 from ..core import watch
 from ..settings import Settings
-from .pipeline import REPORT_STEPS, REPORTED
-from .resources import EngineResource, GitHubResource, InfraRepoResource, apply_lock
+from .execution import REPORTED, ChangeRunner
+from .pipeline import REPORT_STEPS
+from .resources import GitHub, InfraRepo, apply_lock
 
 DEFAULTS = Settings()
 
@@ -45,27 +46,13 @@ def _redacted(text: str) -> str:
     return default_redactor()(text)
 
 
-def _github_client(github: GitHubResource):
-    """A client for sensor ticks: at most one quick retry, no long rate-limit sleeps (the next tick retries)."""
-    from ..integrations.github import RetryPolicy
-
-    policy = RetryPolicy(total=1, backoff_factor=0.5, backoff_max=2, secondary_rate_wait=2, max_rate_limit_wait=5)
-    return github.client(retry=policy, timeout=10)
-
-
-def _deploy_branch(infra_repo: InfraRepoResource, git_dir) -> str:
-    from ..core.repo_config import deploy_branch
-
-    return deploy_branch(git_dir, infra_repo.deploy_branch)
-
-
-def _deploy_head(infra_repo: InfraRepoResource):
+def _deploy_head(infra_repo: InfraRepo):
     """(git dir, deploy branch, its head sha) after a fetch, or the SkipReason saying why not."""
     from ..integrations.git import GitError, branch_sha
 
     try:
         git_dir = infra_repo.git_dir(fetch=True)
-        deploy = _deploy_branch(infra_repo, git_dir)
+        deploy = infra_repo.deploy_branch(git_dir)
         head = branch_sha(git_dir, deploy)
     except GitError as exc:
         return dg.SkipReason(_redacted(f"git: {exc}"))
@@ -89,13 +76,13 @@ def apply_run_tags(account: str | None) -> dict:
 # ------------------------------------------------------------------------------------------------ pull requests
 
 
-def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, github: GitHubResource,
+def _pull_requests_tick(context, state: dict, infra_repo: InfraRepo, github: GitHub,
                         tick_budget_s: float):
     from ..integrations.git import GitError, branch_sha, merge_base
     from ..integrations.github import GitHubError
 
     deadline = time.monotonic() + tick_budget_s
-    client = _github_client(github)
+    client = github.sensor_client()
     try:
         prs = client.list_open_pull_requests()
     except GitHubError as exc:
@@ -136,12 +123,12 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepoResource, git
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _branches_tick(context, state: dict, infra_repo: InfraRepoResource):
+def _branches_tick(context, state: dict, infra_repo: InfraRepo):
     from ..integrations.git import GitError, branch_heads, is_ancestor, merge_base
 
     try:
         git_dir = infra_repo.git_dir(fetch=True)
-        deploy = _deploy_branch(infra_repo, git_dir)
+        deploy = infra_repo.deploy_branch(git_dir)
         heads = branch_heads(git_dir)
     except GitError as exc:
         return dg.SkipReason(_redacted(f"git: {exc}"))
@@ -171,8 +158,8 @@ def make_pull_request_sensor(job, settings: Settings = DEFAULTS,
                default_status=default_status(settings),
                description="A plan run for every new head of an open pull request (GitHub), or of a branch other "
                            "than the deploy branch (local mode). Forks get a comment instead of a run.")
-    def pull_request_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
-                            github: GitHubResource):
+    def pull_request_sensor(context: dg.SensorEvaluationContext, infra_repo: dg.ResourceParam[InfraRepo],
+                            github: dg.ResourceParam[GitHub]):
         state = watch.load_cursor(context.cursor)
         if github.local_mode:
             return _branches_tick(context, state, infra_repo)
@@ -190,9 +177,9 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
                default_status=default_status(settings),
                description="An apply run for every new commit on the deploy branch, in order, each from the "
                            "previous one; applies to one repository never overlap (run-queue tag limit).")
-    def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource,
-                             github: GitHubResource):
-        from ..integrations.git import first_parent_commits, has_commit, is_ancestor
+    def deploy_branch_sensor(context: dg.SensorEvaluationContext, infra_repo: dg.ResourceParam[InfraRepo],
+                             github: dg.ResourceParam[GitHub]):
+        from ..integrations.git import first_parent_commits, fork_point, has_commit, is_ancestor
 
         found = _deploy_head(infra_repo)
         if isinstance(found, dg.SkipReason):
@@ -210,17 +197,22 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
             context.log.error(f"the last applied commit {last} is gone from {deploy}; recording {head[:12]} without "
                               "applying: apply by hand from the Launchpad if needed")
             return dg.SensorResult(skip_reason=f"last applied commit {last[:12]} unknown", cursor=record)
-        force_push = not is_ancestor(git_dir, last, head)
-        if force_push:
-            context.log.warning(f"{deploy} was rewritten ({last[:12]} is no longer in its history): one run from "
-                                f"{last[:12]} to {head[:12]}")
+        replaced = None
+        if not is_ancestor(git_dir, last, head):  # rewritten: apply from where the histories part, report it
+            replaced, last = last, fork_point(git_dir, last, head)
+            if last is None:
+                context.log.error(f"{deploy} was rewritten: {replaced[:12]} and {head[:12]} share no history; "
+                                  f"recording {head[:12]} without applying")
+                return dg.SensorResult(skip_reason=f"{deploy} rewritten without shared history", cursor=record)
+            context.log.warning(f"{deploy} was rewritten ({replaced[:12]} is no longer in its history): one run "
+                                f"from {last[:12]}, where the histories part, to {head[:12]}")
             commits = [head]
         else:
             commits = first_parent_commits(git_dir, last, head)
         batch = commits[:settings.max_push_runs_per_tick]
         if len(commits) > len(batch):
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
-        runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), force_push=force_push)
+        runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), replaced)
         tags = apply_run_tags(settings.apply_service_account)
         return dg.SensorResult(run_requests=[_request(r, tags) for r in runs],
                                cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
@@ -246,7 +238,8 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
                            default_status=default_status(settings),
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
-    def run_failure_sensor(context: dg.RunFailureSensorContext, github: GitHubResource, engine: EngineResource):
+    def run_failure_sensor(context: dg.RunFailureSensorContext, github: dg.ResourceParam[GitHub],
+                           changes: dg.ResourceParam[ChangeRunner]):
         from ..integrations.github import GitHubError, comment_key
         from ..redact import default_redactor
 
@@ -261,7 +254,7 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
         if not errors:
             errors = [("run", context.failure_event.message or "the run failed")]
         target = watch.crash_target(run.tags, run.run_config)
-        body = watch.crash_body(run_id=run.run_id, run_url=engine.run_url(run.run_id), target=target, errors=errors,
+        body = watch.crash_body(run_id=run.run_id, run_url=changes.run_url(run.run_id), target=target, errors=errors,
                                 redact=default_redactor())
         if github.local_mode:
             context.log.error(f"run {run.run_id} crashed before reporting:\n{body}")
@@ -269,7 +262,7 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
         if not target.sha:
             context.log.error(f"run {run.run_id} crashed and names no commit; not reported on GitHub:\n{body}")
             return
-        client = _github_client(github)
+        client = github.sensor_client()
         try:
             if target.event == "push":
                 issue = client.upsert_issue(watch.crash_issue_key(target.sha), watch.crash_issue_title(target), body)
@@ -278,7 +271,7 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
                 # the per-sha comment: the crash replaces its stale progress note
                 client.upsert_comment(target.pr, body, key=comment_key(target.sha))
                 client.set_status(target.sha, "error", description="the pipeline run crashed",
-                                  target_url=engine.run_url(run.run_id))
+                                  target_url=changes.run_url(run.run_id))
                 context.log.info(f"run {run.run_id}: reported on #{target.pr}")
             else:
                 context.log.error(f"run {run.run_id} crashed; it has no pull request to report to:\n{body}")
@@ -320,7 +313,7 @@ def make_asset_graph_sensor(lineage, location_name: str, settings: Settings = DE
     @dg.sensor(name=name, minimum_interval_seconds=settings.sensor_interval_s, default_status=default_status(settings),
                description="Keeps the asset graph at the deploy-branch head: when the branch has moved, reloads "
                            "this code location through the Dagster webserver (PIPELINES_UI_URL).")
-    def asset_graph_sensor(context: dg.SensorEvaluationContext, infra_repo: InfraRepoResource):
+    def asset_graph_sensor(context: dg.SensorEvaluationContext, infra_repo: dg.ResourceParam[InfraRepo]):
         if not lineage.location:
             return dg.SkipReason("PIPELINES_REPO_URL is not set: no asset graph to keep up to date")
         found = _deploy_head(infra_repo)

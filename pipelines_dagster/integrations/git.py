@@ -443,6 +443,27 @@ def first_parent_commits(git_dir, since: str, until: str) -> list[str]:
     return _git(git_dir, "rev-list", "--reverse", "--first-parent", f"{since}..{until}").stdout.decode().split()
 
 
+def on_first_parent_line(git_dir, commit: str, tip: str) -> bool:
+    """True when `commit` is `tip` or one of its first-parent ancestors: a commit the branch itself was at (merged
+    branches' own commits are not)."""
+    if commit == tip:
+        return True
+    if not is_ancestor(git_dir, commit, tip):
+        return False
+    line = _git(git_dir, "rev-list", "--first-parent", "--ancestry-path", f"{commit}..{tip}").stdout.decode().split()
+    return bool(line) and _git(git_dir, "rev-parse", f"{line[-1]}^1", check=False).stdout.decode().strip() == commit
+
+
+def fork_point(git_dir, old: str, new: str) -> str | None:
+    """The newest commit of `new`'s first-parent line that `old` also has (after a rewrite of a branch from `old` to
+    `new`, where the two histories part); None when they share none."""
+    line = _git(git_dir, "rev-list", "--first-parent", new, f"^{old}").stdout.decode().split()
+    if not line:
+        return new  # `old` already has `new`: the branch moved back
+    proc = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{line[-1]}^1", check=False)
+    return proc.stdout.decode().strip() or None if proc.returncode == 0 else None
+
+
 def default_branch(git_dir) -> str | None:
     """The repository's default branch: what HEAD names in a bare repository or mirror (the remote's default
     branch), else the remote's `origin/HEAD`, else `main` or `master` when one exists; None otherwise. A work

@@ -12,14 +12,18 @@ from pipelines_dagster.core.drift import (
     matches,
     open_findings,
 )
-from pipelines_dagster.core.model import PlanSummary, Result, Status
+from pipelines_dagster.core.model import PlanSummary, ResourceChange, Result, Status
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def drifted(unit: str, add: int = 1, message: str = "") -> Finding:
-    return Finding(unit, DRIFTED, "dev", SHA, PlanSummary(add=add),
-                   [f"null_resource.item[{i}]: create" for i in range(add)], message)
+    return Finding(unit=unit, state=DRIFTED, account="dev", commit=SHA, summary=PlanSummary(add=add),
+                   resources=[create(f"null_resource.item[{i}]") for i in range(add)], message=message)
+
+
+def create(address: str) -> ResourceChange:
+    return ResourceChange(address=address, action="create", actions=["create"])
 
 
 def test_results_become_findings():
@@ -27,15 +31,16 @@ def test_results_become_findings():
                                              "actions": ["create"]}])
     assert finding("u", "dev", SHA, Result(status=Status.NO_CHANGES, exit_code=0)).state == CLEAN
     diff = finding("u", "dev", SHA, Result(status=Status.SUCCEEDED, exit_code=2, summary=summary))
-    assert (diff.state, diff.summary_line(), diff.resources) == (
-        DRIFTED, "1 to add, 0 to change, 0 to destroy", ["null_resource.x: create"])
+    assert (diff.state, diff.summary.line(), diff.resources) == (
+        DRIFTED, "1 to add, 0 to change, 0 to destroy", [create("null_resource.x")])
     failed = finding("u", "dev", SHA, Result(status=Status.STATE_LOCKED, exit_code=1, message="the state is locked"))
     assert (failed.state, failed.passed, failed.message) == (UNCHECKED, False, "the state is locked")
 
 
 def test_metadata_round_trip():
     original = drifted("dev/a", add=2, message="Plan: 2 to add")
-    assert Finding.from_metadata("dev/a", original.to_metadata()) == original
+    rows = [{"address": r.address, "action": r.action} for r in original.resources]  # the check's table
+    assert Finding.from_metadata("dev/a", original.to_metadata(), rows) == original
 
 
 def test_path_filter():
@@ -45,12 +50,12 @@ def test_path_filter():
 
 
 def test_fingerprint_follows_the_list_and_the_plans_not_the_messages():
-    base = [drifted("dev/a"), Finding("dev/b", UNCHECKED, message="lock held by alice")]
+    base = [drifted("dev/a"), Finding(unit="dev/b", state=UNCHECKED, message="lock held by alice")]
     assert fingerprint(base) == fingerprint([drifted("dev/a", message="other"),
-                                             Finding("dev/b", UNCHECKED, message="lock held by bob")])
+                                             Finding(unit="dev/b", state=UNCHECKED, message="lock held by bob")])
     assert fingerprint(base) != fingerprint([drifted("dev/a", add=2), base[1]])
     assert fingerprint(base) != fingerprint(base[:1])
-    listed = open_findings({f.unit: f for f in base + [Finding("dev/c", CLEAN)]})
+    listed = open_findings({f.unit: f for f in base + [Finding(unit="dev/c", state=CLEAN)]})
     assert [f.unit for f in listed] == ["dev/a", "dev/b"]
     assert issue_title(listed) == "pipelines-dagster: drift: 1 unit drifted, 1 unit could not be checked"
 
@@ -62,4 +67,4 @@ def test_issue_body_fits_githubs_limit_with_thousands_of_units():
     shown = body.count("| `dev/unit-")
     assert f"… and {5000 - shown} more unit(s)" in body
     small = issue_body(listed[:2], deploy_branch="main", commit=SHA, run_url=None, limit=65000)
-    assert small.count("<details>") == 2 and "null_resource.item[2]: create" in small
+    assert small.count("<details>") == 2 and "`null_resource.item[2]`: create" in small

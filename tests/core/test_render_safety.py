@@ -8,7 +8,7 @@ import pytest
 
 from pipelines_dagster.core import account_factory, drift, watch
 from pipelines_dagster.core.config import Account
-from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, RunSpec, Status
+from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, ResourceChange, RunSpec, Status
 from pipelines_dagster.core.reporter import Reporter
 from pipelines_dagster.integrations.github import GitHubClient
 from pipelines_dagster.redact import Redactor
@@ -33,14 +33,15 @@ def assert_inert(markdown: str, *, links: list[str], shown: list[str], tags: set
 
 
 def test_drift_issue():
-    listed = [drift.Finding(EVIL_UNIT, drift.DRIFTED, account="@mallory|x", commit=SHA,
+    evil = 'null_resource.x["</details>`@bob`"]'
+    listed = [drift.Finding(unit=EVIL_UNIT, state=drift.DRIFTED, account="@mallory|x", commit=SHA,
                             summary=PlanSummary(add=1),
-                            resources=['null_resource.x["</details>`@bob`"]: create']),
-              drift.Finding("dev/b", drift.UNCHECKED, account="dev", commit=SHA, message=EVIL_TEXT)]
+                            resources=[ResourceChange(address=evil, action="create", actions=["create"])]),
+              drift.Finding(unit="dev/b", state=drift.UNCHECKED, account="dev", commit=SHA, message=EVIL_TEXT)]
     body = drift.issue_body(listed, deploy_branch="main`<b>x</b>`", commit=SHA, run_url=RUN_URL, limit=65000)
     rendered = assert_inert(body, links=[RUN_URL], tags={"p", "code", "a", "h3", "table", "thead", "tbody", "tr",
                                                          "th", "td", "details", "summary", "ul", "li"},
-                            shown=[EVIL_UNIT, EVIL_TEXT, "@mallory|x", 'null_resource.x["</details>`@bob`"]: create',
+                            shown=[EVIL_UNIT, EVIL_TEXT, "@mallory|x", f"{evil}: create",
                                    "main`<b>x</b>`"])
     assert rendered.tags.count("h3") == 2 and rendered.tags.count("details") == 1 and "img" not in rendered.tags
     assert body.count("\n| ") == 4  # two header rows and one row per table: the pipes in the text add none

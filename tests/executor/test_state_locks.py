@@ -53,12 +53,12 @@ def test_plans_read_a_locked_state_and_applies_wait_for_the_lock_up_to_their_tim
     lock_id = hold_lock(aws, unit, now_rfc3339())
     executor = make_executor(settings=dataclasses.replace(settings, lock_timeout="3s"))
 
-    plan = executor.execute(request(unit, "plan", head), on_deploy_branch=True)
+    plan = executor.execute(request(unit, "plan", head))
     assert plan.status is Status.SUCCEEDED, plan.message + plan.output
     assert "-lock=false" in plan.output and plan.summary.add == 2
 
     started = time.monotonic()
-    apply = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    apply = executor.execute(request(unit, "apply", head))
     assert apply.status is Status.STATE_LOCKED, apply.message + apply.output
     assert time.monotonic() - started >= 3 and "-lock-timeout=3s" in apply.output
     assert apply.lock.id == lock_id and apply.lock.who == "alice@laptop" and apply.lock.stale is None
@@ -73,7 +73,7 @@ def test_plans_read_a_locked_state_and_applies_wait_for_the_lock_up_to_their_tim
     release.start()
     started = time.monotonic()
     try:
-        waited = patient.execute(request(unit, "apply", head), on_deploy_branch=True)
+        waited = patient.execute(request(unit, "apply", head))
     finally:
         release.cancel()
     assert waited.status is Status.SUCCEEDED, waited.message + waited.output
@@ -87,7 +87,7 @@ def test_plans_can_be_set_to_take_the_lock(repo, aws, make_executor, settings):
     hold_lock(aws, unit, now_rfc3339())
 
     plan = make_executor(settings=dataclasses.replace(settings, plan_lock=True, lock_timeout=None)).execute(
-        request(unit, "plan", head), on_deploy_branch=True)
+        request(unit, "plan", head))
 
     assert plan.status is Status.STATE_LOCKED, plan.message + plan.output
     assert "$ terraform plan -input=false -no-color -out=$RUN_DIR/work/plan.tfplan\n" in plan.output
@@ -99,7 +99,7 @@ def test_a_lock_older_than_any_action_is_stale_and_unlock_recovers(repo, aws, ma
     lock_id = hold_lock(aws, unit, "2024-05-01T10:00:00Z")
     executor = make_executor(settings=dataclasses.replace(settings, lock_timeout="1s"))
 
-    locked = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    locked = executor.execute(request(unit, "apply", head))
 
     assert locked.status is Status.STATE_LOCKED, locked.message + locked.output
     assert locked.lock.stale and "older than" in locked.lock.stale
@@ -107,19 +107,20 @@ def test_a_lock_older_than_any_action_is_stale_and_unlock_recovers(repo, aws, ma
     assert f"--unit {unit} --lock-id {lock_id}`" in locked.message and "pipelines-dagster unlock" in locked.message
     assert f"force-unlock -force {lock_id}` in {unit} with account dev's apply role" in locked.message
 
-    unlocked = executor.force_unlock(unit, lock_id, head, on_deploy_branch=True)
+    unlocked = executor.force_unlock(unit, lock_id, head)
     assert unlocked.status is Status.SUCCEEDED, unlocked.message + unlocked.output
     assert unlocked.role_arn == f"arn:aws:iam::{DEV}:role/pipelines-apply"
     assert lock_item(aws, unit) is None
-    assert executor.execute(request(unit, "apply", head), on_deploy_branch=True).status is Status.SUCCEEDED
+    assert executor.execute(request(unit, "apply", head)).status is Status.SUCCEEDED
 
 
 def test_unlock_needs_a_deploy_branch_commit(repo, aws, make_executor):
     unit = f"dev/nounlock-{uuid.uuid4().hex[:6]}"
+    repo.git("checkout", "-q", "-b", "side")
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit)})
     lock_id = hold_lock(aws, unit, "2024-05-01T10:00:00Z")
 
-    refused = make_executor().force_unlock(unit, lock_id, head, on_deploy_branch=False)
+    refused = make_executor().force_unlock(unit, lock_id, head)
 
     assert refused.status is Status.FAILED and "refusing to assume the apply role" in refused.message
     assert lock_item(aws, unit) is not None
@@ -139,18 +140,18 @@ def test_a_lock_left_by_a_killed_terraform_of_ours_is_stale_because_its_process_
     executor = make_executor(settings=dataclasses.replace(settings, lock_timeout="1s",
                                                           holders_dir=str(tmp_path / "holders")))
 
-    killed = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    killed = executor.execute(request(unit, "apply", head))
     # Terraform runs its work in a child of its own (a panic wrapper), which exits 255 when that child is killed
     assert killed.status is Status.FAILED and killed.exit_code == 255, killed.message + killed.output
     left = json.loads(lock_item(aws, unit)["Info"]["S"])
     assert [json.loads(p.read_text())["who"] for p in (tmp_path / "holders").glob("*.json")] == [left["Who"]]
 
-    again = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    again = executor.execute(request(unit, "apply", head))
 
     assert again.status is Status.STATE_LOCKED, again.message + again.output
     assert again.lock.id == left["ID"] and "that process is gone" in again.lock.stale
     assert again.message.startswith(f"the state lock ID {left['ID']} is stale (held by {left['Who']} since ")
-    assert executor.force_unlock(unit, left["ID"], head, on_deploy_branch=True).ok
+    assert executor.force_unlock(unit, left["ID"], head).ok
     assert lock_item(aws, unit) is None
 
 

@@ -3,10 +3,11 @@ environment: the client authenticates with it, and baseline pushes use it."""
 
 import pytest
 
-from pipelines_dagster.defs.resources import GitHubResource
+from pipelines_dagster.defs.resources import GitHub
 from pipelines_dagster.integrations.github import GitHubClient, GitHubError, token_from_env
 
 REPO = "acme/infrastructure-live"
+API = "https://api.github.com"
 
 
 def test_the_token_file_wins_over_the_variable_and_authenticates(github_fake, tmp_path):
@@ -45,7 +46,7 @@ def test_baseline_pushes_use_the_token_file(tmp_path, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     monkeypatch.setenv("PIPELINES_GITHUB_TOKEN_FILE", str(token_file))
 
-    token = GitHubResource(repo=REPO).push_token("https://github.com/acme/infrastructure-live.git")
+    token = GitHub(REPO, API, 0).push_token("https://github.com/acme/infrastructure-live.git")
 
     assert token == "ghs_fromthefile"
-    assert GitHubResource(repo=None).push_token("https://github.com/acme/infrastructure-live.git") is None
+    assert GitHub(None, API, 0).push_token("https://github.com/acme/infrastructure-live.git") is None

@@ -58,13 +58,14 @@ def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = 
 
 def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
            instance: dg.DagsterInstance | None = None, reexecution: dg.ReexecutionOptions | None = None,
-           **settings: str) -> Run:
+           tags: dict | None = None, run_config: dict | None = None, **settings: str) -> Run:
     """A run with `config` as orchestrate's run config, as the Launchpad gives it; with `reexecution` (and `config`
-    None), what the UI's re-execute buttons launch."""
+    None), what the UI's re-execute buttons launch; `run_config`: more of the run's configuration."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
-    run_config = {"ops": {"orchestrate": {"config": config}}} if config is not None else None
+    if config is not None:
+        run_config = {**(run_config or {}), "ops": {"orchestrate": {"config": config}}}
     with run_in_process(run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
-                        reexecution=reexecution) as result:
+                        reexecution=reexecution, tags=tags) as result:
         output = report_output(result.all_events)
         return Run(result, result.output_for_node(output.step_key) if output else None)

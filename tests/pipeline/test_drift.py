@@ -36,8 +36,7 @@ def applied_units(repo, aws, make_executor, count: int) -> list[str]:
     head = repo.commit({f"{u}/main.tf": null_unit(aws.endpoint, u, count=2) for u in units})
     executor = make_executor()
     for u in units:
-        result = executor.execute(ExecuteRequest(unit=u, action=Action.APPLY, event=Event.PUSH, head=head),
-                                  on_deploy_branch=True)
+        result = executor.execute(ExecuteRequest(unit=u, action=Action.APPLY, event=Event.PUSH, head=head))
         assert result.ok, result.message + result.output
     return units
 
@@ -96,7 +95,8 @@ def test_drift_fails_the_check_opens_the_issue_and_restoring_closes_it(repo, aws
     drifted = checks[name_1]
     assert drifted.severity is dg.AssetCheckSeverity.WARN
     assert drifted.metadata["plan"].value == "1 to add, 0 to change, 0 to destroy"
-    assert drifted.metadata["resources"].value == "null_resource.item[0]: create"
+    assert [(r.data["address"], r.data["action"]) for r in drifted.metadata["resource_changes"].records] == [
+        ("null_resource.item[0]", "create")]
     [issue] = github.issues(GH_REPO)
     assert issue["state"] == "open" and "1 unit drifted" in issue["title"]
     assert f"`{first}`" in issue["body"] and second not in issue["body"]

@@ -8,6 +8,7 @@ import time
 import dagster as dg
 import pytest
 
+from pipelines_dagster.core import watch
 from pipelines_dagster.core.lineage import Lineage, read_lineage
 from pipelines_dagster.definitions import run_in_process
 from pipelines_dagster.defs import sensors
@@ -275,7 +276,7 @@ def test_deploy_branch_long_burst_is_split_across_ticks_without_gaps(remote):
     assert heads == commits and bases == [remote.main0] + commits[:2]
 
 
-def test_rewritten_deploy_branch_gives_one_run_from_the_last_applied_commit(remote):
+def test_rewritten_deploy_branch_gives_one_run_from_where_the_histories_part(remote):
     res = resources(remote.bare)
     applied = remote.work.commit({"dev/a/main.tf": "# a1\n"})
     remote.push("main:refs/heads/main")
@@ -283,9 +284,16 @@ def test_rewritten_deploy_branch_gives_one_run_from_the_last_applied_commit(remo
     remote.work.git("reset", "-q", "--hard", remote.main0)
     new = remote.work.commit({"dev/a/main.tf": "# a2\n"})
     remote.push("main:refs/heads/main")
+    runs, cursor, _ = tick(deploy_sensor, res, cursor)
+    # never from the old tip, which the deploy branch no longer has: from the last commit both histories share
+    assert [(orchestrate_config(r)["base_ref"], orchestrate_config(r)["head_ref"]) for r in runs] == [
+        (remote.main0, new)]
+    assert runs[0].tags[watch.TAG_REPLACED_TIP] == applied  # the run reports the rewrite
+    later = remote.work.commit({"dev/a/main.tf": "# a3\n"})
+    remote.push("main:refs/heads/main")
     runs, _, _ = tick(deploy_sensor, res, cursor)
-    assert [(orchestrate_config(r)["base_ref"], orchestrate_config(r)["head_ref"]) for r in runs] == [(applied, new)]
-    assert runs[0].tags["pipelines/force-push"] == "true"
+    assert [(orchestrate_config(r)["base_ref"], r.tags.get(watch.TAG_REPLACED_TIP)) for r in runs] == [(new, None)]
+    assert orchestrate_config(runs[0])["head_ref"] == later
 
 
 # ------------------------------------------------------------------------------------------ crashed runs
