@@ -10,7 +10,7 @@ from .core.watch import TAG_APPLY_LOCK, repo_identity
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
-from .defs.resources import resources_from_settings
+from .defs.resources import InfraRepo, resources_from_settings
 from .defs.sensors import (
     apply_run_tags,
     make_asset_graph_sensor,
@@ -18,7 +18,6 @@ from .defs.sensors import (
     make_pull_request_sensor,
     make_run_failure_sensor,
 )
-from .integrations.git import open_git_dir
 from .settings import Settings
 
 
@@ -63,8 +62,8 @@ def in_process_job(environment: dict[str, str] | None = None) -> dg.JobDefinitio
     """The job as the code location builds it from the environment (plus `environment`), with its steps run one
     after the other in the calling process: `pipelines-dagster run` and the tests (through `run_in_process`)."""
     settings = Settings.from_env({**os.environ, **(environment or {})})
-    if settings.repo_url:  # a remote's mirror, made or brought up to date, so that its accounts are known
-        open_git_dir(settings.repo_url, cache_root=settings.cache_root, timeout_s=settings.git_timeout_s)
+    if settings.repo_url:  # a remote's mirror, its deploy branch brought up to date, so that its accounts are known
+        InfraRepo.from_settings(settings).deploy_head()
     lineage = read_lineage(settings.repo_url, settings.deploy_branch, cache_root=settings.cache_root,
                            index_cache=settings.index_cache)
     return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(JOB_NAME)

@@ -51,8 +51,10 @@ class _SmartHttp(SimpleHTTPRequestHandler):
     credentials are `x-access-token:<token>`; 401 asks for them, as GitHub does. `seen` records the credentials
     of every request."""
 
-    token = ""
+    token: str | None = ""  # None: no credentials asked for
     seen: list = []
+    slow: frozenset = frozenset()  # objects whose fetch stalls (a huge branch, on a slow link)
+    stall_s = 0.0
 
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -70,7 +72,7 @@ class _SmartHttp(SimpleHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         given = base64.b64decode(auth[6:]).decode() if auth.startswith("Basic ") else None
         self.seen.append(given)
-        if given != f"x-access-token:{self.token}":
+        if self.token is not None and given != f"x-access-token:{self.token}":
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
             self.send_header("Content-Length", "0")
@@ -82,6 +84,10 @@ class _SmartHttp(SimpleHTTPRequestHandler):
                "REMOTE_ADDR": "127.0.0.1", "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                "CONTENT_LENGTH": self.headers.get("Content-Length", "0")}
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if any(sha.encode() in body for sha in self.slow):
+            import time
+
+            time.sleep(self.stall_s)
         out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True).stdout
         head, _, payload = out.partition(b"\r\n\r\n")
         status = 200
@@ -115,3 +121,25 @@ def served_with_token(bare: Path, token: str):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # a stalled answer does not hold the test up
+
+
+@contextmanager
+def served_stalling(bare: Path, slow: set[str], stall_s: float):
+    """`(url, seen)`: `http://127.0.0.1:<port>/<name>.git` over git's smart protocol, where a fetch that wants any
+    of the `slow` objects stalls `stall_s` seconds (as a huge branch does); `seen` grows by one per request."""
+    seen: list = []
+    handler = type("Handler", (_SmartHttp,), {"token": None, "seen": seen, "slow": frozenset(slow),
+                                              "stall_s": stall_s})
+    server = _Server(("127.0.0.1", 0), functools.partial(handler, directory=str(bare.parent)))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{bare.name}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -112,7 +112,7 @@ class ChangeRunner:
         from ..integrations.git import GitError, resolve
 
         try:
-            repo = self.infra_repo.git_dir(fetch=True)
+            repo, _, _ = self.infra_repo.deploy_head()
             lineage = read_lineage(self.infra_repo.location, self.infra_repo.deploy_branch_override,
                                    cache_root=self.infra_repo.cache_root, index_cache=self.infra_repo.index_cache)
             if lineage.commit is None or (not lineage.units and lineage.notes):
@@ -156,8 +156,7 @@ class ChangeRunner:
         accounts = {u.path: u.account for u in lineage.units}
         todo = {p: accounts.get(p) for p in units}
         try:
-            repo = self.infra_repo.git_dir(fetch=True)
-            branch = self.infra_repo.deploy_branch(repo)
+            repo, branch, _ = self.infra_repo.deploy_head()
             head = resolve(repo, f"refs/heads/{branch}")
         except GitError as exc:
             raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None

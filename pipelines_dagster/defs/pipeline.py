@@ -19,6 +19,7 @@ runs exactly the failed changes again (and the stages and report after them), up
 """
 
 import json
+import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -124,6 +125,15 @@ def launch_refs(config: OrchestrateConfig, repo, deploy_branch: str,
     return base, head, pr
 
 
+def refs_named(config: OrchestrateConfig) -> list[str]:
+    """The refs a run's config names, to fetch before anything else: the pull request's head as GitHub serves it,
+    and branch names."""
+    refs = [f"refs/pull/{config.pr_number}/head"] if config.pr_number else []
+    names = [r for r in (config.head_ref, config.base_ref) if r]
+    return refs + [f"refs/heads/{r}" for r in names if re.fullmatch(r"[\w./-]+", r) and not re.fullmatch(
+        r"[0-9a-f]{40}", r) and ".." not in r and not r.startswith(("refs/", "-"))]
+
+
 def replaced_tip(context: dg.OpExecutionContext, repo, branch: str) -> str | None:
     """The tip a rewrite of the deploy branch replaced, when this push follows one (the deploy-branch sensor's tag,
     believed only when that commit is indeed no longer on the branch)."""
@@ -151,16 +161,23 @@ def _orchestrate(context: dg.OpExecutionContext, config: OrchestrateConfig, infr
 
     client = github.client()
     try:
-        repo = infra_repo.git_dir()
+        repo, branch = infra_repo.fetch_for_run(refs_named(config))
         event = Event(config.event.value)
-        branch = infra_repo.deploy_branch(repo)
         base_ref, head_ref, pull = launch_refs(config, repo, branch, client)
-        head = resolve(repo, head_ref)
+
+        def shas() -> tuple[str, str | None]:
+            return resolve(repo, head_ref), resolve(repo, base_ref) if base_ref else None
+
+        try:
+            head, base = shas()
+        except GitError:  # not fetched on its own (a tag, an expression, another base branch): fetch all, once
+            infra_repo.git_dir(fetch=True)
+            head, base = shas()
         if event is Event.PULL_REQUEST:  # a change request is what its branch adds since it forked off the base
-            base = resolve(repo, base_ref or branch)
+            base = base or resolve(repo, f"refs/heads/{branch}")
             base = merge_base(repo, base, head) or base
         else:  # the deploy branch's own history only: what pushing it applied
-            base, head = push_range(repo, branch, head, resolve(repo, base_ref) if base_ref else None, head_ref)
+            base, head = push_range(repo, branch, head, base, head_ref)
         spec = RunSpec(event=event, base=base, head=head, pr=config.pr_number)
     except (GitError, LaunchRefused, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None

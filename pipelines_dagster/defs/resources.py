@@ -59,6 +59,39 @@ class InfraRepo:
 
         return open_git_dir(self.location, fetch=fetch, cache_root=self.cache_root, timeout_s=self.git_timeout_s)
 
+    def deploy_head(self) -> tuple[Path, str, str | None]:
+        """(git dir, deploy branch, its head) with only the default and the deploy branch fetched: what other
+        branches and pull requests hold costs the deploy branch's watchers nothing."""
+        from ..integrations.git import GitError, branch_sha, open_git_dir, remote_branch_heads
+
+        git_dir = open_git_dir(self.location, fetch=False, cache_root=self.cache_root, timeout_s=self.git_timeout_s,
+                               refs=[])
+        branch = self.deploy_branch(git_dir)
+        for _ in range(2):  # twice when the fetched default branch names another deploy branch
+            try:
+                open_git_dir(self.location, cache_root=self.cache_root, timeout_s=self.git_timeout_s,
+                             refs=[f"refs/heads/{branch}"])
+            except GitError:
+                if branch not in remote_branch_heads(git_dir, self.git_timeout_s):
+                    return git_dir, branch, None
+                raise
+            branch, before = self.deploy_branch(git_dir), branch
+            if branch == before:
+                break
+        return git_dir, branch, branch_sha(git_dir, branch)
+
+    def fetch_for_run(self, refs: Sequence[str]) -> tuple[Path, str]:
+        """(git dir, deploy branch) with the deploy branch and `refs` fetched (what a run names: a pull request's
+        head, branches); everything when one of those cannot be fetched on its own."""
+        from ..integrations.git import GitError, fetch
+
+        git_dir, branch, _ = self.deploy_head()
+        try:
+            fetch(git_dir, refs, self.git_timeout_s)
+        except GitError:
+            self.git_dir(fetch=True)
+        return git_dir, branch
+
     def deploy_branch(self, git_dir) -> str:
         """The deploy branch: the deployment's, else `.pipelines.yml`'s on the default branch."""
         from ..core.repo_config import deploy_branch

@@ -47,13 +47,11 @@ def _redacted(text: str) -> str:
 
 
 def _deploy_head(infra_repo: InfraRepo):
-    """(git dir, deploy branch, its head sha) after a fetch, or the SkipReason saying why not."""
-    from ..integrations.git import GitError, branch_sha
+    """(git dir, deploy branch, its head sha), only that branch fetched, or the SkipReason saying why not."""
+    from ..integrations.git import GitError
 
     try:
-        git_dir = infra_repo.git_dir(fetch=True)
-        deploy = infra_repo.deploy_branch(git_dir)
-        head = branch_sha(git_dir, deploy)
+        git_dir, deploy, head = infra_repo.deploy_head()
     except GitError as exc:
         return dg.SkipReason(_redacted(f"git: {exc}"))
     if head is None:
@@ -76,9 +74,9 @@ def apply_run_tags(account: str | None) -> dict:
 # ------------------------------------------------------------------------------------------------ pull requests
 
 
-def _pull_requests_tick(context, state: dict, infra_repo: InfraRepo, github: GitHub,
-                        tick_budget_s: float):
-    from ..integrations.git import GitError, branch_sha, merge_base
+def _pull_requests_tick(context, state: dict, github: GitHub, tick_budget_s: float):
+    """GitHub's answer alone decides (no git: a pull request's size costs the others nothing); the run starts the
+    plan at the merge base of the head and the base branch."""
     from ..integrations.github import GitHubError
 
     deadline = time.monotonic() + tick_budget_s
@@ -91,7 +89,7 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepo, github: Git
     seen = state.get("prs") or {}
     handled = {n: seen[n] for n in by_number if n in seen}  # closed pull requests drop out
     new = [by_number[n] for n in watch.new_heads({n: pr.head_sha for n, pr in by_number.items()}, seen)]
-    requests, git_dir, left = [], None, 0
+    requests, left = [], 0
     for pr in new:
         if time.monotonic() > deadline:
             left += 1
@@ -103,17 +101,8 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepo, github: Git
                 context.log.warning(_redacted(f"#{pr.number}: could not explain the missing plan: {exc}"))
                 continue
             context.log.info(f"#{pr.number} comes from a fork ({pr.head_repo}): no run")
-            handled[str(pr.number)] = pr.head_sha
-            continue
-        base = pr.base_ref
-        try:  # the diff starts at the merge base, as GitHub's "files changed" does
-            git_dir = git_dir or infra_repo.git_dir(fetch=True)
-            base_sha = branch_sha(git_dir, pr.base_ref)
-            base = (merge_base(git_dir, pr.head_sha, base_sha) if base_sha else None) or pr.base_ref
-        except GitError as exc:
-            context.log.warning(_redacted(f"#{pr.number}: merge base unknown ({exc}); the plan starts at "
-                                          f"{pr.base_ref}"))
-        requests.append(_request(watch.pull_request_run(pr, base)))
+        else:
+            requests.append(_request(watch.pull_request_run(pr, pr.base_ref)))
         handled[str(pr.number)] = pr.head_sha
     if left:
         context.log.warning(f"{left} pull request(s) left for the next tick (tick budget {tick_budget_s:.0f}s)")
@@ -123,30 +112,48 @@ def _pull_requests_tick(context, state: dict, infra_repo: InfraRepo, github: Git
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 
 
-def _branches_tick(context, state: dict, infra_repo: InfraRepo):
-    from ..integrations.git import GitError, branch_heads, is_ancestor, merge_base
+def _branches_tick(context, state: dict, infra_repo: InfraRepo, tick_budget_s: float):
+    """Every branch of the remote but the deploy branch is a change request. The heads are listed without fetching;
+    each new one is fetched on its own, within the tick's budget: one that does not fit (or times out) is left for
+    the next tick, where it goes after the others, so no branch can starve the rest."""
+    from ..integrations.git import GitError, fetch, is_ancestor, merge_base, remote_branch_heads
 
+    deadline = time.monotonic() + tick_budget_s
+    found = _deploy_head(infra_repo)
+    if isinstance(found, dg.SkipReason):
+        return found
+    git_dir, deploy, deploy_sha = found
     try:
-        git_dir = infra_repo.git_dir(fetch=True)
-        deploy = infra_repo.deploy_branch(git_dir)
-        heads = branch_heads(git_dir)
+        heads = remote_branch_heads(git_dir, infra_repo.git_timeout_s)
     except GitError as exc:
         return dg.SkipReason(_redacted(f"git: {exc}"))
-    deploy_sha = heads.pop(deploy, None)
-    if deploy_sha is None:
-        return dg.SkipReason(_redacted(f"the deploy branch {deploy!r} is not in {infra_repo.location}"))
-    seen = state.get("branches") or {}
+    heads.pop(deploy, None)
+    seen, slow = state.get("branches") or {}, state.get("slow") or {}
     handled = {name: seen[name] for name in heads if name in seen}  # deleted branches drop out
-    requests = []
-    for name in watch.new_heads(heads, seen):
-        sha = heads[name]
+    new = sorted(watch.new_heads(heads, seen), key=lambda name: slow.get(name) == heads[name])
+    requests, still_slow, left = [], {}, 0
+    for name in new:
+        sha, remaining = heads[name], deadline - time.monotonic()
+        try:
+            if remaining < 1:
+                raise TimeoutError
+            fetch(git_dir, [f"refs/heads/{name}"], min(infra_repo.git_timeout_s, remaining))
+        except (GitError, TimeoutError) as exc:
+            left += 1
+            if isinstance(exc, GitError):
+                still_slow[name] = sha
+                context.log.warning(_redacted(f"branch {name}: {exc}; tried again after the others"))
+            continue
         handled[name] = sha
         if is_ancestor(git_dir, sha, deploy_sha):
             context.log.info(f"branch {name} at {sha[:12]} is already on {deploy}: no run")
             continue
         base = merge_base(git_dir, sha, deploy_sha) or deploy_sha
         requests.append(_request(watch.branch_run(name, sha, base, deploy)))
-    cursor = watch.dump_cursor({**state, "branches": handled})
+    if left:
+        context.log.warning(f"{left} branch(es) left for the next tick (tick budget {tick_budget_s:.0f}s)")
+    cursor = watch.dump_cursor({**{k: v for k, v in state.items() if k != "slow"}, "branches": handled,
+                                **({"slow": still_slow} if still_slow else {})})
     if not requests:
         return dg.SensorResult(skip_reason=f"{len(heads)} branch(es) besides {deploy}, no new head", cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
@@ -162,8 +169,8 @@ def make_pull_request_sensor(job, settings: Settings = DEFAULTS,
                             github: dg.ResourceParam[GitHub]):
         state = watch.load_cursor(context.cursor)
         if github.local_mode:
-            return _branches_tick(context, state, infra_repo)
-        return _pull_requests_tick(context, state, infra_repo, github, settings.sensor_tick_budget_s)
+            return _branches_tick(context, state, infra_repo, settings.sensor_tick_budget_s)
+        return _pull_requests_tick(context, state, github, settings.sensor_tick_budget_s)
 
     return pull_request_sensor
 

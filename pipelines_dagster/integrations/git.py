@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,11 @@ def _is_url(location: str) -> bool:
 
 
 def open_git_dir(location: str, fetch: bool = True, clone: bool = True, *, cache_root: Path | None = None,
-                 timeout_s: float = DEFAULT_NETWORK_TIMEOUT_S) -> Path:
+                 timeout_s: float = DEFAULT_NETWORK_TIMEOUT_S, refs: Sequence[str] | None = None) -> Path:
     """The git directory of a local repository, or of a bare mirror of a remote URL under the cache. With
-    `clone=False` a remote that has no mirror yet is an error instead of a (possibly long) clone."""
+    `clone=False` a remote that has no mirror yet is an error instead of a (possibly long) clone. `refs`: fetch only
+    these (full names, `refs/heads/main`) and the remote's default branch, not every branch and pull request head:
+    what one branch holds then costs nothing to the others."""
     if not _is_url(location):
         proc = subprocess.run(["git", "-C", location, "rev-parse", "--absolute-git-dir"], capture_output=True,
                               text=True) if os.path.isdir(location) else None
@@ -68,9 +71,9 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True, *, cache
     if not (mirror / "HEAD").exists():
         if not clone:
             raise GitError(f"{location}: not mirrored under {mirror.parent} yet")
-        _create_mirror(location, mirror, timeout_s)
+        _create_mirror(location, mirror, timeout_s, refs)
     elif fetch:
-        _fetch_mirror(location, mirror, timeout_s)
+        _fetch_mirror(location, mirror, timeout_s, refs)
     return mirror
 
 
@@ -78,9 +81,17 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True, *, cache
 MIRROR_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/pull/*/head:refs/pull/*/head")
 
 
-def _fetch_mirror(location: str, mirror: Path, timeout_s: float) -> None:
+def _refspecs(mirror: Path, refs: Sequence[str] | None) -> list[str]:
+    if refs is None:
+        return list(MIRROR_REFSPECS)
+    default = _git(mirror, "symbolic-ref", "--quiet", "HEAD", check=False).stdout.decode().strip()
+    return [f"+{ref}:{ref}" for ref in dict.fromkeys([*([default] if default else []), *refs])]
+
+
+def _fetch_mirror(location: str, mirror: Path, timeout_s: float, refs: Sequence[str] | None = None) -> None:
     try:
-        _git(mirror, "fetch", "--quiet", "--prune", "--no-tags", "origin", *MIRROR_REFSPECS, timeout=timeout_s)
+        _git(mirror, "fetch", "--quiet", *(["--prune"] if refs is None else []), "--no-tags", "origin",
+             *_refspecs(mirror, refs), timeout=timeout_s)
     except GitError as exc:
         raise GitError(f"{location}: {exc}") from exc
     tags = _git(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/").stdout
@@ -88,7 +99,7 @@ def _fetch_mirror(location: str, mirror: Path, timeout_s: float) -> None:
         _git(mirror, "update-ref", "--stdin", input=tags)
 
 
-def _create_mirror(location: str, mirror: Path, timeout_s: float) -> None:
+def _create_mirror(location: str, mirror: Path, timeout_s: float, refs: Sequence[str] | None = None) -> None:
     """A bare mirror of the remote's branches and pull request heads, its HEAD naming the remote's default branch;
     built in a temporary folder and renamed into place, so an interrupted clone leaves no half mirror."""
     import shutil
@@ -103,13 +114,15 @@ def _create_mirror(location: str, mirror: Path, timeout_s: float) -> None:
             _git(building, "config", "--add", "remote.origin.fetch", refspec)
         _git(building, "config", "remote.origin.tagOpt", "--no-tags")
         try:
-            _git(building, "fetch", "--quiet", "--no-tags", "origin", timeout=timeout_s * 4)
             head = _git(building, "ls-remote", "--symref", "origin", "HEAD", timeout=timeout_s).stdout.decode()
+            default = next((line.split()[1] for line in head.splitlines() if line.startswith("ref: refs/heads/")),
+                           None)
+            if default:
+                _git(building, "symbolic-ref", "HEAD", default)
+            _git(building, "fetch", "--quiet", "--no-tags", "origin", *_refspecs(building, refs),
+                 timeout=timeout_s * 4)
         except GitError as exc:
             raise GitError(f"{location}: {exc}") from exc
-        default = next((line.split()[1] for line in head.splitlines() if line.startswith("ref: refs/heads/")), None)
-        if default:
-            _git(building, "symbolic-ref", "HEAD", default)
         try:
             os.rename(building, mirror)
         except OSError:
@@ -420,6 +433,28 @@ def branch_heads(git_dir) -> dict[str, str]:
         sha, ref = line.split(" ", 1)
         heads[ref[len("refs/heads/"):]] = sha
     return heads
+
+
+def _is_mirror(git_dir) -> bool:
+    """A mirror made by `open_git_dir` (it fetches pull request heads), not a repository of its own."""
+    fetched = _git(git_dir, "config", "--get-all", "remote.origin.fetch", check=False).stdout.decode().split()
+    return MIRROR_REFSPECS[1] in fetched
+
+
+def remote_branch_heads(git_dir, timeout_s: float = DEFAULT_NETWORK_TIMEOUT_S) -> dict[str, str]:
+    """Every branch of the remote a mirror follows and its head commit, without fetching any (a local repository's
+    own branches)."""
+    if not _is_mirror(git_dir):
+        return branch_heads(git_dir)
+    out = _git(git_dir, "ls-remote", "--heads", "origin", timeout=timeout_s).stdout.decode()
+    return {ref[len("refs/heads/"):]: sha for sha, ref in (line.split("\t", 1) for line in out.splitlines())}
+
+
+def fetch(git_dir, refs: Sequence[str], timeout_s: float) -> None:
+    """Fetch `refs` (full names) of a mirror's remote; nothing for a local repository."""
+    if refs and _is_mirror(git_dir):
+        _git(git_dir, "fetch", "--quiet", "--no-tags", "origin", *(f"+{ref}:{ref}" for ref in refs),
+             timeout=timeout_s)
 
 
 def branch_sha(git_dir, branch: str) -> str | None:

@@ -91,7 +91,7 @@ def test_new_pull_request_head_gives_one_run_and_the_cursor_survives(remote, git
 
     runs, cursor, _ = tick(pr_sensor, res)
     assert [r.run_key for r in runs] == [f"pr-{number}-{sha}"]
-    assert orchestrate_config(runs[0]) == {"event": "pull_request", "base_ref": remote.main0, "head_ref": sha,
+    assert orchestrate_config(runs[0]) == {"event": "pull_request", "base_ref": "main", "head_ref": sha,
                                            "pr_number": number}
     assert runs[0].tags["pipelines/pr"] == str(number) and runs[0].tags["pipelines/sha"] == sha
     assert runs[0].tags["pipelines/event"] == "pull_request"
@@ -120,10 +120,15 @@ def test_plan_starts_at_the_merge_base_when_the_base_branch_moved_on(remote, git
     remote.push("main:refs/heads/main")
     github.set_branch(GH_REPO, "main", main1)
     runs, _, _ = tick(pr_sensor, res)
-    config = orchestrate_config(runs[0])
-    # from main's tip the diff would also "delete" dev/c; from the fork point it holds only the PR's change
-    assert config["base_ref"] == remote.main0 != main1
+    assert orchestrate_config(runs[0])["base_ref"] == "main"  # the base branch: a pull request tick runs no git
     assert runs[0].tags["pipelines/base-branch"] == "main"
+    with dg.instance_for_test() as instance, run_in_process(
+            runs[0].run_config, instance=instance, tags=runs[0].tags, environment={
+                "PIPELINES_REPO_URL": str(remote.bare), "PIPELINES_GITHUB_REPO": GH_REPO,
+                "PIPELINES_GITHUB_WRITE_PAUSE_S": "0"}) as result:
+        plan = result.output_for_node("orchestrate", "planned").plan
+    # from main's tip the diff would also "delete" dev/c; from the fork point it holds only the PR's change
+    assert (plan.spec.base, plan.spec.head) == (remote.main0, sha) and remote.main0 != main1
 
 
 def test_an_idle_tick_makes_at_most_two_requests_and_no_writes(remote, github):
