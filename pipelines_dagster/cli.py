@@ -156,12 +156,18 @@ def _cmd_run(args, settings) -> int:
     import dagster as dg
 
     from .definitions import run_in_process
-    from .defs.pipeline import report_markdown
+    from .defs.jobs import report_markdown
 
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
-    config = {"ops": {"orchestrate": {"config": {"event": args.event, "base_ref": args.base, "head_ref": args.head,
-                                                 "pr_number": args.pr}}}}
-    result = run_in_process(config, instance=instance, environment={"PIPELINES_REPO_URL": args.repo},
+    config: dict = {"base_ref": args.base, "head_ref": args.head}
+    if args.event == "pull_request":
+        config["pr_number"] = args.pr
+    elif args.pr is not None:
+        print("pipelines-dagster run: --pr is for pull requests (a push's pull request is found on GitHub)",
+              file=sys.stderr)
+        return 2
+    result = run_in_process(args.event, {"ops": {"orchestrate": {"config": config}}}, instance=instance,
+                            environment={"PIPELINES_REPO_URL": args.repo},
                             tags={"pipelines/event": args.event, "pipelines/source": "cli"})
     report = report_markdown(result)
     if report is not None:

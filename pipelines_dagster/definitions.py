@@ -1,7 +1,15 @@
-"""The one place that assembles the Dagster code location: the job, sensors, schedules, asset lineage, drift
-checks and resources, from the deployment's settings (read once, here) and the deploy branch's lineage."""
+"""The one place that assembles the Dagster code locations from the deployment's settings (read once, here) and the
+deploy branch's lineage: the plan and apply jobs, sensors, schedules, asset lineage, drift checks and resources.
+
+`defs` is everything in one code location (the embedded default, and any deployment where all runs share one
+identity). On Kubernetes the apply identity is a code location's, never a launcher's: `plan_location` holds what
+runs with the plan service account (pull requests), `apply_location` what runs with the apply service account
+(deploy-branch commits, Materialize, drift checks: the deploy branch's code only), each loaded by a code server of
+its own whose container context names that service account (deploy/helm/values.yaml).
+"""
 
 import os
+from typing import Literal
 
 import dagster as dg
 
@@ -9,10 +17,9 @@ from .core.lineage import Lineage, read_lineage
 from .core.watch import TAG_APPLY_LOCK, repo_identity
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
-from .defs.pipeline import JOB_NAME, in_process_executor, k8s_step_executor, k8s_step_tags, make_pipeline_job
+from .defs.jobs import APPLY_JOB, PLAN_JOB, in_process_executor, k8s_step_executor, make_apply_job, make_plan_job
 from .defs.resources import InfraRepo, resources_from_settings
 from .defs.sensors import (
-    apply_run_tags,
     make_asset_graph_sensor,
     make_deploy_branch_sensor,
     make_pull_request_sensor,
@@ -20,61 +27,72 @@ from .defs.sensors import (
 )
 from .settings import Settings
 
+Role = Literal["all", "plan", "apply"]
 
-def build_definitions(settings: Settings, lineage: Lineage, executor_def=None) -> dg.Definitions:
-    """Everything the code location holds, for the deploy branch's `lineage` (its accounts and units)."""
-    resources = resources_from_settings(settings, lineage.accounts)
-    plan_tags: dict[str, str] = {}
-    apply_tags: dict[str, str] = {}
-    if settings.step_executor == "k8s":  # a pod per step, with the service account of its action
-        assert settings.apply_service_account  # Settings requires it with the k8s step executor
+
+def build_definitions(settings: Settings, lineage: Lineage, executor_def=None, role: Role = "all") -> dg.Definitions:
+    """What a code location of `role` holds, for the deploy branch's `lineage` (its accounts and units)."""
+    if settings.step_executor == "k8s":  # a pod per step, with its run's identity
         executor_def = executor_def or k8s_step_executor(settings.max_parallel)
-        plan_tags = k8s_step_tags(settings.plan_service_account)
-        apply_tags = k8s_step_tags(settings.apply_service_account)
-    job = make_pipeline_job(stages=settings.wave_stages, max_parallel=settings.max_parallel,
-                            executor_def=executor_def, plan_tags=plan_tags, apply_tags=apply_tags)
     status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
-    # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
-    # limit), and vice versa
-    lock = {TAG_APPLY_LOCK: repo_identity(settings.github_repo or settings.repo_url or ".")}
-    drift = make_drift_definitions(lineage, cron=settings.drift_cron, paths=settings.drift_paths,
-                                   tags=lock, default_status=status)
-    sensors = [make_pull_request_sensor(job, settings), make_deploy_branch_sensor(job, settings),
-               make_run_failure_sensor(job, settings),
-               make_asset_graph_sensor(lineage, code_location_name(), settings)]
-    if settings.reconcile_drift and lineage.units:
-        sensors.append(reconcile_sensor(lineage, {**lock, **apply_run_tags(settings.apply_service_account)},
-                                        interval_s=settings.sensor_interval_s,
-                                        default_status=dg.DefaultSensorStatus(status.value)))
-    pipeline = dg.Definitions(
-        jobs=[job], assets=lineage_assets(lineage, settings.reconcile_drift), resources=resources,
-        sensors=sensors)
-    return dg.Definitions.merge(pipeline, drift)
+    jobs: list[dg.JobDefinition] = []
+    sensors: list = [make_asset_graph_sensor(lineage, code_location_name(), settings)]
+    assets: list = []
+    drift = dg.Definitions()
+    if role in ("all", "plan"):
+        plan = make_plan_job(max_parallel=settings.max_parallel, executor_def=executor_def)
+        jobs.append(plan)
+        sensors.append(make_pull_request_sensor(plan, settings))
+    if role in ("all", "apply"):
+        apply = make_apply_job(stages=settings.wave_stages, max_parallel=settings.max_parallel,
+                               executor_def=executor_def)
+        jobs.append(apply)
+        sensors.append(make_deploy_branch_sensor(apply, settings))
+        # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
+        # limit), and vice versa
+        lock = {TAG_APPLY_LOCK: repo_identity(settings.github_repo or settings.repo_url or ".")}
+        drift = make_drift_definitions(lineage, cron=settings.drift_cron, paths=settings.drift_paths,
+                                       tags=lock, default_status=status)
+        assets = lineage_assets(lineage, settings.reconcile_drift)
+        if settings.reconcile_drift and lineage.units:
+            sensors.append(reconcile_sensor(lineage, lock, interval_s=settings.sensor_interval_s,
+                                            default_status=dg.DefaultSensorStatus(status.value)))
+    sensors.append(make_run_failure_sensor(jobs, settings))
+    located = dg.Definitions(jobs=jobs, assets=assets, sensors=sensors,
+                             resources=resources_from_settings(settings, lineage.accounts))
+    return dg.Definitions.merge(located, drift)
+
+
+def location(role: Role) -> dg.Definitions:
+    """The code location of `role`, from this process's environment."""
+    settings = Settings.from_env()
+    return DeployBranchLineage(settings, lambda lineage: build_definitions(settings, lineage, role=role)).load()
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    settings = Settings.from_env()
-    return DeployBranchLineage(settings, lambda lineage: build_definitions(settings, lineage)).load()
+    return location("all")
 
 
-def in_process_job(environment: dict[str, str] | None = None) -> dg.JobDefinition:
-    """The job as the code location builds it from the environment (plus `environment`), with its steps run one
-    after the other in the calling process: `pipelines-dagster run` and the tests (through `run_in_process`)."""
+def in_process_job(event: str = "pull_request", environment: dict[str, str] | None = None) -> dg.JobDefinition:
+    """The plan (`pull_request`) or apply (`push`) job as the code location builds it from the environment (plus
+    `environment`), with its steps run one after the other in the calling process: `pipelines-dagster run` and the
+    tests (through `run_in_process`)."""
     settings = Settings.from_env({**os.environ, **(environment or {})})
     if settings.repo_url:  # a remote's mirror, its deploy branch brought up to date, so that its accounts are known
         InfraRepo.from_settings(settings).deploy_head()
     lineage = read_lineage(settings.repo_url, settings.deploy_branch, cache_root=settings.cache_root,
                            index_cache=settings.index_cache)
-    return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(JOB_NAME)
+    return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(
+        APPLY_JOB if event == "push" else PLAN_JOB)
 
 
-def run_in_process(run_config: dict | None, *, instance: dg.DagsterInstance,
+def run_in_process(event: str, run_config: dict | None, *, instance: dg.DagsterInstance,
                    environment: dict[str, str] | None = None, tags: dict | None = None,
                    reexecution: dg.ReexecutionOptions | None = None):
-    """Run the job in this process (Dagster's execute_job with the job rebuilt by `in_process_job`); with
-    `reexecution`, a re-execution of an earlier run (its run config is the earlier run's)."""
+    """Run the plan or apply job in this process (Dagster's execute_job with the job rebuilt by `in_process_job`);
+    with `reexecution`, a re-execution of an earlier run (its run config is the earlier run's)."""
     job = dg.build_reconstructable_job("pipelines_dagster.definitions", "in_process_job",
-                                       reconstructable_kwargs={"environment": environment or {}})
+                                       reconstructable_kwargs={"event": event, "environment": environment or {}})
     return dg.execute_job(job, instance=instance, run_config=run_config, tags=tags, raise_on_error=False,
                           reexecution_options=reexecution)

@@ -5,7 +5,8 @@ from `defs` up. Every import counts, lazy ones inside functions included.
     integrations  git, GitHub clients                foundation
     core          detection, execution, reporting    integrations, foundation; no Dagster
     defs          the Dagster layer                  core, integrations, foundation
-    entry points  definitions, cli, demo,            anything
+    entry points  definitions (and its plan and      anything
+                  apply locations), cli, demo,
                   defs.step_preload (the forkserver preloads the whole code location)
 
 Inside core, `core.terragrunt` (parsing and static evaluation) and `core.graph` import nothing else of the
@@ -30,6 +31,8 @@ LAYER_OF = {  # module prefix -> layer; the longest prefix wins
     f"{PACKAGE}.defs": "defs",
     f"{PACKAGE}.defs.step_preload": "entry points",
     f"{PACKAGE}.definitions": "entry points",
+    f"{PACKAGE}.plan_location": "entry points",
+    f"{PACKAGE}.apply_location": "entry points",
     f"{PACKAGE}.cli": "entry points",
     f"{PACKAGE}.demo": "entry points",
 }
@@ -129,7 +132,7 @@ KNOWN = {f"{PACKAGE}.core", f"{PACKAGE}.core.model", f"{PACKAGE}.core.terragrunt
     # what is allowed
     (f"{PACKAGE}.core.orchestrator", "from ..integrations import git\nfrom .graph import waves\n", []),
     (f"{PACKAGE}.core.terragrunt.interpreter", "from .values import Unknown\nfrom . import paths\n", []),
-    (f"{PACKAGE}.defs.pipeline", "import dagster as dg\nfrom ..core import model\n", []),
+    (f"{PACKAGE}.defs.jobs", "import dagster as dg\nfrom ..core import model\n", []),
 ])
 def test_offending_imports_are_named(module, source, expected):
     assert violations(module, source, False, KNOWN) == expected

@@ -40,8 +40,11 @@ class RunWanted:
     tags: Mapping[str, str] = field(default_factory=dict)
 
     def run_config(self) -> dict:
-        return {"ops": {"orchestrate": {"config": {"event": self.event, "base_ref": self.base_ref,
-                                                   "head_ref": self.head_ref, "pr_number": self.pr_number}}}}
+        """The run config of the plan job (a pull request's, a branch's) or the apply job (a push's)."""
+        config: dict[str, str | int | None] = {"base_ref": self.base_ref, "head_ref": self.head_ref}
+        if self.event == Event.PULL_REQUEST.value:
+            config["pr_number"] = self.pr_number
+        return {"ops": {"orchestrate": {"config": config}}}
 
 
 def load_cursor(text: str | None) -> dict:
@@ -156,10 +159,10 @@ class CrashTarget:
     sha: str | None
 
 
-def crash_target(tags: Mapping[str, str], run_config: Mapping | None) -> CrashTarget:
-    """What a failed run was about: from the sensors' tags, else from its run config (runs launched by hand)."""
+def crash_target(event: str | None, tags: Mapping[str, str], run_config: Mapping | None) -> CrashTarget:
+    """What a failed run of `event`'s job was about: from the sensors' tags, else from its run config (runs
+    launched by hand)."""
     config = ((run_config or {}).get("ops") or {}).get("orchestrate", {}).get("config") or {}
-    event = tags.get(TAG_EVENT) or config.get("event")
     raw_pr = tags.get(TAG_PR) or config.get("pr_number")
     pr: int | None
     try:

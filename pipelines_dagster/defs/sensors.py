@@ -7,7 +7,6 @@ Every tick stays well inside Dagster's 60 s: GitHub calls made by sensors use a 
 that never waits long, and work that does not fit the tick budget is left (unrecorded) for the next tick.
 """
 
-import json
 import time
 
 import dagster as dg
@@ -15,7 +14,7 @@ import dagster as dg
 from ..core import watch
 from ..settings import Settings
 from .execution import REPORTED, ChangeRunner
-from .pipeline import REPORT_STEPS
+from .jobs import JOB_EVENTS, REPORT_STEP
 from .resources import GitHub, InfraRepo, apply_lock
 
 DEFAULTS = Settings()
@@ -36,7 +35,7 @@ def _reported(failure_event) -> bool:
 
 def _report_written(instance, run_id: str) -> bool:
     """Whether the run's report step wrote its report (its output)."""
-    return any(e.step_key in REPORT_STEPS for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT))
+    return any(e.step_key == REPORT_STEP for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_OUTPUT))
 
 
 def _redacted(text: str) -> str:
@@ -59,16 +58,8 @@ def _deploy_head(infra_repo: InfraRepo):
     return git_dir, deploy, head
 
 
-def _request(run: watch.RunWanted, tags: dict | None = None) -> dg.RunRequest:
-    return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags={**run.tags, **(tags or {})})
-
-
-def apply_run_tags(account: str | None) -> dict:
-    """On Kubernetes (deploy/), apply runs' pods run as PIPELINES_APPLY_SERVICE_ACCOUNT, the only identity that
-    the accounts' apply roles trust; every other run keeps the run launcher's plan service account."""
-    if not account:
-        return {}
-    return {"dagster-k8s/config": json.dumps({"pod_spec_config": {"service_account_name": account}})}
+def _request(run: watch.RunWanted) -> dg.RunRequest:
+    return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags=dict(run.tags))
 
 
 # ------------------------------------------------------------------------------------------------ pull requests
@@ -220,8 +211,7 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
         if len(commits) > len(batch):
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
         runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), replaced)
-        tags = apply_run_tags(settings.apply_service_account)
-        return dg.SensorResult(run_requests=[_request(r, tags) for r in runs],
+        return dg.SensorResult(run_requests=[_request(r) for r in runs],
                                cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
 
     return deploy_branch_sensor
@@ -239,9 +229,9 @@ def _error_text(error) -> str:
     return "\n\ncaused by: ".join(p for p in parts if p) or "unknown error"
 
 
-def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
+def make_run_failure_sensor(jobs: list, settings: Settings = DEFAULTS,
                             name: str = "run_failure_sensor") -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name=name, monitored_jobs=[job], minimum_interval_seconds=settings.sensor_interval_s,
+    @dg.run_failure_sensor(name=name, monitored_jobs=jobs, minimum_interval_seconds=settings.sensor_interval_s,
                            default_status=default_status(settings),
                            description="Reports runs that failed before reporting (a crash outside dispatch) to "
                                        "their pull request, or as an issue for deploy-branch runs.")
@@ -260,7 +250,8 @@ def make_run_failure_sensor(job, settings: Settings = DEFAULTS,
             if e.event_specific_data is not None and e.step_failure_data.error is not None]
         if not errors:
             errors = [("run", context.failure_event.message or "the run failed")]
-        target = watch.crash_target(run.tags, run.run_config)
+        event = JOB_EVENTS.get(run.job_name)
+        target = watch.crash_target(event.value if event else None, run.tags, run.run_config)
         body = watch.crash_body(run_id=run.run_id, run_url=changes.run_url(run.run_id), target=target, errors=errors,
                                 redact=default_redactor())
         if github.local_mode:

@@ -8,7 +8,7 @@ import dagster as dg
 from pipelines_dagster.core.dispatch import Progress
 from pipelines_dagster.core.model import Outcome
 from pipelines_dagster.definitions import run_in_process
-from pipelines_dagster.defs.pipeline import report_output
+from pipelines_dagster.defs.jobs import APPLY_JOB, report_output
 
 
 @dataclass
@@ -59,13 +59,24 @@ def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = 
 def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
            instance: dg.DagsterInstance | None = None, reexecution: dg.ReexecutionOptions | None = None,
            tags: dict | None = None, run_config: dict | None = None, **settings: str) -> Run:
-    """A run with `config` as orchestrate's run config, as the Launchpad gives it; with `reexecution` (and `config`
-    None), what the UI's re-execute buttons launch; `run_config`: more of the run's configuration."""
+    """A run with `config` as orchestrate's run config, as the Launchpad gives it (its `event`, pull_request by
+    default, picks the plan or the apply job); with `reexecution` (and `config` None), what the UI's re-execute
+    buttons launch; `run_config`: more of the run's configuration."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
+    config = dict(config) if config is not None else None
+    event = (config or {}).pop("event", None) or (reexecution and instance and _event_of(instance, reexecution)) \
+        or "pull_request"
     if config is not None:
+        if event == "push":
+            config.pop("pr_number", None)
         run_config = {**(run_config or {}), "ops": {"orchestrate": {"config": config}}}
-    with run_in_process(run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
+    with run_in_process(event, run_config, instance=instance or dg.DagsterInstance.ephemeral(), environment=environment,
                         reexecution=reexecution, tags=tags) as result:
         output = report_output(result.all_events)
         return Run(result, result.output_for_node(output.step_key) if output else None)
+
+
+def _event_of(instance: dg.DagsterInstance, reexecution: dg.ReexecutionOptions) -> str:
+    run = instance.get_run_by_id(reexecution.parent_run_id)
+    return "push" if run is not None and run.job_name == APPLY_JOB else "pull_request"

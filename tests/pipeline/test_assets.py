@@ -85,7 +85,7 @@ def test_unset_or_unmirrored_repository_loads_quickly_without_unit_assets(env, c
     caplog.set_level(logging.WARNING)
     unset = load(env, None)
     assert specs(unset) == {}
-    assert unset.resolve_job_def("infrastructure_pipeline") is not None
+    assert unset.resolve_job_def("infrastructure_plan") and unset.resolve_job_def("infrastructure_apply")
     assert "PIPELINES_REPO_URL is not set" in caplog.text
 
     caplog.clear()

@@ -14,8 +14,8 @@ import pytest
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.core.model import Status
-from pipelines_dagster.defs import pipeline
-from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.defs import jobs
+from pipelines_dagster.defs.jobs import make_apply_job
 from pipelines_dagster.demo.aws import state_bucket
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
 from tests.pipeline.conftest import GH_REPO
@@ -45,13 +45,13 @@ def test_pull_request_plans_three_units_and_reports_in_dagster(repo, aws, env):
     assert run.success, run.outcomes
     plans = units(run)
     assert set(plans) == {"dev/u0", "dev/u1", "dev/u2"}
-    # only the plans and their report run: the push chain (stages, applies' report) is skipped as a whole
+    # the plan job: its plans and their report, no apply step and no wave stage, not even skipped
     steps = {e.step_key: e.event_type_value for e in run.all_events
              if e.event_type_value in ("STEP_SUCCESS", "STEP_SKIPPED")}
-    assert {k for k, v in steps.items() if v == "STEP_SUCCESS"} == {
-        "orchestrate", "report", *(f"plan[{o.change.key}]" for o in plans.values())}
-    assert {k for k, v in steps.items() if v == "STEP_SKIPPED"} == {
-        *(f"wave_{n}" for n in range(1, 8)), "report_applies"}
+    assert steps == dict.fromkeys({"orchestrate", "report", *(f"plan[{o.change.key}]" for o in plans.values())},
+                                  "STEP_SUCCESS")
+    assert run.result.dagster_run.job_name == "infrastructure_plan"
+    assert not [n for n in run.result.job_def.all_node_defs if "apply" in n.name or "wave" in n.name]
     assert {u: (o.status.value, o.summary.add) for u, o in plans.items()} == {
         "dev/u0": ("succeeded", 1), "dev/u1": ("succeeded", 2), "dev/u2": ("succeeded", 3)}
     assert all(o.role_arn.endswith(":role/pipelines-plan") for o in plans.values())
@@ -86,7 +86,7 @@ def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo
     assert failure[0].event_specific_data.user_failure_data.metadata["reported"].value is True
     steps = {e.step_key for e in run.all_events if e.event_type_value == "STEP_START"}
     assert {k.split("[")[0] for k in steps if "[" in k} == {"apply_wave_0", "apply_wave_1", "apply_wave_2"}
-    assert "report_applies" in steps and "report" not in steps  # a pull request's report is skipped
+    assert "report" in steps and run.result.dagster_run.job_name == "infrastructure_apply"
 
 
 def test_github_pull_request_gets_one_comment_and_a_status(repo, aws, env, github):
@@ -166,7 +166,7 @@ def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github
     head = repo.commit({"prod/s/main.tf": null_unit(aws.endpoint, "prod/s")})
     number = github.add_pull_request(GH_REPO, "feature", head_sha=head)
     github.clear_log()
-    monkeypatch.setattr(pipeline, "DETECTING_NOTE_AFTER_S", 0.0)
+    monkeypatch.setattr(jobs, "DETECTING_NOTE_AFTER_S", 0.0)
     run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO)
     assert run.success
     comment_writes = [r for r in github.writes() if "/comments" in r.path]
@@ -179,8 +179,8 @@ def test_push_run_launched_without_the_apply_lock_waits_for_the_apply_in_progres
     repo.commit({"dev/locked/main.tf": null_unit(aws.endpoint, "dev/locked")})
     lock = watch.repo_identity(str(repo.path))
     with dg.instance_for_test() as instance:
-        config = {"ops": {"orchestrate": {"config": {"event": "push", "base_ref": base, "head_ref": "main"}}}}
-        other = instance.create_run_for_job(make_pipeline_job(), run_config=config,
+        config = {"ops": {"orchestrate": {"config": {"base_ref": base, "head_ref": "main"}}}}
+        other = instance.create_run_for_job(make_apply_job(), run_config=config,
                                             tags={watch.TAG_APPLY_LOCK: lock}, status=dg.DagsterRunStatus.STARTED)
         run = run_job(repo, env, "push", base, "main", instance=instance,  # as from the Launchpad: no tags
                       PIPELINES_APPLY_LOCK_RETRIES="2", PIPELINES_APPLY_LOCK_WAIT_S="0.2")
@@ -378,7 +378,7 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
         run = run_job(repo, env, "pull_request", base, "feature", instance=instance)
         assert run.success, run.outcomes
         storage = Path(instance.storage_directory()) / run.run_id
-        [item_file] = (storage / "orchestrate" / "plans").iterdir()
+        [item_file] = (storage / "orchestrate" / "changes").iterdir()
         item = Item.model_validate_json(item_file.read_text())
         assert [c.unit for c in item.changes] == [unit]
         assert Progress.model_validate_json((storage / "report" / "result").read_text()) == run.progress
@@ -426,7 +426,7 @@ def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, 
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
         prefix = f"pipelines-step-outputs/{run.run_id}/"
         [plan_key] = [k for k in keys if k.startswith(prefix + "plan[")]
-        assert {prefix + "orchestrate/planned", prefix + "report/result"} <= keys
+        assert {prefix + "orchestrate/progress", prefix + "report/result"} <= keys
         [outcome] = [Outcome.model_validate(o) for o in json.loads(
             s3.get_object(Bucket=bucket, Key=plan_key)["Body"].read())]
         assert outcome.change.unit == unit and outcome.status is Status.SUCCEEDED
@@ -441,5 +441,5 @@ def test_with_a_step_outputs_bucket_steps_pass_each_other_through_s3(repo, aws, 
                        PIPELINES_STEP_OUTPUTS_BUCKET=f"{bucket}-gone")
         [failure] = lost.failures()
         assert failure.step_key == "orchestrate"
-        assert (f"s3://{bucket}-gone/pipelines-step-outputs/{lost.run_id}/orchestrate/planned: cannot store the "
+        assert (f"s3://{bucket}-gone/pipelines-step-outputs/{lost.run_id}/orchestrate/progress: cannot store the "
                 "output: An error occurred (NoSuchBucket)") in str(failure.event_specific_data.error)

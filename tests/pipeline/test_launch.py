@@ -10,7 +10,7 @@ import pytest
 from pipelines_dagster.core import watch
 from pipelines_dagster.core.lineage import Lineage
 from pipelines_dagster.definitions import build_definitions
-from pipelines_dagster.defs.pipeline import JOB_NAME
+from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
 from pipelines_dagster.settings import Settings
 from tests.conftest import null_unit
 from tests.pipeline.conftest import GH_REPO
@@ -120,7 +120,6 @@ def test_a_push_is_launched_by_its_deploy_branch_commit_alone(repo, aws, env):  
 @pytest.mark.parametrize("config, problem", [
     ({}, "nothing to run: give pr_number (a pull request), or head_ref (a branch or commit)"),
     ({"pr_number": 0}, "pr_number 0: a pull request number is 1 or more"),
-    ({"event": "push", "pr_number": 3}, "a push applies a commit of the deploy branch: give it as head_ref"),
     ({"head_ref": "no-such-branch"}, "cannot start: unknown ref 'no-such-branch'"),
 ])
 def test_bad_input_is_named_before_anything_runs(repo, env, config, problem):  # noqa: F811
@@ -128,13 +127,17 @@ def test_bad_input_is_named_before_anything_runs(repo, env, config, problem):  #
     assert not run.success and problem in failure(run) and run.progress is None
 
 
-def test_the_launchpad_validates_the_event_and_describes_every_field():
-    job = build_definitions(Settings.from_env({}), Lineage()).resolve_job_def(JOB_NAME)
-    with pytest.raises(dg.DagsterInvalidConfigError, match="not in enum type EventName got deploy"):
-        dg.validate_run_config(job, {"ops": {"orchestrate": {"config": {"event": "deploy"}}}})
-    dg.validate_run_config(job, {"ops": {"orchestrate": {"config": {"pr_number": 12}}}})  # enough
-    ops = job.run_config_schema.config_type.fields["ops"].config_type
-    fields = ops.fields["orchestrate"].config_type.fields["config"].config_type.fields
-    assert set(fields) == {"event", "pr_number", "head_ref", "base_ref"}
-    assert all(len(field.description or "") > 40 for field in fields.values()), {
-        name: field.description for name, field in fields.items()}
+def test_each_jobs_launchpad_takes_what_it_can_do_and_describes_every_field():
+    defs = build_definitions(Settings.from_env({}), Lineage())
+    plan, apply = defs.resolve_job_def(PLAN_JOB), defs.resolve_job_def(APPLY_JOB)
+    dg.validate_run_config(plan, {"ops": {"orchestrate": {"config": {"pr_number": 12}}}})  # enough
+    with pytest.raises(dg.DagsterInvalidConfigError, match='unexpected config entry "pr_number"'):
+        dg.validate_run_config(apply, {"ops": {"orchestrate": {"config": {"head_ref": "main", "pr_number": 3}}}})
+    with pytest.raises(dg.DagsterInvalidConfigError, match='Missing required config entry "head_ref"'):
+        dg.validate_run_config(apply, {"ops": {"orchestrate": {"config": {}}}})
+    for job, names in ((plan, {"pr_number", "head_ref", "base_ref"}), (apply, {"head_ref", "base_ref"})):
+        ops = job.run_config_schema.config_type.fields["ops"].config_type
+        fields = ops.fields["orchestrate"].config_type.fields["config"].config_type.fields
+        assert set(fields) == names
+        assert all(len(field.description or "") > 40 for field in fields.values()), {
+            name: field.description for name, field in fields.items()}

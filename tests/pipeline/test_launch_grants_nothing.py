@@ -15,7 +15,7 @@ from pipelines_dagster.core import watch
 from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode
 from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.drift import JOB_NAME as DRIFT_JOB
-from pipelines_dagster.defs.pipeline import JOB_NAME
+from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
 from pipelines_dagster.settings import Settings
 from tests.conftest import ACCOUNTS, null_unit
 from tests.pipeline.conftest import GH_REPO
@@ -66,7 +66,7 @@ def test_run_config_cannot_reconfigure_a_resource(repo, env, resource, config): 
 
 def test_no_job_lets_a_launcher_configure_a_resource():
     defs = definitions()
-    for job_name in (JOB_NAME, DRIFT_JOB):
+    for job_name in (PLAN_JOB, APPLY_JOB, DRIFT_JOB):
         job = defs.resolve_job_def(job_name)
         resources = job.run_config_schema.config_type.fields["resources"].config_type.fields
         assert {"infra_repo", "github", "changes", "aws_dev", "io_manager"} <= set(resources)
@@ -88,7 +88,7 @@ def test_dagster_job_execute_refuses_a_run_config_that_sets_a_resource(tmp_path)
     home.mkdir()
     environment = {**os.environ, "DAGSTER_HOME": str(home), "PIPELINES_REPO_URL": str(tmp_path / "none")}
     proc = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "pipelines_dagster.definitions",
-                           "-j", JOB_NAME, "-c", str(config)], capture_output=True, text=True, env=environment,
+                           "-j", PLAN_JOB, "-c", str(config)], capture_output=True, text=True, env=environment,
                           timeout=120)
     assert proc.returncode != 0
     assert 'unexpected config entry "api_url"' in proc.stderr and 'unexpected config entry "unit_user"' in proc.stderr
@@ -162,7 +162,7 @@ def test_after_a_rewrite_of_the_deploy_branch_nothing_of_the_dropped_commits_is_
     assert aws.state(ACCOUNTS["dev"], "dev/dropped/terraform.tfstate") is None
     [report_failure] = [e for e in run.all_events if e.event_type_value == "STEP_FAILURE"]
     message = report_failure.event_specific_data.error.message
-    assert report_failure.step_key == "report_applies"
+    assert report_failure.step_key == "report"
     assert f"{old_tip[:12]} is no longer in its history, which now ends at {head[:12]}" in message
     [issue] = github.issues(GH_REPO)
     assert old_tip[:12] in issue["title"] and head[:12] in issue["title"] and "rewritten" in issue["body"]

@@ -8,14 +8,14 @@ import pytest
 
 from pipelines_dagster.core.watch import repo_identity
 from pipelines_dagster.defs import sensors
-from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.defs.jobs import make_apply_job, make_plan_job
 from pipelines_dagster.defs.resources import resources_from_settings
 from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
 from tests.githttp import PASSWORD, served, unreachable_url, update_server_info
 
-pr_sensor = sensors.make_pull_request_sensor(make_pipeline_job())
-deploy_sensor = sensors.make_deploy_branch_sensor(make_pipeline_job())
+pr_sensor = sensors.make_pull_request_sensor(make_plan_job())
+deploy_sensor = sensors.make_deploy_branch_sensor(make_apply_job())
 
 
 @pytest.fixture(autouse=True)

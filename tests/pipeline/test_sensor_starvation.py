@@ -61,7 +61,7 @@ def test_a_huge_branch_does_not_starve_the_deploy_branch_sensor(remote):
         assert [r.run_key for r in runs] == [f"push-{merged}"], skipped
         # and the run it asks for fetches what it names, not the huge branch
         with dg.instance_for_test() as instance, run_in_process(
-                runs[0].run_config, instance=instance, tags=runs[0].tags, environment={
+                "push", runs[0].run_config, instance=instance, tags=runs[0].tags, environment={
                     "PIPELINES_REPO_URL": url, "PIPELINES_GITHUB_REPO": "",
                     "PIPELINES_GIT_TIMEOUT_S": str(GIT_TIMEOUT_S)}) as result:
             assert result.success

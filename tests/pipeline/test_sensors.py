@@ -12,7 +12,7 @@ from pipelines_dagster.core import watch
 from pipelines_dagster.core.lineage import Lineage, read_lineage
 from pipelines_dagster.definitions import run_in_process
 from pipelines_dagster.defs import sensors
-from pipelines_dagster.defs.pipeline import make_pipeline_job
+from pipelines_dagster.defs.jobs import make_apply_job, make_plan_job
 from pipelines_dagster.defs.resources import resources_from_settings
 from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
@@ -22,10 +22,10 @@ from tests.pipeline.conftest import GH_REPO
 FORK = "mallory/infrastructure-live"
 UI = "http://dagster.example"
 
-JOB = make_pipeline_job()
-pr_sensor = sensors.make_pull_request_sensor(JOB)
-deploy_sensor = sensors.make_deploy_branch_sensor(JOB)
-failure_sensor = sensors.make_run_failure_sensor(JOB)
+PLAN_JOB, APPLY_JOB = make_plan_job(), make_apply_job()
+pr_sensor = sensors.make_pull_request_sensor(PLAN_JOB)
+deploy_sensor = sensors.make_deploy_branch_sensor(APPLY_JOB)
+failure_sensor = sensors.make_run_failure_sensor([PLAN_JOB, APPLY_JOB])
 
 
 class Remote:
@@ -91,7 +91,7 @@ def test_new_pull_request_head_gives_one_run_and_the_cursor_survives(remote, git
 
     runs, cursor, _ = tick(pr_sensor, res)
     assert [r.run_key for r in runs] == [f"pr-{number}-{sha}"]
-    assert orchestrate_config(runs[0]) == {"event": "pull_request", "base_ref": "main", "head_ref": sha,
+    assert orchestrate_config(runs[0]) == {"base_ref": "main", "head_ref": sha,
                                            "pr_number": number}
     assert runs[0].tags["pipelines/pr"] == str(number) and runs[0].tags["pipelines/sha"] == sha
     assert runs[0].tags["pipelines/event"] == "pull_request"
@@ -123,10 +123,10 @@ def test_plan_starts_at_the_merge_base_when_the_base_branch_moved_on(remote, git
     assert orchestrate_config(runs[0])["base_ref"] == "main"  # the base branch: a pull request tick runs no git
     assert runs[0].tags["pipelines/base-branch"] == "main"
     with dg.instance_for_test() as instance, run_in_process(
-            runs[0].run_config, instance=instance, tags=runs[0].tags, environment={
+            "pull_request", runs[0].run_config, instance=instance, tags=runs[0].tags, environment={
                 "PIPELINES_REPO_URL": str(remote.bare), "PIPELINES_GITHUB_REPO": GH_REPO,
                 "PIPELINES_GITHUB_WRITE_PAUSE_S": "0"}) as result:
-        plan = result.output_for_node("orchestrate", "planned").plan
+        plan = result.output_for_node("orchestrate", "progress").plan
     # from main's tip the diff would also "delete" dev/c; from the fork point it holds only the PR's change
     assert (plan.spec.base, plan.spec.head) == (remote.main0, sha) and remote.main0 != main1
 
@@ -197,7 +197,7 @@ def test_local_mode_every_other_branch_of_the_remote_is_a_change_request(remote,
 
     runs, cursor, _ = tick(pr_sensor, res)
     assert [r.run_key for r in runs] == [f"branch-feature-a-{a}"]
-    assert orchestrate_config(runs[0]) == {"event": "pull_request", "base_ref": remote.main0, "head_ref": a,
+    assert orchestrate_config(runs[0]) == {"base_ref": remote.main0, "head_ref": a,
                                            "pr_number": None}
     assert tick(pr_sensor, res, cursor)[0] == []
 
@@ -240,7 +240,7 @@ def test_deploy_branch_burst_of_merges_gives_one_run_per_merge_in_order(remote):
     configs = [orchestrate_config(r) for r in runs]
     assert [(c["base_ref"], c["head_ref"]) for c in configs] == [
         (remote.main0, merges[0]), (merges[0], merges[1]), (merges[1], merges[2])]
-    assert {c["event"] for c in configs} == {"push"}
+    assert all("pr_number" not in c for c in configs) and {r.tags["pipelines/event"] for r in runs} == {"push"}
     assert {r.tags["pipelines/apply-lock"] for r in runs} == {sensors.watch.repo_identity(str(remote.bare))}
     assert json.loads(cursor)["sha"] == merges[2]
 
@@ -252,23 +252,22 @@ def test_deploy_branch_burst_of_merges_gives_one_run_per_merge_in_order(remote):
         (merges[2], m3)]
 
 
-def test_on_kubernetes_only_apply_runs_get_the_apply_service_account(remote):
-    deploy_sensor = sensors.make_deploy_branch_sensor(JOB, Settings(apply_service_account="pipelines-apply"))
+def test_no_run_a_sensor_asks_for_chooses_its_identity(remote):
+    """On Kubernetes the apply identity is the apply code location's (deploy/): no run request carries pod
+    configuration, which the run launcher's allowlist would refuse anyway."""
     res = resources(remote.bare)
     _, cursor, _ = tick(deploy_sensor, res)
     merge(remote, "k8s")
     remote.push("main:refs/heads/main")
     [apply], _, _ = tick(deploy_sensor, res, cursor)
-    assert json.loads(apply.tags["dagster-k8s/config"]) == {
-        "pod_spec_config": {"service_account_name": "pipelines-apply"}}
     remote.branch("feature", {"dev/f/main.tf": "# f\n"})
     remote.push("feature:refs/heads/feature")
     plans, _, _ = tick(pr_sensor, res)  # local mode: every branch but main is a change request
-    assert plans and all("dagster-k8s/config" not in r.tags for r in plans)  # plans keep the plan account
+    assert plans and not [r for r in [apply, *plans] if any(k.startswith("dagster-k8s") for k in r.tags)]
 
 
 def test_deploy_branch_long_burst_is_split_across_ticks_without_gaps(remote):
-    deploy_sensor = sensors.make_deploy_branch_sensor(JOB, Settings(max_push_runs_per_tick=2))
+    deploy_sensor = sensors.make_deploy_branch_sensor(APPLY_JOB, Settings(max_push_runs_per_tick=2))
     res = resources(remote.bare)
     _, cursor, _ = tick(deploy_sensor, res)
     commits = [remote.work.commit({"dev/a/main.tf": f"# a{i}\n"}) for i in range(3)]
@@ -305,9 +304,8 @@ def test_rewritten_deploy_branch_gives_one_run_from_where_the_histories_part(rem
 
 
 def run_job(remote: Remote, event: str, base: str, head: str, pr: int | None, tags: dict, instance):
-    config = {"ops": {"orchestrate": {"config": {"event": event, "base_ref": base, "head_ref": head,
-                                                 "pr_number": pr}}}}
-    return run_in_process(config, instance=instance, tags=tags,
+    config = {"base_ref": base, "head_ref": head, **({"pr_number": pr} if event == "pull_request" else {})}
+    return run_in_process(event, {"ops": {"orchestrate": {"config": config}}}, instance=instance, tags=tags,
                           environment={"PIPELINES_REPO_URL": str(remote.bare), "PIPELINES_GITHUB_REPO": ""})
 
 
@@ -384,7 +382,7 @@ def test_dagster_yaml_serialises_push_runs_per_repository_only(remote):
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
 
     def run(tags):
-        return dg.DagsterRun(job_name=JOB.name, tags=dict(tags))
+        return dg.DagsterRun(job_name=APPLY_JOB.name, tags=dict(tags))
 
     counter = TagConcurrencyLimitsCounter(limits, [run(first.tags)])
     assert counter.is_blocked(run(second.tags))            # same repository: waits for the running apply

@@ -1,0 +1,231 @@
+"""The two jobs: `infrastructure_plan` (a pull request: orchestrate -> one `plan[...]` step per change -> report)
+and `infrastructure_apply` (a deploy-branch commit: orchestrate -> waves of `apply_wave_N[...]` steps -> report).
+
+`orchestrate` detects the changes and emits one dynamic output per change: every change of a pull request at once,
+or the first wave of a push. A Dagster graph is fixed when the code loads, so a push's dependency order is a fixed
+number of stages (PIPELINES_WAVE_STAGES): each `wave_N` step takes the collected results of the wave before, skips
+the dependents of failures, and emits the next wave. When a push has more waves than stages, the last stage runs the
+remaining waves in one step, wave by wave. `report` records the last results and reports.
+
+A change whose action fails yields its outcome and then fails its step: the run's collect steps go on (the
+executor's `require_upstream_step_success: false`), the report reports it, and "Re-execute from failure" in the UI
+runs exactly the failed changes again (and the stages and report after them), updating the same comment.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import dagster as dg
+
+from ..core import dispatch as core
+from ..core import watch
+from ..core.bounded import detect_changes_bounded
+from ..core.dispatch import Item, Progress
+from ..core.model import Event, Outcome
+from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
+from .execution import REPORTED, ChangeRunner
+from .launch import ApplyConfig, PlanConfig, replaced_tip, run_spec
+from .resources import GitHub, InfraRepo
+
+DETECTING_NOTE_AFTER_S = 3.0
+PLAN_JOB, APPLY_JOB = "infrastructure_plan", "infrastructure_apply"
+JOB_EVENTS = {PLAN_JOB: Event.PULL_REQUEST, APPLY_JOB: Event.PUSH}
+ORCHESTRATE_STEP, REPORT_STEP = "orchestrate", "report"
+# the executor setting that lets collect steps run although some of the steps they collect failed
+FAILED_STEPS_DO_NOT_STOP_THE_RUN = {"step_dependency_config": {"require_upstream_step_success": False}}
+CHANGE_STEP_TAGS = {"kind": "dispatcher"}  # the steps that run changes (plan[...], apply_wave_N[...])
+ORCHESTRATOR_TAGS, REPORTER_TAGS = {"kind": "orchestrator"}, {"kind": "reporter"}
+
+
+def step_limits(max_parallel: int) -> dict:
+    """Executor settings: at most `max_parallel` change steps at a time and, beside them, the run's one chain of
+    light steps (orchestrate, wave_N, report), which so never waits for a change's slot; failed steps do not stop
+    the run."""
+    [(key, value)] = CHANGE_STEP_TAGS.items()
+    return {"max_concurrent": max_parallel + 1,
+            "tag_concurrency_limits": [{"key": key, "value": value, "limit": max_parallel}],
+            **FAILED_STEPS_DO_NOT_STOP_THE_RUN}
+
+
+def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfig, infra_repo: InfraRepo,
+                 github: GitHub, changes: ChangeRunner, stages: int):
+    client = github.client()
+    spec, branch, repo, pull = run_spec(config, infra_repo, client)
+    event = spec.event
+    context.instance.add_run_tags(context.run_id, watch.run_tags(event.value, spec.head, spec.pr))
+    if event is Event.PUSH:
+        changes.wait_for_other_applies(context)
+    reporter = Reporter(client, spec, changes.run_url(context.run_id))
+    reporter.started(comment=False)
+    blocked = None
+    if pull is not None and pull.is_fork:
+        blocked = "this pull request comes from a fork: it gets no plan and no credentials"
+    with ThreadPoolExecutor(max_workers=1) as pool:  # say "detecting changes" only when it takes a while
+        detection = pool.submit(lambda: detect_changes_bounded(
+            repo, spec.base, spec.head, event, timeout_s=infra_repo.detect_timeout_s,
+            memory_mb=infra_repo.detect_memory_mb, cache_dir=infra_repo.index_cache or False,
+            deploy_branch=infra_repo.deploy_branch_override))
+        try:
+            change_set = detection.result(timeout=DETECTING_NOTE_AFTER_S)
+        except FutureTimeout:
+            reporter.detecting()
+            change_set = detection.result()
+    plan = core.make_plan(spec, change_set, blocked).model_copy(update={
+        "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None})
+    reporter.planned(plan)
+    plan = plan.model_copy(update={"pull_request": reporter.pull_request()})  # a push's merged PR, if any
+    context.instance.add_run_tags(context.run_id, watch.run_tags(
+        event.value, spec.head, plan.pull_request, [c.account for c in plan.changes]))
+    for problem in plan.errors:
+        context.log.error(problem)
+    progress, items = core.start(plan, stages)
+    yield dg.Output(progress, "progress", metadata={
+        "changes": len(plan.changes), "errors": len(plan.errors), "warnings": len(plan.warnings),
+        "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
+    for item in items:
+        yield _dynamic(item)
+
+
+def _dynamic(item: Item) -> dg.DynamicOutput:
+    first = item.changes[0]
+    return dg.DynamicOutput(item, mapping_key=item.key, output_name="changes",
+                           metadata={"unit": first.name, "type": first.type.value, "action": first.action.value,
+                                     "account": first.account or "", "wave": first.wave,
+                                     **({"changes": len(item.changes)} if len(item.changes) > 1 else {})})
+
+
+def _stage(progress: Progress, results: list[list[Outcome]], stage: int, stages: int):
+    """Record the previous wave's results; emit the next wave (nothing when the run has no more)."""
+    progress, items = core.next_stage(progress, _flat(results), stage=stage, last_stage=stages - 1)
+    yield dg.Output(progress, "progress", metadata={"changes": sum(len(i.changes) for i in items)})
+    for item in items:
+        yield _dynamic(item)
+
+
+def _flat(results: list[list[Outcome]]) -> list[Outcome]:
+    return [o for batch in results for o in batch]
+
+
+def _report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
+            github: GitHub, changes: ChangeRunner):
+    progress = progress.record(_flat(results))
+    plan, outcomes = progress.plan, progress.outcome_list()
+    reporter = Reporter(github.client(), plan.spec, changes.run_url(context.run_id), plan.pull_request)
+    body = reporter.finished(plan, outcomes)
+    changes.retry_if_transient(context, reporter.problems if reporter.transient_problems else [])  # idempotent
+    yield dg.Output(progress, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
+                                        "github_problems": reporter.problems})
+    if run_failed(plan, outcomes) and not failed_outcomes(outcomes):  # failed steps already fail the run
+        raise dg.Failure(description=plan.rewrite_message() or f"{len(plan.errors)} repository error(s)",
+                         metadata={REPORTED: True})
+
+
+def _executor(max_parallel: int, executor_def: dg.ExecutorDefinition | None) -> dg.ExecutorDefinition:
+    return executor_def or dg.multiprocess_executor.configured({
+        **step_limits(max_parallel),
+        # steps fork from a server that has already imported Dagster and this code: no per-step start-up
+        # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
+        "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
+                                                            "dagster_postgres"]}}})
+
+
+@dg.op(name=REPORT_STEP, out=dg.Out(Progress), tags=REPORTER_TAGS)
+def report(context: dg.OpExecutionContext, progress: Progress, results: list[list[Outcome]],
+           github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
+    """The run's report: the pull request's comment and commit status, and for a push with a failed apply the
+    failure issue (GitHub), or the report as run metadata (local); fails the run when the repository has errors."""
+    yield from _report(context, progress, results, github, changes)
+
+
+def make_plan_job(*, max_parallel: int = 4, executor_def: dg.ExecutorDefinition | None = None) -> dg.JobDefinition:
+    """A pull request's run: every change planned at once, one step each, with its account's plan role."""
+
+    @dg.op(name="orchestrate_plan", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+           tags=ORCHESTRATOR_TAGS)
+    def orchestrate(context: dg.OpExecutionContext, config: PlanConfig, infra_repo: dg.ResourceParam[InfraRepo],
+                    github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
+        """Detect and classify what the pull request changes since it forked off its base; emit every change."""
+        yield from _orchestrate(context, config, infra_repo, github, changes, stages=1)
+
+    @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
+    def plan(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
+        """Plan one change of a pull request with its account's plan role."""
+        yield from changes.run(context, item)
+
+    @dg.job(name=PLAN_JOB, tags={"pipelines/job": PLAN_JOB}, executor_def=_executor(max_parallel, executor_def),
+            description="Plans a pull request's infrastructure changes: one step per change, each with its "
+                        "account's plan role; the report is the pull request's comment.")
+    def infrastructure_plan():
+        progress, planned = orchestrate.alias(ORCHESTRATE_STEP)()
+        report(progress, planned.map(plan).collect())
+
+    return infrastructure_plan
+
+
+def make_apply_job(*, stages: int = 8, max_parallel: int = 4,
+                   executor_def: dg.ExecutorDefinition | None = None) -> dg.JobDefinition:
+    """A deploy-branch commit's run, with `stages` waves: each change applied (or destroyed) in its own step, with
+    its account's apply role, dependencies first."""
+
+    @dg.op(name="orchestrate_apply", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+           tags=ORCHESTRATOR_TAGS)
+    def orchestrate(context: dg.OpExecutionContext, config: ApplyConfig, infra_repo: dg.ResourceParam[InfraRepo],
+                    github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
+        """Detect and classify what the deploy-branch commit changes since its base; emit the first wave."""
+        yield from _orchestrate(context, config, infra_repo, github, changes, stages)
+
+    @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
+    def apply(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
+        """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
+        yield from changes.run(context, item)
+
+    def stage_op(stage: int):
+        @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+               tags=ORCHESTRATOR_TAGS)
+        def wave(progress: Progress, results: list[list[Outcome]]):
+            """Record the previous wave's outcomes, skip the dependents of failures, emit the next wave."""
+            yield from _stage(progress, results, stage, stages)
+
+        return wave
+
+    @dg.job(name=APPLY_JOB, tags={"pipelines/job": APPLY_JOB}, executor_def=_executor(max_parallel, executor_def),
+            description="Applies a deploy-branch commit's infrastructure changes in dependency order: one step per "
+                        "change, each with its account's apply role.")
+    def infrastructure_apply():
+        progress, applies = orchestrate.alias(ORCHESTRATE_STEP)()
+        for stage in range(1, stages):
+            progress, applies = stage_op(stage)(
+                progress, applies.map(apply.alias(f"apply_wave_{stage - 1}")).collect())
+        report(progress, applies.map(apply.alias(f"apply_wave_{stages - 1}")).collect())
+
+    return infrastructure_apply
+
+
+def k8s_step_executor(max_parallel: int) -> dg.ExecutorDefinition:
+    """Each step in a Kubernetes Job of its own (dagster-k8s's k8s_job_executor, the deploy extra), with the same
+    limits (`step_limits`) and handling of failed steps as processes; step pods get what their run's pod gets
+    (the run launcher's and the code location's configuration: identity, environment, volumes, security
+    context)."""
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError:
+        raise RuntimeError("PIPELINES_STEP_EXECUTOR=k8s needs dagster-k8s: pip install "
+                           "'pipelines-dagster[deploy]'") from None
+    return k8s_job_executor.configured(step_limits(max_parallel), name="k8s_pipeline")
+
+
+def in_process_executor() -> dg.ExecutorDefinition:
+    """Steps one after the other in the calling process (the command line's `run`, tests), with the same
+    handling of failed steps as the jobs' own executor."""
+    return dg.in_process_executor.configured(FAILED_STEPS_DO_NOT_STOP_THE_RUN, name="in_process_pipeline")
+
+
+def report_output(events):
+    """The output event of a run's report step among its `events`, if it got that far."""
+    return next((e for e in events if e.step_key == REPORT_STEP and e.event_type_value == "STEP_OUTPUT"), None)
+
+
+def report_markdown(result) -> str | None:
+    """The report a finished run wrote (its report step's markdown metadata), if it got that far."""
+    output = report_output(result.all_node_events)
+    return output.event_specific_data.metadata["report"].value if output else None
