@@ -43,7 +43,7 @@ from pipelines_dagster.demo.terraform import install_null_provider, write_cli_co
 from tests.fakes.github_fake import GitHubFake  # noqa: E402
 
 GH_REPO = "acme/infrastructure-live"
-JOB = "infrastructure_pipeline"
+JOB = "infrastructure_plan"
 TARGET = 1.6
 
 
@@ -75,7 +75,7 @@ def reap_orphans(timeout_s: float = 10.0) -> None:
 def run_job(env: dict, home: Path, base: str, head: str, pr: int) -> float:
     config = home / "run.yaml"
     config.write_text(json.dumps({
-        "ops": {"orchestrate": {"config": {"event": "pull_request", "base_ref": base, "head_ref": head,
+        "ops": {"orchestrate": {"config": {"base_ref": base, "head_ref": head,
                                            "pr_number": pr}}},
     }))
     started = time.perf_counter()

@@ -34,7 +34,7 @@ from tests.dagsterui import (  # noqa: E402
 )
 from tests.e2e.test_dagster_dev import dagster_dev_process  # noqa: E402
 
-JOB = "infrastructure_pipeline"
+JOB = "infrastructure_plan"
 
 UNIT = '''terraform {{
   backend "local" {{}}
@@ -156,7 +156,7 @@ def main() -> int:
             params = {"selector": {"repositoryLocationName": location["name"],
                                    "repositoryName": repository["name"], "jobName": JOB},
                       "runConfigData": {"ops": {"orchestrate": {"config": {
-                          "event": "pull_request", "base_ref": base, "head_ref": head}}}}}
+                          "base_ref": base, "head_ref": head}}}}}
             started = time.perf_counter()
             launched = graphql(LAUNCH, {"params": params})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched

@@ -20,7 +20,6 @@ def _add_changes(sub) -> None:
 def _cmd_changes(args, settings) -> int:
     from .core.model import Event
     from .core.orchestrator import detect_changes
-    from .core.report import changes_table
     from .integrations.git import GitError, open_git_dir
 
     try:
@@ -178,6 +177,25 @@ def _cmd_run(args, settings) -> int:
               f"{failure.message if failure else 'see the Dagster run'}", file=sys.stderr)
     print(f"\nDagster run {result.run_id}: {'success' if result.success else 'failure'}", file=sys.stderr)
     return 0 if result.success else 1
+
+
+def changes_table(change_set) -> str:
+    """A core.model.ChangeSet as the `changes` command's table."""
+    head = ["wave", "type", "unit", "account", "action", "depends on", "triggers"]
+    rows = [[str(c.wave), c.type.value, c.unit or "-", c.account or "-", c.action.value,
+             ", ".join(c.depends_on) or "-", ", ".join(c.triggers)] for c in change_set.changes]
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [f"{change_set.event.value}: {change_set.base[:12]}..{change_set.head[:12]}, "
+           f"{len(change_set.changes)} change(s)"]
+    if rows:
+        out += [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    for label, problems in (("warning", change_set.warnings), ("error", change_set.errors)):
+        out += [f"{label}: {p}" for p in problems]
+    return "\n".join(out)
 
 
 def result_table(result) -> str:

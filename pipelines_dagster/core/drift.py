@@ -7,13 +7,11 @@ changes (a fingerprint in its body), closed when every unit is clean.
 """
 
 import fnmatch
-import hashlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, Field
 
-from . import markdown as md
 from .executor import ExecuteRequest, Prepared
 from .model import Action, Event, PlanSummary, ResourceChange, Result, Status
 
@@ -114,87 +112,3 @@ def open_findings(findings: dict[str, Finding]) -> list[Finding]:
     return [f for _, f in sorted(findings.items()) if not f.passed]
 
 
-def fingerprint(listed: list[Finding]) -> str:
-    """Changes when the listed units, their states or their plan summaries change (not with messages)."""
-    text = "\n".join(f"{f.unit}\t{f.state}\t{f.summary.line() if f.state == DRIFTED else ''}" for f in listed)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def fingerprint_line(listed: list[Finding]) -> str:
-    return f"<!-- drift-fingerprint: {fingerprint(listed)} -->"
-
-
-def issue_title(listed: list[Finding]) -> str:
-    drifted = sum(f.state == DRIFTED for f in listed)
-    unchecked = len(listed) - drifted
-    parts = ([f"{drifted} unit{'s' if drifted != 1 else ''} drifted"] if drifted else []) + \
-        ([f"{unchecked} unit{'s' if unchecked != 1 else ''} could not be checked"] if unchecked else [])
-    return "pipelines-dagster: drift: " + ", ".join(parts)
-
-
-def _cell(text) -> str:
-    return md.text(text) if text else "-"
-
-
-def _run_link(run_url: str | None) -> str:
-    return f" {md.link('Dagster run', run_url)}" if run_url else ""
-
-
-def issue_body(listed: list[Finding], *, deploy_branch: str, commit: str, run_url: str | None,
-               limit: int) -> str:
-    """The issue's markdown, within `limit` characters: rows first, then per-unit resources while they fit."""
-    drifted = [f for f in listed if f.state == DRIFTED]
-    unchecked = [f for f in listed if f.state == UNCHECKED]
-    head = [fingerprint_line(listed),
-            f"Drift checks plan the units of {md.code(deploy_branch)} with the plan role (last change of this list: "
-            f"{md.code(commit[:12])}). These units differ from the code (a change made outside the pipeline, or one "
-            "never applied), or could not be planned. Fix the code or the infrastructure; this issue is updated "
-            "when the list changes and closed when every unit is clean."
-            + _run_link(run_url), ""]
-    tables: list[str] = []
-    if drifted:
-        tables += [f"### Drifted ({len(drifted)})", "", "| unit | account | plan |", "|---|---|---|"]
-        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {f.summary.line()} |" for f in drifted]
-        tables.append("")
-    if unchecked:
-        tables += [f"### Could not be checked ({len(unchecked)})", "", "| unit | account | error |", "|---|---|---|"]
-        tables += [f"| {md.code(f.unit, table=True)} | {_cell(f.account)} | {_cell(f.message[:300])} |"
-                   for f in unchecked]
-        tables.append("")
-    body = "\n".join(head + tables)
-    if len(body) > limit:  # too many rows: keep what fits, and say how many were left out
-        kept, size = [], len("\n".join(head)) + 200
-        for line in tables:
-            if size + len(line) + 1 > limit:
-                break
-            kept.append(line)
-            size += len(line) + 1
-        left = sum(1 for line in tables if line.startswith("| `")) - sum(1 for line in kept if line.startswith("| `"))
-        return "\n".join(head + kept + ["", f"… and {left} more unit(s): see the drift checks in Dagster."])
-    for f in drifted:
-        resources = "\n".join(f"- {md.code(r.address)}: {md.text(r.action)}" for r in f.resources)
-        details = "\n" + md.details(f"<code>{md.html_text(f.unit)}</code>: {f.summary.line()}", resources).rstrip("\n")
-        if len(body) + len(details) > limit:
-            break
-        body += details
-    return body
-
-
-def update_issue(client, listed: list[Finding], *, deploy_branch: str, commit: str, run_url: str | None) -> str:
-    """Keep the one drift issue in step with `listed` (an integrations.github client): open it when something is
-    listed, rewrite it only when the list changed, close it when nothing is. Returns what was done."""
-    from ..integrations.github import body_budget
-
-    existing = client.find_issue(ISSUE_KEY)
-    if not listed:
-        if existing is None:
-            return "every unit is clean; no issue is open"
-        closed = client.close_issue(ISSUE_KEY, comment=f"Every unit is clean at {md.code(deploy_branch)} "
-                                                       f"({md.code(commit[:12])}): closing.{_run_link(run_url)}")
-        return f"every unit is clean; closed #{closed.number}" if closed else "every unit is clean"
-    if existing is not None and fingerprint_line(listed) in (existing.body or ""):
-        return f"#{existing.number} already lists these {len(listed)} unit(s)"
-    body = issue_body(listed, deploy_branch=deploy_branch, commit=commit, run_url=run_url,
-                      limit=body_budget(ISSUE_KEY))
-    issue = client.upsert_issue(ISSUE_KEY, issue_title(listed), body)
-    return f"{'opened' if issue.created else 'updated'} #{issue.number} ({len(listed)} unit(s))"

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..redact import without_url_credentials
-from . import markdown as md
 from .model import Event
 
 TAG_PR = "pipelines/pr"
@@ -25,7 +24,6 @@ TAG_BASE_BRANCH = "pipelines/base-branch"
 TAG_APPLY_LOCK = "pipelines/apply-lock"
 TAG_REPLACED_TIP = "pipelines/replaced-tip"  # a push run after a rewrite of the deploy branch: the old tip
 TAG_ACCOUNT_PREFIX = "pipelines/account-"  # one tag per account a run touches: pipelines/account-<name> = true
-ERROR_TEXT_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -108,19 +106,6 @@ def new_heads(current: Mapping[str, str], seen: Mapping[str, str]) -> list[str]:
     return [key for key, sha in current.items() if seen.get(key) != sha]
 
 
-def fork_comment_key(sha: str) -> str:
-    return f"fork={sha}"
-
-
-def fork_comment(pr) -> str:
-    source = md.text(pr.head_repo) if pr.head_repo else "a deleted repository"
-    return (f"### ⛔ pipelines-dagster: no plan for this pull request\n\n"
-            f"Commit {md.code(pr.head_sha[:12])} comes from a fork ({source}). Plans run the pull request's code with "
-            "credentials for the infrastructure accounts, so pull requests from forks get no run and no "
-            "credentials.\n\nTo get a plan, a maintainer can push this branch to the repository itself and open the "
-            "pull request from there.")
-
-
 # ---------------------------------------------------------------------------------------------- local mode
 
 
@@ -179,28 +164,3 @@ def already_reported(failures_reported: Iterable[bool]) -> bool:
     return bool(flags) and all(flags)
 
 
-def crash_issue_key(sha: str) -> str:
-    return f"run-crashed={sha}"
-
-
-def crash_body(*, run_id: str, run_url: str | None, target: CrashTarget, errors: list[tuple[str | None, str]],
-               redact=None) -> str:
-    """Markdown for a run that failed outside the dispatcher (so its own report never came)."""
-    what = "apply" if target.event == Event.PUSH.value else "plan"
-    link = md.link(f"Dagster run {run_id[:8]}", run_url) if run_url else f"Dagster run {md.code(run_id)}"
-    lines = [f"### 💥 pipelines-dagster {what}: the run crashed",
-             (f"Commit {md.code(target.sha[:12])} · " if target.sha else "") + link, "",
-             "The run stopped before it could report its results. The changes below were not (all) run; "
-             "see the run's logs, then re-execute it from the Dagster UI.", ""]
-    budget = ERROR_TEXT_LIMIT
-    for step, text in errors or [("run", "the run failed without a step failure (see the run's logs)")]:
-        text = redact(text) if redact else text
-        if len(text) > budget:
-            text = text[:max(budget, 200)] + "\n… (shortened)"
-        budget = max(0, budget - len(text))
-        lines += [f"**{md.text(step)}**", "", md.block(text.rstrip()), ""]
-    return "\n".join(lines)
-
-
-def crash_issue_title(target: CrashTarget) -> str:
-    return f"pipelines-dagster: apply run crashed for {(target.sha or 'unknown commit')[:12]}"

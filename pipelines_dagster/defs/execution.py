@@ -168,12 +168,14 @@ class ChangeRunner:
             findings = [drift_core.Finding(unit=p, state=drift_core.UNCHECKED, account=a, commit=head,
                                            message=f"configuration: {exc}") for p, a in todo.items()]
         if not self.github.local_mode:
+            from ..core.github_updater import Updater
             from .drift import previous_findings
 
             current = {f.unit: f for f in findings}
             latest = {**previous_findings(context.instance, lineage, set(current), check_name), **current}
-            said = drift_core.update_issue(self.github.client(), drift_core.open_findings(latest),
-                                           deploy_branch=branch, commit=head, run_url=self.run_url(context.run.run_id))
+            said = Updater(self.github.client()).drift_issue(
+                drift_core.open_findings(latest), deploy_branch=branch, commit=head,
+                run_url=self.run_url(context.run.run_id))
             context.log.info(f"drift issue: {said}")
         for f in findings:
             level = context.log.info if f.passed else context.log.warning

@@ -21,6 +21,7 @@ from ..core import dispatch as core
 from ..core import watch
 from ..core.bounded import detect_changes_bounded
 from ..core.dispatch import Item, Progress
+from ..core.github_updater import Updater
 from ..core.model import Event, Outcome
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
 from .execution import REPORTED, ChangeRunner
@@ -55,8 +56,10 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
     context.instance.add_run_tags(context.run_id, watch.run_tags(event.value, spec.head, spec.pr))
     if event is Event.PUSH:
         changes.wait_for_other_applies(context)
-    reporter = Reporter(client, spec, changes.run_url(context.run_id))
-    reporter.started(comment=False)
+    updater = Updater(client)
+    pull_request = updater.merged_pull_request(spec.head) if event is Event.PUSH else spec.pr
+    reporter = Reporter(updater, spec, changes.run_url(context.run_id), pull_request)
+    reporter.started()
     blocked = None
     if pull is not None and pull.is_fork:
         blocked = "this pull request comes from a fork: it gets no plan and no credentials"
@@ -70,10 +73,9 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
         except FutureTimeout:
             reporter.detecting()
             change_set = detection.result()
-    plan = core.make_plan(spec, change_set, blocked).model_copy(update={
+    plan = core.make_plan(spec, change_set, blocked, pull_request).model_copy(update={
         "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None})
     reporter.planned(plan)
-    plan = plan.model_copy(update={"pull_request": reporter.pull_request()})  # a push's merged PR, if any
     context.instance.add_run_tags(context.run_id, watch.run_tags(
         event.value, spec.head, plan.pull_request, [c.account for c in plan.changes]))
     for problem in plan.errors:
@@ -110,11 +112,11 @@ def _report(context: dg.OpExecutionContext, progress: Progress, results: list[li
             github: GitHub, changes: ChangeRunner):
     progress = progress.record(_flat(results))
     plan, outcomes = progress.plan, progress.outcome_list()
-    reporter = Reporter(github.client(), plan.spec, changes.run_url(context.run_id), plan.pull_request)
-    body = reporter.finished(plan, outcomes)
-    changes.retry_if_transient(context, reporter.problems if reporter.transient_problems else [])  # idempotent
+    updater = Updater(github.client())
+    body = Reporter(updater, plan.spec, changes.run_url(context.run_id), plan.pull_request).finished(plan, outcomes)
+    changes.retry_if_transient(context, updater.problems if updater.transient else [])  # the writes are idempotent
     yield dg.Output(progress, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
-                                        "github_problems": reporter.problems})
+                                        "github_problems": updater.problems})
     if run_failed(plan, outcomes) and not failed_outcomes(outcomes):  # failed steps already fail the run
         raise dg.Failure(description=plan.rewrite_message() or f"{len(plan.errors)} repository error(s)",
                          metadata={REPORTED: True})

@@ -11,7 +11,8 @@ import time
 
 import dagster as dg
 
-from ..core import watch
+from ..core import render, watch
+from ..core.github_updater import Updater
 from ..settings import Settings
 from .execution import REPORTED, ChangeRunner
 from .jobs import JOB_EVENTS, REPORT_STEP
@@ -86,10 +87,10 @@ def _pull_requests_tick(context, state: dict, github: GitHub, tick_budget_s: flo
             left += 1
             continue
         if pr.is_fork:
-            try:
-                client.upsert_comment(pr.number, watch.fork_comment(pr), key=watch.fork_comment_key(pr.head_sha))
-            except GitHubError as exc:
-                context.log.warning(_redacted(f"#{pr.number}: could not explain the missing plan: {exc}"))
+            updater = Updater(client)
+            if not updater.fork_comment(pr):
+                context.log.warning(_redacted(f"#{pr.number}: could not explain the missing plan: "
+                                              f"{updater.problems[-1]}"))
                 continue
             context.log.info(f"#{pr.number} comes from a fork ({pr.head_repo}): no run")
         else:
@@ -237,7 +238,6 @@ def make_run_failure_sensor(jobs: list, settings: Settings = DEFAULTS,
                                        "their pull request, or as an issue for deploy-branch runs.")
     def run_failure_sensor(context: dg.RunFailureSensorContext, github: dg.ResourceParam[GitHub],
                            changes: dg.ResourceParam[ChangeRunner]):
-        from ..integrations.github import GitHubError, comment_key
         from ..redact import default_redactor
 
         run = context.dagster_run
@@ -252,29 +252,15 @@ def make_run_failure_sensor(jobs: list, settings: Settings = DEFAULTS,
             errors = [("run", context.failure_event.message or "the run failed")]
         event = JOB_EVENTS.get(run.job_name)
         target = watch.crash_target(event.value if event else None, run.tags, run.run_config)
-        body = watch.crash_body(run_id=run.run_id, run_url=changes.run_url(run.run_id), target=target, errors=errors,
-                                redact=default_redactor())
+        body = render.crash_report(run_id=run.run_id, run_url=changes.run_url(run.run_id), target=target,
+                                   errors=errors, redact=default_redactor())
         if github.local_mode:
             context.log.error(f"run {run.run_id} crashed before reporting:\n{body}")
             return
-        if not target.sha:
-            context.log.error(f"run {run.run_id} crashed and names no commit; not reported on GitHub:\n{body}")
-            return
-        client = github.sensor_client()
-        try:
-            if target.event == "push":
-                issue = client.upsert_issue(watch.crash_issue_key(target.sha), watch.crash_issue_title(target), body)
-                context.log.info(f"run {run.run_id}: reported in issue #{issue.number}")
-            elif target.pr is not None:
-                # the per-sha comment: the crash replaces its stale progress note
-                client.upsert_comment(target.pr, body, key=comment_key(target.sha))
-                client.set_status(target.sha, "error", description="the pipeline run crashed",
-                                  target_url=changes.run_url(run.run_id))
-                context.log.info(f"run {run.run_id}: reported on #{target.pr}")
-            else:
-                context.log.error(f"run {run.run_id} crashed; it has no pull request to report to:\n{body}")
-        except GitHubError as exc:
-            context.log.error(_redacted(f"run {run.run_id}: the crash could not be reported on GitHub: {exc}"))
+        updater = Updater(github.sensor_client())
+        said = updater.crash(target, body, changes.run_url(run.run_id))
+        (context.log.error if updater.problems or target.sha is None else context.log.info)(
+            _redacted(f"run {run.run_id} crashed: {said}" + "".join(f"; {p}" for p in updater.problems)))
 
     return run_failure_sensor
 

@@ -76,11 +76,6 @@ def marker(key: str) -> str:
     return f"<!-- {MARKER_NAMESPACE}:{key} -->"
 
 
-def comment_key(sha: str) -> str:
-    """Key of the per-head-sha pull request comment."""
-    return f"sha={sha}"
-
-
 def body_budget(key: str) -> int:
     """Characters left for a body once the marker line is added (GitHub's limit is 65,536 characters)."""
     return BODY_LIMIT - len(marker(key)) - 1
@@ -215,16 +210,6 @@ class StatusInfo:
     state: str
     description: str | None
     target_url: str | None
-
-
-@dataclass(frozen=True)
-class CombinedStatus:
-    sha: str
-    state: str
-    statuses: tuple[StatusInfo, ...]
-
-    def get(self, context: str) -> StatusInfo | None:
-        return next((s for s in self.statuses if s.context.lower() == context.lower()), None)
 
 
 def _pr_info(pr) -> PullRequestInfo:
@@ -426,11 +411,6 @@ class GitHubClient:
 
     # ------------------------------------------------------------------ comments
 
-    def find_comment(self, number: int, key: str) -> CommentInfo | None:
-        with self._call(f"find the comment {marker(key)} on {self.repo_name}#{number}"):
-            found = self._find_comment(number, key)
-            return CommentInfo(found.id, found.body, found.html_url) if found else None
-
     def _find_comment(self, number: int, key: str):
         for comment in self._repo.get_issue(number).get_comments():
             if _has_marker(key, comment.body) and self._ours(comment):
@@ -481,12 +461,6 @@ class GitHubClient:
         with self._call(f"set status {context}={state} on {sha} in {self.repo_name}"):
             s = self._repo.get_commit(sha).create_status(state, **kwargs)
             return StatusInfo(s.context, s.state, s.description, s.target_url)
-
-    def combined_status(self, ref: str) -> CombinedStatus:
-        with self._call(f"read the combined status of {ref} in {self.repo_name}"):
-            c = self._repo.get_commit(ref).get_combined_status()
-            return CombinedStatus(c.sha, c.state, tuple(StatusInfo(s.context, s.state, s.description, s.target_url)
-                                                        for s in c.statuses))
 
     # ------------------------------------------------------------------ issues
 

@@ -6,13 +6,13 @@ from pipelines_dagster.core.drift import (
     UNCHECKED,
     Finding,
     finding,
-    fingerprint,
-    issue_body,
-    issue_title,
     matches,
     open_findings,
 )
 from pipelines_dagster.core.model import PlanSummary, ResourceChange, Result, Status
+from pipelines_dagster.core.render import drift_issue_body as issue_body
+from pipelines_dagster.core.render import drift_issue_title as issue_title
+from pipelines_dagster.core.render import fingerprint
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines_dagster.core import account_factory, drift, watch
+from pipelines_dagster.core import account_factory, drift, render, watch
 from pipelines_dagster.core.config import Account
+from pipelines_dagster.core.github_updater import Updater
 from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, ResourceChange, RunSpec, Status
 from pipelines_dagster.core.reporter import Reporter
 from pipelines_dagster.integrations.github import GitHubClient
@@ -38,7 +39,7 @@ def test_drift_issue():
                             summary=PlanSummary(add=1),
                             resources=[ResourceChange(address=evil, action="create", actions=["create"])]),
               drift.Finding(unit="dev/b", state=drift.UNCHECKED, account="dev", commit=SHA, message=EVIL_TEXT)]
-    body = drift.issue_body(listed, deploy_branch="main`<b>x</b>`", commit=SHA, run_url=RUN_URL, limit=65000)
+    body = render.drift_issue_body(listed, deploy_branch="main`<b>x</b>`", commit=SHA, run_url=RUN_URL, limit=65000)
     rendered = assert_inert(body, links=[RUN_URL], tags={"p", "code", "a", "h3", "table", "thead", "tbody", "tr",
                                                          "th", "td", "details", "summary", "ul", "li"},
                             shown=[EVIL_UNIT, EVIL_TEXT, "@mallory|x", f"{evil}: create",
@@ -49,14 +50,14 @@ def test_drift_issue():
 
 def test_crash_report_and_fork_comment():
     output = "Traceback\n````\n</details><img src=x>\n@bob #3 https://evil.example"
-    body = watch.crash_body(run_id="abcdef12-run", run_url=RUN_URL, errors=[("orchestrate <b>", output)],
-                            target=watch.CrashTarget(event="push", pr=None, sha=SHA), redact=Redactor())
+    body = render.crash_report(run_id="abcdef12-run", run_url=RUN_URL, errors=[("orchestrate <b>", output)],
+                               target=watch.CrashTarget(event="push", pr=None, sha=SHA), redact=Redactor())
     rendered = assert_inert(body, links=[RUN_URL], tags={"h3", "p", "code", "a", "strong", "pre"},
                             shown=[output, "orchestrate <b>"])
     assert rendered.tags.count("pre") == 1
 
     pr = SimpleNamespace(head_sha=SHA, head_repo="mallory/@admins<img src=x>")
-    assert_inert(watch.fork_comment(pr), links=[], tags={"h3", "p", "code"}, shown=["mallory/@admins<img src=x>"])
+    assert_inert(render.fork_comment(pr), links=[], tags={"h3", "p", "code"}, shown=["mallory/@admins<img src=x>"])
 
 
 def test_baseline_pull_request_body():
@@ -81,9 +82,9 @@ def test_the_failure_issue_of_a_push_through_github(github_fake):
     client = GitHubClient(REPO, token=github_fake.token, base_url=github_fake.url, seconds_between_requests=0,
                           seconds_between_writes=0)
     spec = RunSpec(event="push", base=SHA, head=SHA)
-    reporter = Reporter(client, spec, RUN_URL)
-    reporter.finished(Plan(spec=spec, changes=[change]), outcomes)
-    assert reporter.problems == []
+    updater = Updater(client)
+    Reporter(updater, spec, RUN_URL).finished(Plan(spec=spec, changes=[change]), outcomes)
+    assert updater.problems == []
     [issue] = github_fake.issues(REPO)
     assert issue["title"] == f"pipelines-dagster: apply failed for {SHA[:12]}: prod/evil # <img src=x> @alice"
     body = issue["body"].split("\n", 1)[1]  # after the marker line

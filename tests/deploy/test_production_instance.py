@@ -26,7 +26,7 @@ from tests.e2e.test_dagster_dev import UNIT, infra  # noqa: F401 (fixture)
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 VENV_BIN = Path(sys.executable).parent
-JOB = "infrastructure_pipeline"
+JOB = "infrastructure_plan"
 BUCKET = "dagster-compute-logs"
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 # About 50-80 s on a quiet 2-core machine, up to about 170 s when other work shares it; the bound only keeps a
@@ -216,7 +216,7 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
     launched = gql(LAUNCH, {"params": {
         "selector": {**selector, "jobName": JOB},
         "runConfigData": {"ops": {"orchestrate": {"config": {
-            "event": "pull_request", "base_ref": infra["base"], "head_ref": infra["head"]}}}},
+            "base_ref": infra["base"], "head_ref": infra["head"]}}}},
         "executionMetadata": {"tags": [{"key": "pipelines/sha", "value": infra["head"]}]}}})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     plan_run = launched["run"]["runId"]

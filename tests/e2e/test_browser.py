@@ -23,7 +23,7 @@ from pipelines_dagster.demo.run import create
 from pipelines_dagster.demo.terraform import terraform_binary
 from tests.dagsterui import CHROMIUM, RUNS, chromium_page, free_port, run_logs, running_demo
 
-JOB = "infrastructure_pipeline"
+JOB = "infrastructure_plan"
 SENSORS = ("pull_request_sensor", "deploy_branch_sensor", "run_failure_sensor", "asset_graph_sensor")
 SCHEDULE = "drift_schedule"
 BRANCH = "more-apps"

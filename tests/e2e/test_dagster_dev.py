@@ -19,7 +19,7 @@ from tests.fakes.github_fake import GitHubFake
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 GH_REPO = "acme/infrastructure-live"
-JOB = "infrastructure_pipeline"
+JOB = "infrastructure_plan"
 # Usually about 70 s here (about 20 s for `dagster dev` to serve the location, about 40 s for the run); the bound
 # only keeps a stuck run from hanging the suite.
 DEADLINE_S = 150
@@ -111,7 +111,7 @@ def test_pull_request_run_launched_over_graphql_comments_on_the_pull_request(dag
     params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"],
                            "jobName": JOB},
               "runConfigData": {"ops": {"orchestrate": {"config": {
-                  "event": "pull_request", "base_ref": infra["base"], "head_ref": infra["head"],
+                  "base_ref": infra["base"], "head_ref": infra["head"],
                   "pr_number": dev["pr"]}}}},
               "executionMetadata": {"tags": [{"key": "pipelines/pr", "value": str(dev["pr"])},
                                              {"key": "pipelines/sha", "value": infra["head"]}]}}

@@ -2,7 +2,7 @@
 repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.py)."""
 
 from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, ResourceChange, Status
-from pipelines_dagster.core.report import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, render_comment
+from pipelines_dagster.core.render import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, run_report
 from tests.gfm import github, visible
 
 
@@ -15,7 +15,7 @@ def outcome(i, status="succeeded", output="", unit=None, account="prod", message
 
 
 def test_rows_outputs_errors_and_link():
-    body = render_comment(title="plan", head_sha="f" * 40, outcomes=[outcome(1, output="Plan: 1 to add"),
+    body = run_report(title="plan", head_sha="f" * 40, outcomes=[outcome(1, output="Plan: 1 to add"),
                                                                       outcome(2, "failed", output="trace")],
                           errors=["root.hcl:3: syntax error"], warnings=["w1"], run_url="http://ui/runs/abc")
     assert "### ❌ pipelines-dagster plan: failed" in body
@@ -30,7 +30,7 @@ def test_rows_outputs_errors_and_link():
 def test_three_hundred_units_with_huge_outputs_stay_under_the_limit():
     outcomes = [outcome(i, "failed" if i == 299 else "succeeded", output=f"unit {i}\n" + "x" * 200_000 + "\nEND")
                 for i in range(300)]
-    body = render_comment(title="plan", head_sha="a" * 40, outcomes=outcomes)
+    body = run_report(title="plan", head_sha="a" * 40, outcomes=outcomes)
     assert len(body) <= GITHUB_COMMENT_LIMIT
     assert body.count("| ✅ succeeded |") == 299 and body.count("| ❌ failed |") == 1  # every row kept
     assert "prod/us-east-1/app299: plan" in body  # the failure's output comes first
@@ -39,7 +39,7 @@ def test_three_hundred_units_with_huge_outputs_stay_under_the_limit():
 
 def test_rows_fold_when_even_the_table_is_too_long():
     outcomes = [outcome(i, unit="prod/" + "x" * 300 + str(i)) for i in range(2000)]
-    body = render_comment(title="apply", head_sha="b" * 40, outcomes=outcomes)
+    body = run_report(title="apply", head_sha="b" * 40, outcomes=outcomes)
     assert len(body) <= GITHUB_COMMENT_LIMIT
     shown = body.count("| ✅ succeeded |")
     assert 0 < shown < 2000 and f"{2000 - shown} more change(s) not shown" in body
@@ -47,7 +47,7 @@ def test_rows_fold_when_even_the_table_is_too_long():
 
 def test_output_fences_are_longer_than_any_backtick_run_in_the_output():
     output = "```\n<details>|\n`````\nend"
-    body = render_comment(title="plan", head_sha="c" * 40, outcomes=[outcome(1, output=output)])
+    body = run_report(title="plan", head_sha="c" * 40, outcomes=[outcome(1, output=output)])
     assert f"``````\n{output}\n``````" in body
     assert github(body).text.count(output) == 1  # verbatim, in one code block
 
@@ -65,7 +65,7 @@ def test_hostile_repository_text_renders_as_text_on_github():
                 message="Error: see https://evil.example/login and www.evil.example, mail admin@evil.example",
                 output="````\n</details><h3>Apply complete</h3>\n```\n<img src=x>\n@bob #34"),
         outcome(2, output="Plan: 2 to add")]
-    body = render_comment(title="plan", head_sha="d" * 40, outcomes=outcomes, warnings=[HOSTILE_WARNING],
+    body = run_report(title="plan", head_sha="d" * 40, outcomes=outcomes, warnings=[HOSTILE_WARNING],
                           errors=["accounts.yml:2: <b>bad</b> | [click](https://evil.example) ![i](https://e.x/i)"],
                           run_url="http://ui.example/runs/abc")
     rendered = github(body)
@@ -86,7 +86,7 @@ def test_hostile_repository_text_renders_as_text_on_github():
 
 
 def test_each_unit_lists_its_resource_changes_collapsed():
-    body = render_comment(title="plan", head_sha="e" * 40, outcomes=[
+    body = run_report(title="plan", head_sha="e" * 40, outcomes=[
         outcome(1, resources=[("null_resource.item[0]", "create"), ("aws_instance.web", "replace")]),
         outcome(2, output="Plan: 2 to add", resources=[("module.db.aws_db_instance.x", "update")]),
         outcome(3)])
@@ -101,7 +101,7 @@ def test_each_unit_lists_its_resource_changes_collapsed():
 
 def test_hostile_resource_addresses_render_as_text():
     address = 'module.x["</details><img src=https://evil.example/i.png>@bob `#12`"].null_resource.y'
-    body = render_comment(title="plan", head_sha="f" * 40, outcomes=[
+    body = run_report(title="plan", head_sha="f" * 40, outcomes=[
         outcome(1, resources=[(address, "create"), ("null_resource.z", "<b>destroy</b> @alice")])])
     rendered = github(body)
     assert "img" not in rendered.tags and "b" not in rendered.tags and rendered.links == []
@@ -113,7 +113,7 @@ def test_resource_lists_are_capped_per_unit_and_the_comment_stays_under_the_limi
     many = [(f"module.m{j}.null_resource.with_a_rather_long_name_{'x' * 60}[{j}]", "create") for j in range(200)]
     outcomes = [outcome(i, "failed" if i == 299 else "succeeded", output="y" * 5_000, resources=many)
                 for i in range(300)]
-    body = render_comment(title="plan", head_sha="a" * 40, outcomes=outcomes)
+    body = run_report(title="plan", head_sha="a" * 40, outcomes=outcomes)
     assert len(body) <= GITHUB_COMMENT_LIMIT
     assert body.count("| ✅ succeeded |") == 299 and body.count("| ❌ failed |") == 1  # every row kept
     first = body.index("<details>")
@@ -126,7 +126,7 @@ def test_resource_lists_are_capped_per_unit_and_the_comment_stays_under_the_limi
 
 def test_without_html_sections_get_bold_titles_that_render_as_text():
     """Dagster's markdown (the local-mode report) drops raw HTML: there sections are titled in bold instead."""
-    body = render_comment(title="plan", head_sha="f" * 40, collapsible=False, warnings=[HOSTILE_WARNING],
+    body = run_report(title="plan", head_sha="f" * 40, collapsible=False, warnings=[HOSTILE_WARNING],
                           outcomes=[outcome(1, unit=HOSTILE_UNIT, resources=[("null_resource.a", "create")])])
     assert "<details>" not in body and "**Warnings**" in body
     rendered = github(body)
