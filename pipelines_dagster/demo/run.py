@@ -366,9 +366,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(folder: Path, port: int, aws_port: int, console: Console) -> int:
     started = time.monotonic()
     demo = create(folder)
+    console.say(f"pipelines-dagster demo in {demo.folder}; full logs in {demo.dagster_log}")
     left = stop_leftovers(demo)
     if left:
-        console.say(f"stopped {left} process(es) an earlier demo of {demo.folder} left running (it was killed)")
+        console.say(f"stopped {left} process(es) an earlier demo of this folder left running (it was killed)")
     if port_in_use(port):
         console.say(f"port {port} is in use; choose another: make run PORT=...", error=True)
         return 1
@@ -381,8 +382,7 @@ def _run(folder: Path, port: int, aws_port: int, console: Console) -> int:
     try:
         restored = Aws(endpoint).restore_states(layout.ACCOUNTS.values(), demo.states)
         env = environment(demo, endpoint, port)
-        console.say(f"pipelines-dagster demo in {demo.folder}; full logs in {demo.dagster_log}\n"
-                    f"AWS emulator: {endpoint} ({restored} Terraform state(s) restored)")
+        console.say(f"AWS emulator: {endpoint} ({restored} Terraform state(s) restored)")
         initial_apply(demo, env, console)
         from dagster import DagsterInstance
 

@@ -1,0 +1,44 @@
+"""The demo started as `make run` starts it, from a folder prepared the way its first start prepares it."""
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pipelines_dagster.demo.run import create
+
+
+@pytest.fixture
+def prepared_demo(tmp_path) -> Path:
+    """A demo folder as the first start leaves it, the initial apply marked done: these tests are about starting
+    and stopping (test_demo.py covers the initial apply), and the sensors apply nothing that is already on main."""
+    folder = tmp_path / "demo"
+    create(folder).record(applied=True)
+    return folder
+
+
+def demo_environment() -> dict[str, str]:
+    """The environment of a person's terminal: none of the pipeline's settings, and no outer make's."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("PIPELINES_", "DAGSTER_", "GITHUB_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
+def wait_for_text(read, text: str, alive, timeout_s: float) -> str:
+    """The output (`read()`) once it holds `text`; fails when `alive()` turns false or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        output = read()
+        if text in output:
+            return output
+        assert alive(), f"the demo exited before printing {text!r}:\n{output}"
+        time.sleep(0.2)
+    pytest.fail(f"no {text!r} within {timeout_s} s:\n{read()}")
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
