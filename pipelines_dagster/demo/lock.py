@@ -67,4 +67,4 @@ def _in_use_message(folder: Path, path: Path) -> str:
     return (f"a demo is already running on {folder} (pid {pid}{ui}{since}).\n"
             f"One demo per folder: two would share its git remote, Dagster instance and saved Terraform states.\n"
             f"Stop it with Ctrl-C in its terminal (or: kill {pid}), or run a second demo in another folder, with its "
-            f"own remote and states: make run PORT=3001 FOLDER=.demo-2 (or from another clone).")
+            f"own remote and states: make run PORT=3001 FOLDER=.demo/second (or from another clone).")

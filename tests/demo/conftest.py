@@ -22,7 +22,8 @@ def prepared_demo(tmp_path) -> Path:
 def demo_environment() -> dict[str, str]:
     """The environment of a person's terminal: none of the pipeline's settings, and no outer make's."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith(("PIPELINES_", "DAGSTER_", "GITHUB_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            if not k.startswith(("PIPELINES_", "DAGSTER_", "GITHUB_")) and k not in ("MAKEFLAGS", "MFLAGS",
+                                                                                        "MAKELEVEL")}
 
 
 def wait_for_text(read, text: str, alive, timeout_s: float) -> str:

@@ -2,6 +2,7 @@
 first lines name the log file, a quiet minute at idle, one line when a run starts and one when it finishes with
 its link, and Ctrl-C ends with one line and exit status 0 (no "make: *** ... Error 130")."""
 
+import io
 import os
 import pty
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipelines_dagster.demo.terminal import Console, DagsterOutput
 from tests.dagsterui import ROOT, command, free_port
 from tests.demo.conftest import demo_environment, running, wait_for_text
 
@@ -154,3 +156,39 @@ def test_make_run_is_quiet_prints_a_line_per_run_and_ctrl_c_ends_with_one_line_a
     assert "Serving dagster-webserver on" in dagster_log
     for noise in ("SupersessionWarning", "BetaWarning", "Found a dagster instance configuration", "\x1b["):
         assert noise not in dagster_log, noise
+
+
+def test_dagster_devs_output_goes_to_the_log_and_only_its_errors_to_the_terminal(tmp_path):
+    """What `dagster dev` prints, through a real pipe: all of it into the log without colour codes; on the
+    terminal, when the UI is served, and the first line of each distinct error that is not a run's own event."""
+    ansi = "\x1b[32m2026-01-02 03:04:05 +0000\x1b[0m - {logger} - \x1b[34m{level}\x1b[0m - {message}\n"
+    run_id = "70cd80d7-1662-4ffe-872f-fdb96115ba9f"
+    written = [
+        ansi.format(logger="dagster", level="INFO", message="Launching Dagster services..."),
+        ansi.format(logger="dagster.daemon.SensorDaemon", level="INFO", message="Checking for new runs for sensor"),
+        ansi.format(logger="dagster", level="WARNING", message="some warning of Dagster's"),
+        ansi.format(logger="dagster-webserver", level="INFO",
+                    message="Serving dagster-webserver on http://127.0.0.1:3000 in process 1"),
+        ansi.format(logger="dagster.daemon.SensorDaemon", level="ERROR",
+                    message="Sensor daemon caught an error for sensor pull_request_sensor"),
+        "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom\n",
+        ansi.format(logger="dagster.daemon.SensorDaemon", level="ERROR",
+                    message="Sensor daemon caught an error for sensor pull_request_sensor"),
+        ansi.format(logger="dagster", level="ERROR", message=f"infrastructure_pipeline - {run_id} - STEP_FAILURE"),
+    ]
+    read_end, write_end = os.pipe()
+    log = tmp_path / "dagster.log"
+    terminal = io.StringIO()
+    with os.fdopen(read_end, "rb") as pipe:
+        output = DagsterOutput(pipe, log, Console(out=terminal, err=terminal), "http://127.0.0.1:3000")
+        output.start()
+        with os.fdopen(write_end, "wb") as out:
+            out.write("".join(written).encode())
+        output.join(timeout=10)
+
+    assert log.read_text() == re.sub(r"\x1b\[[0-9;]*m", "", "".join(written))
+    assert terminal.getvalue().splitlines() == [
+        "Dagster UI ready: http://127.0.0.1:3000",
+        f"{terminal.getvalue().splitlines()[1][:8]} error from dagster.daemon.SensorDaemon: Sensor daemon caught an "
+        f"error for sensor pull_request_sensor (details in {log})"], terminal.getvalue()
+    assert output.ready.is_set()
