@@ -7,15 +7,22 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelines_dagster.demo.run import create
+from pipelines_dagster.demo.run import create, environment
+from pipelines_dagster.integrations.git import open_git_dir
+from pipelines_dagster.settings import Settings
 
 
 @pytest.fixture
 def prepared_demo(tmp_path) -> Path:
-    """A demo folder as the first start leaves it, the initial apply marked done: these tests are about starting
-    and stopping (test_demo.py covers the initial apply), and the sensors apply nothing that is already on main."""
+    """A demo folder as the first start leaves it, without the initial apply's Terraform runs: these tests are
+    about starting and stopping (test_demo.py covers the initial apply), and the sensors apply nothing that is
+    already on main. The remote's mirror is made as the initial apply makes it, so that the code location has the
+    demo's accounts from its first load."""
     folder = tmp_path / "demo"
-    create(folder).record(applied=True)
+    demo = create(folder)
+    settings = Settings.from_env(environment(demo, "http://127.0.0.1:1", 3000))
+    open_git_dir(settings.repo_url, cache_root=settings.cache_root, timeout_s=settings.git_timeout_s)
+    demo.record(applied=True)
     return folder
 
 
