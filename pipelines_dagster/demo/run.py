@@ -216,16 +216,16 @@ def stop_leftovers(demo: Demo, grace_s: float = 5) -> int:
     return len(found)
 
 
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In `dagster dev`'s process, before it starts: SIGINT (its clean shutdown) when the demo dies, even by
     SIGKILL, so that it does not go on serving a demo whose AWS emulator is gone (Linux; elsewhere the next start
     stops what a killed demo left)."""
     if _LIBC is not None:
         _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT))
-
-
-PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
 
 def serve(env: dict, port: int, demo: Demo, console: Console, follower: RunFollower | None = None) -> int:
@@ -257,6 +257,7 @@ def serve(env: dict, port: int, demo: Demo, console: Console, follower: RunFollo
         stop_tree(proc.pid)
         proc.wait()
         output.join(timeout=5)
+
 
 def stop_tree(pid: int, grace_s: float = STOP_GRACE_S) -> None:
     """Stops a process group leader and all its descendants: SIGINT to its group (what Ctrl-C does to `dagster dev`
