@@ -110,7 +110,8 @@ class DagsterOutput(threading.Thread):
             return
         self._errors.add(message)
         short = message if len(message) <= 200 else message[:197] + "..."
-        self._console.say(f"error from {match['logger']}: {short} (details in {self._log})", stamp=True)
+        self._console.say(f"error from {match['logger']}: {short} (details in {self._log})", stamp=True,
+                          error=True)
 
 
 FINISHED = {"SUCCESS": "succeeded", "FAILURE": "failed", "CANCELED": "canceled"}
