@@ -50,8 +50,9 @@ lint: install
 test: install system-packages lint
 	$(VENV)/bin/pytest -q -n 2 -p no:cacheprovider tests
 
+# The demo (README, "Five minutes with the demo"): one per folder, PORT and FOLDER (default .demo) for another.
 run: install
-	$(PY) -m pipelines_dagster.demo $(if $(PORT),--port $(PORT))
+	@$(PY) -m pipelines_dagster.demo $(if $(PORT),--port $(PORT)) $(if $(FOLDER),--folder $(FOLDER))
 
 # The README's screenshots, taken by the browser test against the demo.
 screenshots: install system-packages

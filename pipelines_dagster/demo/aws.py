@@ -3,12 +3,15 @@ DynamoDB lock tables), used per account as AWS is, and what Terraform 1.0.3's s3
 
 moto keeps resources per account: an account's state bucket and lock table are created with credentials of a role
 assumed in that account. moto keeps everything in memory; `save_states`/`restore_states` carry the Terraform
-state objects across restarts (lock items are not kept: a lock never outlives the processes that held it).
+state objects across restarts (lock items are not kept: a lock never outlives the processes that held it). A save
+never goes back: a saved state is only replaced by a newer one of the same lineage, and each file atomically.
 """
 
 import json
 import logging
-import shutil
+import os
+import tempfile
+from contextlib import suppress
 from pathlib import Path
 
 import boto3
@@ -115,24 +118,22 @@ class Aws:
             return None
         return json.loads(body)
 
-    def save_states(self, account_ids, folder: Path) -> int:
-        """Every object of the accounts' state buckets as <folder>/<account id>/<key>; returns how many.
-        Written beside the folder first and swapped in, so an interrupted save leaves the last one whole."""
-        staging = folder.with_name(folder.name + ".saving")
-        _remove(staging)
-        count = 0
+    def save_states(self, account_ids, folder: Path) -> "SavedStates":
+        """Every object of the accounts' state buckets as <folder>/<account id>/<key>, never going back: a saved
+        Terraform state is only replaced by one of the same lineage and a higher serial (a lower one is the stale
+        copy, the saved one is kept). A state of another lineage is another state, not an older or newer one: the
+        emulator's is what Terraform last wrote, so it is saved, and the saved one it replaces is kept beside the
+        folder, in <folder>.replaced/<account id>/<key>.<lineage>.<serial>. Each file is written whole to a
+        temporary file in its folder, synced and renamed over the old one: a save cut short leaves every file
+        whole. Objects saved before and missing from the emulator are kept."""
+        result = SavedStates(folder)
         for account_id in account_ids:
             s3 = self.client("s3", account_id)
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=state_bucket(account_id)):
                 for item in page.get("Contents", []):
-                    target = staging / account_id / item["Key"]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(s3.get_object(Bucket=state_bucket(account_id), Key=item["Key"])["Body"].read())
-                    count += 1
-        staging.mkdir(parents=True, exist_ok=True)
-        _remove(folder)
-        staging.rename(folder)
-        return count
+                    body = s3.get_object(Bucket=state_bucket(account_id), Key=item["Key"])["Body"].read()
+                    result.save(account_id, item["Key"], body)
+        return result
 
     def restore_states(self, account_ids, folder: Path) -> int:
         """Puts back what `save_states` wrote (into prepared accounts); returns how many objects."""
@@ -143,13 +144,87 @@ class Aws:
             if not saved.is_dir():
                 continue
             s3 = self.client("s3", account_id)
-            for path in sorted(p for p in saved.rglob("*") if p.is_file()):
+            for path in sorted(p for p in saved.rglob("*") if p.is_file() and not _is_temporary(p)):
                 s3.put_object(Bucket=state_bucket(account_id), Key=path.relative_to(saved).as_posix(),
                               Body=path.read_bytes())
                 count += 1
         return count
 
 
-def _remove(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
+class SavedStates:
+    """One save of the emulator's objects into a folder (see `Aws.save_states`): what it did, and why."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.count = 0  # the emulator's objects now on disk (written, or already there)
+        self.written: list[str] = []
+        self.notes: list[str] = []  # each state not saved as it was in the emulator, and why
+
+    def save(self, account_id: str, key: str, body: bytes) -> None:
+        target = self.folder / account_id / key
+        name = f"{account_id}/{key}"
+        self.count += 1
+        old = target.read_bytes() if target.is_file() else None
+        if old == body:
+            return
+        new_state, old_state = _state(body), _state(old)
+        if new_state and old_state:
+            if new_state["lineage"] == old_state["lineage"]:
+                if new_state["serial"] < old_state["serial"]:
+                    self.notes.append(f"kept the saved state of {name} (serial {old_state['serial']}): the "
+                                      f"emulator's is older (serial {new_state['serial']})")
+                    return
+            else:
+                assert old is not None
+                aside = self.folder.with_name(self.folder.name + ".replaced") / account_id / (
+                    f"{key}.{old_state['lineage']}.{old_state['serial']}")
+                write_atomically(aside, old)
+                self.notes.append(f"the state of {name} in the emulator has another lineage "
+                                  f"({new_state['lineage']}, serial {new_state['serial']}) than the saved one "
+                                  f"({old_state['lineage']}, serial {old_state['serial']}): saved the emulator's, "
+                                  f"kept the other in {aside}")
+        write_atomically(target, body)
+        self.written.append(name)
+
+
+def _state(body: bytes | None) -> dict | None:
+    """A Terraform state's lineage and serial, or None for anything else."""
+    if body is None:
+        return None
+    try:
+        state = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("lineage"), str) or not isinstance(
+            state.get("serial"), int):
+        return None
+    return {"lineage": state["lineage"], "serial": state["serial"]}
+
+
+TEMPORARY_SUFFIX = ".saving"
+
+
+def _is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """`data` as `path`, whole or not at all: written to a temporary file in the same folder, synced to disk and
+    renamed over `path` (a rename within a folder is atomic), then the folder synced so that the rename lasts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -9,10 +9,16 @@ offline `terraform init`, an OIDC token file and a DAGSTER_HOME. Every start run
 puts back the Terraform states saved by the previous stop; the first start applies the units once, with the
 pipeline's own `run` command. Then `dagster dev` runs with the sensors watching the remote: push a branch for a
 plan, push `main` for an apply. Ctrl-C (or SIGTERM, SIGHUP) stops `dagster dev` and its whole process group,
-saves the states under `<folder>/aws-states` and stops the emulator.
+saves the states under `<folder>/aws-states` and stops the emulator, and the demo exits 0.
+
+One demo per folder (`lock`): a second start on a folder in use exits at once, naming the running one. The
+terminal stays quiet (`terminal`): `dagster dev`'s output goes to `<folder>/logs/dagster.log`, the terminal gets
+the addresses, a line per run started and finished, errors, and one line at the stop. The states are saved after
+every finished run too, never going back to an older one (`aws.Aws.save_states`).
 """
 
 import argparse
+import ctypes
 import json
 import os
 import shutil
@@ -20,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -29,7 +36,9 @@ import psutil
 
 from ..core.engine import AMBIENT_AWS_ENV
 from . import layout
-from .aws import REGION, UNVERIFIED_TOKEN, Aws, MotoServer, backend_config_args
+from .aws import REGION, UNVERIFIED_TOKEN, Aws, MotoServer, backend_config_args, write_atomically
+from .lock import FolderInUse, hold
+from .terminal import Console, DagsterOutput, RunFollower, duration, foreground, quiet_warnings
 from .terraform import install_null_provider, write_cli_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +75,15 @@ class Demo:
         return self.folder / "oidc-token"
 
     @property
+    def logs(self) -> Path:
+        return self.folder / "logs"
+
+    @property
+    def dagster_log(self) -> Path:
+        """`dagster dev`'s output (the previous start's in dagster.log.1)."""
+        return self.logs / "dagster.log"
+
+    @property
     def info_file(self) -> Path:
         return self.folder / "demo.json"
 
@@ -73,7 +91,7 @@ class Demo:
         return json.loads(self.info_file.read_text())
 
     def record(self, **values) -> None:
-        self.info_file.write_text(json.dumps({**self.info(), **values}, indent=2) + "\n")
+        write_atomically(self.info_file, (json.dumps({**self.info(), **values}, indent=2) + "\n").encode())
 
 
 def _git(cwd: Path, *args: str) -> str:
@@ -99,6 +117,7 @@ def create(folder: Path) -> Demo:
     write_cli_config(demo.folder / "terraformrc")
     demo.token.write_text(UNVERIFIED_TOKEN + "\n")
     demo.home.mkdir(exist_ok=True)
+    demo.logs.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", demo.home / "dagster.yaml")
     if not demo.info_file.exists():
         for partial in (demo.work, demo.remote):
@@ -137,27 +156,29 @@ def environment(demo: Demo, aws_endpoint: str, port: int, base: dict | None = No
         "TF_CLI_ARGS_init": backend_config_args(aws_endpoint),  # Terraform 1.0.3's s3 backend
         "TF_CLI_CONFIG_FILE": str(demo.folder / "terraformrc"),
         "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
+        "PYTHONWARNINGS": quiet_warnings(env),
     })
     return env
 
 
-def initial_apply(demo: Demo, env: dict) -> bool:
+def initial_apply(demo: Demo, env: dict, console: Console) -> bool:
     """Applies the demo's units once, as a push of the units' commit would (a run in the UI's history too);
     whether it ran now."""
     info = demo.info()
     if info.get("applied"):
         return False
-    log = demo.folder / "initial-apply.log"
-    print(f"applying the demo units once (about a minute; output in {log})", flush=True)
+    log = demo.logs / "initial-apply.log"
+    console.say(f"applying the demo units once (about a minute; output in {log})")
     with log.open("w") as out:
         code = subprocess.run([str(VENV_BIN / "pipelines-dagster"), "run", "--repo", env["PIPELINES_REPO_URL"],
                                "--event", "push", "--base", info["base"], "--head", info["head"]],
                               env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     if code == 0:
         demo.record(applied=True)
+        console.say("applied the demo units")
     else:
-        print(f"the initial apply failed (exit {code}); see {log} and the run in the UI. The next start tries "
-              "again.", file=sys.stderr, flush=True)
+        console.say(f"the initial apply failed (exit {code}); see {log} and the run in the UI. The next start tries "
+                    "again.", error=True)
     return True
 
 
@@ -166,16 +187,76 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def serve(env: dict, port: int) -> int:
-    """`dagster dev` until it exits or we are stopped; then everything it started is stopped."""
+def leftovers(demo: Demo) -> list[psutil.Process]:
+    """Processes of an earlier demo of this folder that outlived it (it was killed with SIGKILL, say): whatever
+    runs with this folder's DAGSTER_HOME. Only called with the folder's lock held, so none is a live demo's."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        with suppress(*GONE):
+            if process.environ().get("DAGSTER_HOME") == str(demo.home):
+                found.append(process)
+    return found
+
+
+def stop_leftovers(demo: Demo, grace_s: float = 5) -> int:
+    """Stops what `leftovers` finds, and their descendants; how many processes."""
+    found = leftovers(demo)
+    for process in list(found):
+        with suppress(*GONE):
+            found.extend(p for p in process.children(recursive=True) if p not in found)
+    for process in found:
+        with suppress(*GONE):
+            process.send_signal(signal.SIGINT)
+    for process in _still_running(found, grace_s):
+        with suppress(*GONE):
+            process.kill()
+    _still_running(found, grace_s)
+    return len(found)
+
+
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In `dagster dev`'s process, before it starts: SIGINT (its clean shutdown) when the demo dies, even by
+    SIGKILL, so that it does not go on serving a demo whose AWS emulator is gone (Linux; elsewhere the next start
+    stops what a killed demo left)."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGINT))
+
+
+def serve(env: dict, port: int, demo: Demo, console: Console, follower: RunFollower | None = None) -> int:
+    """`dagster dev` until it exits or we are stopped, its output into the log file; then everything it started
+    is stopped. Its working directory is DAGSTER_HOME: from the repository root, which holds a `dagster.yaml`,
+    it would warn that this file is not the instance's."""
+    log = demo.dagster_log
+    if log.exists():
+        log.replace(log.with_name(log.name + ".1"))  # the previous start's, kept
     proc = subprocess.Popen([str(VENV_BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
-                             "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, start_new_session=True)
+                             "-h", "127.0.0.1", "-p", str(port)], cwd=demo.home, env=env, start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_die_with_parent)
+    assert proc.stdout is not None
+    output = DagsterOutput(proc.stdout, log, console, env["PIPELINES_UI_URL"])
+    output.start()
+    if follower is not None:
+        follower.start()
     try:
-        return proc.wait()
+        code = proc.wait()  # returns only when dagster dev stops by itself: Ctrl-C raises here
+        console.say(f"dagster dev exited by itself (status {code}); its output is in {log}", error=True)
+        return code
     finally:
         _ignore_stop_signals()
+        output.quiet = True
+        console.stopping()
+        if follower is not None:
+            follower.stop()
         stop_tree(proc.pid)
         proc.wait()
+        output.join(timeout=5)
 
 
 def stop_tree(pid: int, grace_s: float = STOP_GRACE_S) -> None:
@@ -218,8 +299,12 @@ def _still_running(processes: list, timeout_s: float) -> list:
         time.sleep(0.1)
 
 
+class Stop(BaseException):
+    """SIGTERM or SIGHUP: stop as Ctrl-C does."""
+
+
 def _stop_quietly(signum, _frame):
-    raise SystemExit(128 + signum)
+    raise Stop(signum)
 
 
 def _ignore_stop_signals() -> None:
@@ -228,39 +313,97 @@ def _ignore_stop_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+class States:
+    """The emulator's Terraform states, saved after every run that finishes (a demo killed with SIGKILL loses no
+    apply) and when the demo stops; one save at a time."""
+
+    def __init__(self, aws: Aws, demo: Demo, console: Console):
+        self._aws, self._demo, self._console = aws, demo, console
+        self._lock = threading.Lock()
+        self._noted: set[str] = set()
+
+    def save(self) -> tuple[int, list[str]]:
+        """How many state objects are saved, and what was not saved as it was, and why (each said once)."""
+        with self._lock:
+            saved = self._aws.save_states(layout.ACCOUNTS.values(), self._demo.states)
+            notes = [n for n in saved.notes if n not in self._noted]
+            self._noted.update(notes)
+        return saved.count, notes
+
+    def save_after_run(self) -> None:
+        try:
+            _count, notes = self.save()
+        except Exception as exc:
+            self._console.say(f"the Terraform states could not be saved: {exc}", stamp=True, error=True)
+            return
+        for note in notes:
+            self._console.say(note, stamp=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=ROOT / ".demo")
     parser.add_argument("--port", type=int, default=3000, help="the Dagster UI's port")
     parser.add_argument("--aws-port", type=int, default=0, help="the AWS emulator's port (default: any free one)")
     args = parser.parse_args(argv)
-    if port_in_use(args.port):
-        print(f"port {args.port} is in use (is the demo already running?); choose another: make run PORT=...",
-              file=sys.stderr)
+    folder = args.folder.resolve()
+    try:
+        lock = hold(folder, args.port)
+    except FolderInUse as exc:
+        print(exc, file=sys.stderr)
         return 1
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started with SIGINT ignored
     for sig in (signal.SIGTERM, signal.SIGHUP):  # so that everything below is stopped on these too
         signal.signal(sig, _stop_quietly)
-    demo = create(args.folder)
-    server = MotoServer(args.aws_port)
-    endpoint = server.start()
-    aws = Aws(endpoint)
     try:
-        restored = aws.restore_states(layout.ACCOUNTS.values(), demo.states)
-        env = environment(demo, endpoint, args.port)
-        print(f"demo infrastructure-live: {demo.work} (remote {env['PIPELINES_REPO_URL']})\n"
-              f"AWS emulator: {endpoint} ({restored} Terraform state(s) restored)", flush=True)
-        initial_apply(demo, env)
-        print(f"Dagster UI: http://127.0.0.1:{args.port} (starting; Ctrl-C stops everything)", flush=True)
-        return serve(env, args.port)
-    except KeyboardInterrupt:
-        return 130
+        with foreground():
+            return _run(folder, args.port, args.aws_port, Console())
+    except (KeyboardInterrupt, Stop):  # before anything started
+        return 0
+    finally:
+        os.close(lock)
+
+
+def _run(folder: Path, port: int, aws_port: int, console: Console) -> int:
+    started = time.monotonic()
+    demo = create(folder)
+    console.say(f"pipelines-dagster demo in {demo.folder}; full logs in {demo.dagster_log}")
+    left = stop_leftovers(demo)
+    if left:
+        console.say(f"stopped {left} process(es) an earlier demo of this folder left running (it was killed)")
+    if port_in_use(port):
+        console.say(f"port {port} is in use; choose another: make run PORT=...", error=True)
+        return 1
+    ui = f"http://127.0.0.1:{port}"
+    server = MotoServer(aws_port)
+    endpoint = server.start()
+    states = States(Aws(endpoint), demo, console)
+    follower: RunFollower | None = None
+    code = 0
+    try:
+        restored = Aws(endpoint).restore_states(layout.ACCOUNTS.values(), demo.states)
+        env = environment(demo, endpoint, port)
+        console.say(f"AWS emulator: {endpoint} ({restored} Terraform state(s) restored)")
+        initial_apply(demo, env, console)
+        from dagster import DagsterInstance
+
+        follower = RunFollower(DagsterInstance.from_config(str(demo.home)), ui, console,
+                               on_finished=states.save_after_run)
+        console.say(f"Dagster UI: {ui} (starting, about 20 s; Ctrl-C stops everything)\n"
+                    f"watching {env['PIPELINES_REPO_URL']} (your clone: {demo.work}): push a branch for a plan, "
+                    "push main to apply")
+        code = serve(env, port, demo, console, follower) or 1
+    except (KeyboardInterrupt, Stop):
+        code = 0
     finally:
         _ignore_stop_signals()
+        console.stopping()
         try:
-            count = aws.save_states(layout.ACCOUNTS.values(), demo.states)
-            saved = f"{count} Terraform state(s) saved in {demo.states}"
+            count, notes = states.save()
+            saved = "; ".join([f"{count} Terraform state(s) saved in {demo.states}", *notes])
         except Exception as exc:  # the emulator is stopped all the same
             saved = f"the Terraform states could not be saved: {exc}"
         server.stop()
-        print(f"stopped; {saved}", flush=True)
+        runs = follower.summary() if follower is not None else "no runs"
+        console.say(f"stopped after {duration(time.monotonic() - started)}: {runs}; {saved}", last=True)
+    return code

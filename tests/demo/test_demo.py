@@ -16,6 +16,7 @@ from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.demo import layout
 from pipelines_dagster.demo.run import create, environment
 from tests.dagsterui import LAUNCH, RUNS, command, emulator_port, free_port, port_open, running_demo, wait_for_run
+from tests.demo.conftest import wait_for_text
 
 VENV_BIN = Path(sys.executable).parent
 # A first start here: about 30 s for the initial apply of five units, 20 s for dagster dev; bounds, not estimates.
@@ -73,14 +74,20 @@ def test_make_run_starts_everything_ctrl_c_stops_everything_and_a_second_start_r
         assert launched["__typename"] == "LaunchRunSuccess", launched
         assert wait_for_run(first["graphql"], launched["run"]["runId"], time.monotonic() + 60,
                             until=("STARTED",)) == "STARTED"
+        wait_for_text((tmp_path / "first.log").read_text, "run started: drift_detection",
+                      lambda: first["proc"].poll() is None, 30)
     log = (tmp_path / "first.log").read_text()
 
     assert any("dagster_webserver" in c for c in commands) and any("dagster._daemon" in c for c in commands), commands
     assert aws_up
-    assert first["exit_code"] == 130, log
+    assert first["exit_code"] == 0, log
     assert first["left_running"] == [], f"still running after Ctrl-C: {first['left_running']}\n{log}"
     assert not port_open(port) and not port_open(first["aws_port"])
-    assert "applying the demo units once" in log and "stopped; 5 Terraform state(s) saved" in log, log
+    assert "applying the demo units once" in log and "applied the demo units" in log, log
+    # the terminal: the run's lines, and Ctrl-C during it ends with one line, without tracebacks or warnings
+    assert "run started: drift_detection" in log and "Traceback" not in log and "Warning" not in log, log
+    assert log.splitlines()[-1].startswith("stopping... stopped after "), log
+    assert "; 5 Terraform state(s) saved in " in log.splitlines()[-1], log
     saved = folder / "aws-states"
     for unit, component in layout.UNITS.items():  # each state in its own account's bucket
         state = json.loads((saved / layout.ACCOUNTS[unit.split("/")[0]] / unit / "terraform.tfstate").read_text())
@@ -97,7 +104,7 @@ def test_make_run_starts_everything_ctrl_c_stops_everything_and_a_second_start_r
                                "--ref", "main", "--unit", "dev/us-east-1/dev/app", "--action", "plan",
                                "--event", "push", "--format", "json"], env=env, capture_output=True, text=True)
     log = (tmp_path / "second.log").read_text()
-    assert second["exit_code"] == 130 and second["left_running"] == [], (second["left_running"], log)
+    assert second["exit_code"] == 0 and second["left_running"] == [], (second["left_running"], log)
     assert "(5 Terraform state(s) restored)" in log and "applying" not in log, log
     assert json.loads((folder / "demo.json").read_text()) == info  # the same repositories, not created again
     initial = [r["status"] for r in runs if {t["key"]: t["value"] for t in r["tags"]}.get("pipelines/source") == "cli"]
