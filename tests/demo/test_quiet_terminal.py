@@ -136,7 +136,7 @@ def test_make_run_is_quiet_prints_a_line_per_run_and_ctrl_c_ends_with_one_line_a
     link = re.compile(rf"http://127\.0\.0\.1:{port}/runs/[0-9a-f-]{{36}}$")
     assert len(run_lines) == 2, run_lines
     started, finished = run_lines
-    what = f"infrastructure_pipeline, plan of branch one-comment at {head[:12]} (pull_request_sensor)"
+    what = f"infrastructure_plan, plan of branch one-comment at {head[:12]} (pull_request_sensor)"
     assert re.match(r"\d\d:\d\d:\d\d run started: ", started) and what in started and link.search(started), started
     assert re.match(r"\d\d:\d\d:\d\d run succeeded in \d+ s: ", finished) and what in finished, finished
     assert link.search(started)[0] == link.search(finished)[0], run_lines
@@ -173,7 +173,7 @@ def test_dagster_devs_output_goes_to_the_log_and_only_its_errors_to_the_terminal
         "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom\n",
         ansi.format(logger="dagster.daemon.SensorDaemon", level="ERROR",
                     message="Sensor daemon caught an error for sensor pull_request_sensor"),
-        ansi.format(logger="dagster", level="ERROR", message=f"infrastructure_pipeline - {run_id} - STEP_FAILURE"),
+        ansi.format(logger="dagster", level="ERROR", message=f"infrastructure_plan - {run_id} - STEP_FAILURE"),
     ]
     read_end, write_end = os.pipe()
     log = tmp_path / "dagster.log"
