@@ -197,7 +197,7 @@ def test_the_readme_walk_through_in_a_browser(demo, page, shots, tmp_path):
     page.goto(f"{url}/locations/{location}/jobs/{JOB}/playground")
     _type_config(page, f"ops:\n  orchestrate:\n    config:\n      pr_number: {PR}\n")
     page.locator(".CodeMirror").get_by_text("pr_number").click()
-    expect(page.get_by_text(re.compile(r"^The pull request\. Alone it is enough for a plan")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^The pull request\. Alone it is enough: its head")).first).to_be_visible()
     launch = page.get_by_role("button", name="Launch Run")
     expect(launch).to_be_enabled()
     page.screenshot(path=shots / "launchpad.png")
