@@ -414,10 +414,10 @@ class _UnitRun:
     """The commands of one action in one unit: environments (init's with the registry credentials), binaries
     (staged for the unit user), limits, deadline, output capture, and what a failed command means.
 
-    `trusted`: the commit is the deploy branch's (an apply or a destroy). Terraform's and OpenTofu's init run no
-    code of the unit and get the registry credentials always; Terragrunt's evaluates the unit's configuration
-    (run_cmd, hooks), so it gets them for trusted commits only. No other command ever gets them: providers and
-    modules are downloaded by init."""
+    `trusted`: the commit is the deploy branch's (an apply or a destroy: the pipeline runs them for deploy-branch
+    commits alone). Terraform's and OpenTofu's init run no code of the unit and get the registry credentials always;
+    Terragrunt's evaluates the unit's configuration (run_cmd, hooks), so it gets them for trusted commits only. No
+    other command ever gets them: providers and modules are downloaded by init."""
 
     def __init__(self, folder: RunFolder, unit: str, action: str, engine: str, settings: EngineSettings,
                  redactor: Redactor, commit: str | None, long_grace: bool, trusted: bool = False):
@@ -587,10 +587,10 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
     try:
         with open(plan_json, "rb") as fh:
             text = fh.read(limit + 1)
-        if len(text) > limit:
-            return run.finish(Status.FAILED, f"the plan from `{engine} show -json` is larger than "
-                                             f"{settings.plan_json_max_mb} MiB (PIPELINES_PLAN_JSON_MAX_MB): not read",
-                              1)
+        if len(text) > limit:  # a hostile provider can make it gigabytes
+            message = (f"the plan from `{engine} show -json` is larger than {settings.plan_json_max_mb} MiB "
+                       "(PIPELINES_PLAN_JSON_MAX_MB): not read")
+            return run.finish(Status.FAILED, message, 1)
         result.summary = PlanSummary.from_plan_json(json.loads(text))
     except (OSError, ValueError) as exc:
         return run.finish(Status.FAILED, f"cannot read the plan from `{engine} show -json`: {exc}", 1)

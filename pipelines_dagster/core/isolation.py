@@ -8,8 +8,9 @@ name only (PASSED_TF_ENV, and what PIPELINES_UNIT_ENV names): values (`TF_VAR_*`
 http backend's credentials (`TF_HTTP_*`) and folders shared between units (`TF_PLUGIN_CACHE_DIR`, `TF_DATA_DIR`)
 stay out unless the deployment names them. Registry credentials (`TF_TOKEN_*`, `TG_TF_REGISTRY_TOKEN`, the
 `credentials` blocks of the CLI configuration) are for `init` alone, which downloads modules and providers and
-runs none of them: later commands get a copy of the CLI configuration that keeps only CLI_CONFIG_KEPT settings.
-Both copies are the unit user's alone (0600) in the run folder, and init's is deleted when init ends.
+runs none of them (Terragrunt's evaluates the unit's configuration: the engine gives them to it for deploy-branch
+commits only); later commands get a copy of the CLI configuration that keeps only CLI_CONFIG_KEPT settings. Both
+copies are the unit user's alone (0600) in the run folder, and init's is deleted when init ends.
 
 Every unit process starts with PR_SET_NO_NEW_PRIVS (a setuid file cannot raise its privileges) and with limits
 on address space, file size, CPU time and, when it runs as a user of its own, the number of that user's
