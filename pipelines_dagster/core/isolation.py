@@ -485,6 +485,14 @@ def shared_owners(first: int, last: int, remove: int | None = None) -> set[int]:
     return found
 
 
+def _cleaned(uid: int, first: int, last: int) -> bool:
+    """Whether `uid` owns nothing in the SHARED_FOLDERS, once what it owns there is removed."""
+    if uid not in shared_owners(first, last):
+        return True
+    shared_owners(first, last, remove=uid)
+    return uid not in shared_owners(first, last)
+
+
 def lease_uid(first: int, last: int, space: Path) -> UnitUser:
     """A clean uid of [first, last]: no unit holds it (an exclusive lock on its lease file), no process runs as
     it, no run folder in `space` is its, and it owns nothing in the SHARED_FOLDERS (what it left there is removed
@@ -494,7 +502,6 @@ def lease_uid(first: int, last: int, space: Path) -> UnitUser:
 
     leases = private_folder(space / "uids", 0o700)
     busy = _uids_in_use() | _run_folder_owners(space)
-    dirty = shared_owners(first, last)
     size = last - first + 1
     start = random.randrange(size)
     for step in range(min(size, 4096)):
@@ -507,11 +514,10 @@ def lease_uid(first: int, last: int, space: Path) -> UnitUser:
         except BlockingIOError:
             fh.close()
             continue
-        if uid in dirty:
-            shared_owners(first, last, remove=uid)
-            if uid in shared_owners(first, last):
-                fh.close()
-                continue
+        # again under the lock: another unit may have held the uid since
+        if uid in _uids_in_use() | _run_folder_owners(space) or not _cleaned(uid, first, last):
+            fh.close()
+            continue
         return UnitUser(f"uid {uid}", uid, uid, lease=fh)
     raise IsolationError(f"{UNIT_USER_VAR}={first}-{last}: every uid of the range is in use, or owns files that "
                          f"cannot be removed in {', '.join(SHARED_FOLDERS)}")
