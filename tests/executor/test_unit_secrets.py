@@ -146,12 +146,12 @@ def test_init_alone_gets_the_registry_credentials_and_terragrunts_only_on_the_de
         repo, aws, make_executor, settings, drop_box, terraform_secrets):
     engine = fake_engine(drop_box)
     config = root_only_config(drop_box, 'provider_installation {\n  direct {}\n}\n')
-    executor = make_executor(settings=dataclasses.replace(
-        settings, binaries={"terraform": str(engine), "terragrunt": str(engine)}, workdir_root=str(drop_box),
-        env={"TF_CLI_CONFIG_FILE": str(config)}))
     tf_unit, tg_unit = f"dev/tf-{uuid.uuid4().hex[:6]}", f"dev/tg-{uuid.uuid4().hex[:6]}"
     head = repo.commit({f"{tf_unit}/main.tf": null_unit(aws.endpoint, tf_unit, count=1),
                         f"{tg_unit}/terragrunt.hcl": "terraform {}\n"})
+    executor = make_executor(settings=dataclasses.replace(
+        settings, binaries={"terraform": str(engine), "terragrunt": str(engine)}, workdir_root=str(drop_box),
+        env={"TF_CLI_CONFIG_FILE": str(config)}))
 
     plan = executor.execute(request(tf_unit, "plan", head), on_deploy_branch=False)  # a pull request's plan
     assert plan.status is Status.NO_CHANGES, plan.message + plan.output
