@@ -65,6 +65,16 @@ class Settings(BaseModel):
                                  description="an apply gets SIGKILL only this long after SIGTERM")
     work_dir: str | None = Field(None, validation_alias="PIPELINES_WORK_DIR",
                                  description="where units' run folders go")
+    unit_memory_mb: int = Field(8192, ge=1024, validation_alias="PIPELINES_UNIT_MEMORY_MB",
+                                description="address space of each unit process (MiB)")
+    unit_file_mb: int = Field(4096, ge=1, validation_alias="PIPELINES_UNIT_FILE_MB",
+                              description="largest file a unit process may write (MiB)")
+    unit_cpu_s: int = Field(7200, ge=1, validation_alias="PIPELINES_UNIT_CPU_S",
+                            description="CPU seconds of each unit process")
+    unit_processes: int = Field(4096, ge=64, validation_alias="PIPELINES_UNIT_PROCESSES",
+                                description="processes and threads of a unit's user, when units run as another user")
+    plan_json_max_mb: int = Field(128, ge=1, validation_alias="PIPELINES_PLAN_JSON_MAX_MB",
+                                  description="a plan whose `show -json` output is larger fails unread (MiB)")
     # retries
     transient_retries: int = Field(2, ge=0, validation_alias="PIPELINES_LOCK_RETRIES",
                                    description="retries of a step after a transient failure (state lock, STS "

@@ -5,11 +5,12 @@ apply:         the same, then apply <file> (what was logged is what is applied)
 plan-destroy:  init, plan -destroy -out=<file>, show -json
 destroy:       the same, then apply <file>
 
-Every run happens in a private run folder (see `core.isolation`: an allowlisted environment, and another user when
-we are root), with a deadline for the whole action, output captured with a size cap that keeps head and tail, and
-every line redacted before it is stored. Commands write their output to files of the run folder, never to a pipe,
-in a session of their own: if the pipeline process dies (kill -9), Terraform finishes on its own, saves its state
-and releases its lock. Plans take no state lock (by default); applies and destroys wait for it, and an apply is
+Every run happens in a private run folder (see `core.isolation`: an allowlisted environment, registry credentials
+for init alone, confined processes, and another user when we are root), with a deadline for the whole action,
+output captured with a size cap that keeps head and tail (a log too long is read only at both ends), and every
+line redacted before it is stored. Commands write their output to files of the run folder, never to a pipe, in a
+session of their own: if the pipeline process dies (kill -9), Terraform finishes on its own, saves its state and
+releases its lock. Plans take no state lock (by default); applies and destroys wait for it, and an apply is
 never killed before a long grace after SIGTERM.
 """
 
@@ -27,15 +28,19 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ..redact import Redactor, StreamRedactor, default_redactor
 from .isolation import (
     AMBIENT_AWS_ENV,  # noqa: F401 (the demo clears them from its environment)
+    CLI_CONFIG_VAR,
     STAGED_FILE_VARS,
+    Confinement,
     IsolationError,
     RunFolder,
     can_use,
     default_unit_user,
+    registry_credentials,
     unit_environment,
 )
 from .model import Action, LockInfo, PlanSummary, Result, Status
@@ -82,6 +87,12 @@ class EngineSettings:
     # `plan -detailed-exitcode`: exit 2 (a diff) is a success, and the result's exit_code is the plan's (0 or 2)
     detailed_exitcode: bool = False
     max_output_chars: int = 200_000
+    # limits of every unit process (see core.isolation.Confinement); processes: of the unit user, when it has one
+    unit_memory_mb: int = 8192  # address space: Terraform with the null provider needs 768 MiB
+    unit_file_mb: int = 4096
+    unit_cpu_s: int = 7200
+    unit_processes: int = 4096  # threads included
+    plan_json_max_mb: int = 128  # `show -json` output larger than this is not read
     workdir_root: str | None = None  # parent of run folders (default: the system temp folder)
     keep_workdir: bool = False
     holders_dir: str | None = None  # records of our lock-taking commands (default: under the cache folder)
@@ -99,11 +110,18 @@ class EngineSettings:
                       unit_user=settings.effective_unit_user, env_names=list(settings.unit_env),
                       plan_lock=settings.plan_lock, lock_timeout=settings.lock_timeout or None,
                       apply_kill_grace_s=settings.apply_grace_s, workdir_root=settings.work_dir,
-                      holders_dir=str(settings.cache_root / "lock-holders"))
+                      holders_dir=str(settings.cache_root / "lock-holders"), unit_memory_mb=settings.unit_memory_mb,
+                      unit_file_mb=settings.unit_file_mb, unit_cpu_s=settings.unit_cpu_s,
+                      unit_processes=settings.unit_processes, plan_json_max_mb=settings.plan_json_max_mb)
         return cls(**{**values, **overrides})
 
     def binary(self, engine: str) -> str:
         return self.binaries.get(engine, engine)
+
+    def confinement(self, own_user: bool) -> Confinement:
+        """The limits of a unit's processes; `own_user`: they run as a user of their own (not as ourselves)."""
+        return Confinement(memory_mb=self.unit_memory_mb, file_mb=self.unit_file_mb, cpu_s=self.unit_cpu_s,
+                           processes=self.unit_processes if own_user else None)
 
     @property
     def stale_after_s(self) -> float:
@@ -197,11 +215,25 @@ def _new_file(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
+def _feed_lines(fh: IO[bytes], capture: "OutputCapture", budget: int) -> None:
+    while budget > 0 and (chunk := fh.readline(min(READ_CHUNK, budget))):
+        capture.feed(chunk)
+        budget -= len(chunk)
+
+
 def _feed_file(path: Path, capture: "OutputCapture") -> None:
+    """What a command printed: all of it, or, when it is longer than the capture could keep, its beginning and
+    its end (a hostile command can print gigabytes: they are not read)."""
+    side = 2 * (capture.head_limit + capture.tail_limit)  # bytes: more than the characters kept of each end
     try:
         with open(path, "rb") as fh:
-            while chunk := fh.readline(READ_CHUNK):
-                capture.feed(chunk)
+            size = os.fstat(fh.fileno()).st_size
+            _feed_lines(fh, capture, side)
+            if size > 2 * side:
+                capture.feed(f"... [{size - 2 * side} bytes of output not read] ...\n")
+                fh.seek(size - side)
+                fh.readline(READ_CHUNK)  # to the start of a line
+            _feed_lines(fh, capture, side)
     except OSError:
         pass
 
@@ -209,11 +241,11 @@ def _feed_file(path: Path, capture: "OutputCapture") -> None:
 def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
                 deadline: float, kill_grace_s: float, log_file: Path, stdout_file: Path | None = None,
                 user=None, on_start: Callable[[int], contextlib.AbstractContextManager[Hold]] | None = None,
-                ) -> _Completed:
+                preexec: Callable[[], None] | None = None) -> _Completed:
     """Runs one command in a session of its own (as `user`, a UnitUser, when given). Its output goes to `log_file`
     (stdout to `stdout_file` when given), files of ours, never to a pipe: the command does not die with us. The
     output is captured when the command has ended. `on_start(pid)` gives a context held while it runs (a
-    statelock Hold, told the exit code).
+    statelock Hold, told the exit code). `preexec`: run in the child before exec (Confinement.preexec).
 
     At the deadline the process group gets SIGTERM, and SIGKILL only `kill_grace_s` later; the same if we are
     interrupted (a cancelled run)."""
@@ -222,7 +254,8 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
         stdout = _new_file(stdout_file) if stdout_file is not None else out
         try:
             proc = subprocess.Popen(list(args), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
-                                    stderr=out, start_new_session=True, **(user.popen_args() if user else {}))
+                                    stderr=out, start_new_session=True, preexec_fn=preexec,
+                                    **(user.popen_args() if user else {}))
         finally:
             if stdout != out:
                 os.close(stdout)
@@ -378,11 +411,16 @@ def _user_name(folder: RunFolder) -> str:
 
 
 class _UnitRun:
-    """The commands of one action in one unit: environment, binaries (staged for the unit user), deadline, output
-    capture, and what a failed command means."""
+    """The commands of one action in one unit: environments (init's with the registry credentials), binaries
+    (staged for the unit user), limits, deadline, output capture, and what a failed command means.
+
+    `trusted`: the commit is the deploy branch's (an apply or a destroy: the pipeline runs them for deploy-branch
+    commits alone). Terraform's and OpenTofu's init run no code of the unit and get the registry credentials always;
+    Terragrunt's evaluates the unit's configuration (run_cmd, hooks), so it gets them for trusted commits only. No
+    other command ever gets them: providers and modules are downloaded by init."""
 
     def __init__(self, folder: RunFolder, unit: str, action: str, engine: str, settings: EngineSettings,
-                 redactor: Redactor, commit: str | None, long_grace: bool):
+                 redactor: Redactor, commit: str | None, long_grace: bool, trusted: bool = False):
         self.folder, self.unit, self.engine, self.settings = folder, unit, engine, settings
         self.redactor = redactor
         self.started = time.monotonic()
@@ -393,6 +431,10 @@ class _UnitRun:
         self.binary: str | None = None
         self.plugin_dir: str | None = None
         self.env: dict[str, str] = {}
+        self.init_env: dict[str, str] = {}
+        self.init_only: Path | None = None  # init's CLI configuration, deleted when init ends
+        self.registry_at_init = engine != "terragrunt" or trusted
+        self.preexec = settings.confinement(own_user=folder.user is not None).preexec()
         self.steps = 0
 
     def finish(self, status: Status, message: str, exit_code: int | None = None) -> Result:
@@ -430,6 +472,21 @@ class _UnitRun:
         except (IsolationError, OSError) as exc:
             return self.finish(Status.FAILED, f"cannot make {self.engine} usable by unit user "
                                               f"{self.folder.user.name if self.folder.user else ''}: {exc}")
+        self.init_env = dict(env)
+        if self.registry_at_init:
+            tokens = registry_credentials(os.environ, self.settings.env)
+            self.init_env.update(tokens)
+            self.redactor.add(*tokens.values())
+        config = env.pop(CLI_CONFIG_VAR, None)
+        self.init_env.pop(CLI_CONFIG_VAR, None)
+        if config and os.path.isfile(config):
+            try:
+                whole, without = self.folder.cli_configs(config)
+            except IsolationError as exc:
+                return self.finish(Status.FAILED, str(exc))
+            env[CLI_CONFIG_VAR] = str(without)
+            self.init_env[CLI_CONFIG_VAR] = str(whole if self.registry_at_init else without)
+            self.init_only = whole
         self.env = env
         return None
 
@@ -438,8 +495,8 @@ class _UnitRun:
             return ["-lock=false"]
         return [f"-lock-timeout={self.settings.lock_timeout}"] if self.settings.lock_timeout else []
 
-    def run(self, name: str, args: list[str], *, stdout_file: Path | None = None,
-            takes_lock: bool = False) -> _Completed | Result:
+    def run(self, name: str, args: list[str], *, stdout_file: Path | None = None, takes_lock: bool = False,
+            env: Mapping[str, str] | None = None) -> _Completed | Result:
         """One command: its completion, or a failed Result when it could not run."""
         assert self.binary is not None, "prepare() finds the binary before commands run"
         self.steps += 1
@@ -450,13 +507,14 @@ class _UnitRun:
             holders, holder = self.settings.holders(), who(_user_name(self.folder))
             on_start = lambda pid: holders.holding(pid, holder, self.unit, name)  # noqa: E731
         try:
-            done = run_process([self.binary, *args], cwd=self.folder.src / self.unit, env=self.env,
-                               capture=self.capture, deadline=self.deadline, kill_grace_s=self.grace,
-                               log_file=self.folder.logs / f"{self.steps:02d}-{name}.log", stdout_file=stdout_file,
-                               user=self.folder.user, on_start=on_start)
+            done = run_process([self.binary, *args], cwd=self.folder.src / self.unit,
+                               env=self.env if env is None else env, capture=self.capture, deadline=self.deadline,
+                               kill_grace_s=self.grace, log_file=self.folder.logs / f"{self.steps:02d}-{name}.log",
+                               stdout_file=stdout_file, user=self.folder.user, on_start=on_start,
+                               preexec=self.preexec)
         except FileNotFoundError:
             return self.finish(Status.TOOL_MISSING, f"{self.engine} is not installed ({self.binary!r} cannot be run)")
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             return self.finish(Status.FAILED, f"cannot run {self.engine}: {exc}")
         if done.timed_out:
             return self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after {self.settings.timeout_s:g}s "
@@ -478,7 +536,11 @@ class _UnitRun:
     def init(self) -> Result | None:
         args = ["init", "-input=false", "-no-color", *([f"-plugin-dir={self.plugin_dir}"] if self.plugin_dir else []),
                 *self.settings.init_args]
-        done = self.run("init", args)
+        try:
+            done = self.run("init", args, env=self.init_env)
+        finally:
+            if self.init_only is not None:
+                self.init_only.unlink(missing_ok=True)
         if isinstance(done, Result):
             return done
         return self.failed("init", done, False) if done.exit_code != 0 else None
@@ -496,7 +558,7 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
     if redactor is None:
         redactor = default_redactor(*(credentials_env or {}).values())
     applies = action in (Action.APPLY, Action.DESTROY)
-    run = _UnitRun(folder, unit, action.value, engine, settings, redactor, commit, long_grace=applies)
+    run = _UnitRun(folder, unit, action.value, engine, settings, redactor, commit, long_grace=applies, trusted=applies)
     result = run.result
     if not action.runs_terraform:
         return run.finish(Status.FAILED, f"action {action.value!r} does not run {engine}")
@@ -521,8 +583,15 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
         return done
     if done.exit_code != 0:
         return run.failed("show", done, False)
+    limit = settings.plan_json_max_mb << 20
     try:
-        result.summary = PlanSummary.from_plan_json(json.loads(plan_json.read_text(encoding="utf-8")))
+        with open(plan_json, "rb") as fh:
+            text = fh.read(limit + 1)
+        if len(text) > limit:  # a hostile provider can make it gigabytes
+            message = (f"the plan from `{engine} show -json` is larger than {settings.plan_json_max_mb} MiB "
+                       "(PIPELINES_PLAN_JSON_MAX_MB): not read")
+            return run.finish(Status.FAILED, message, 1)
+        result.summary = PlanSummary.from_plan_json(json.loads(text))
     except (OSError, ValueError) as exc:
         return run.finish(Status.FAILED, f"cannot read the plan from `{engine} show -json`: {exc}", 1)
     run.capture.feed(f"Summary: {result.summary.line()}\n")

@@ -154,6 +154,7 @@ def environment(demo: Demo, aws_endpoint: str, port: int, base: dict | None = No
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         "TF_CLI_ARGS_init": backend_config_args(aws_endpoint),  # Terraform 1.0.3's s3 backend
+        "PIPELINES_UNIT_ENV": f"{env.get('PIPELINES_UNIT_ENV', '')} TF_CLI_ARGS_init",  # units get it by name only
         "TF_CLI_CONFIG_FILE": str(demo.folder / "terraformrc"),
         "PATH": f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}",
         "PYTHONWARNINGS": quiet_warnings(env),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipelines_dagster.core.engine import EngineSettings, child_environment
-from pipelines_dagster.core.isolation import RunFolder, UnitUser, can_use, resolve_unit_user
+from pipelines_dagster.core.isolation import RunFolder, UnitUser, can_use, registry_credentials, resolve_unit_user
 from pipelines_dagster.core.model import Status
 from tests.conftest import OIDC_TOKEN, env_file, null_unit, s3_backend, terraform_binary
 from tests.executor.test_engine import request
@@ -177,31 +177,48 @@ def test_symlinks_leaving_the_repository_are_refused_and_links_inside_work(repo,
         repo.commit({}, "link removed")
 
 
-def test_units_get_an_allowlisted_environment():
+def test_units_get_an_allowlisted_environment_with_terraform_variables_by_name_only():
     base = {"PATH": "/usr/bin", "LANG": "C.UTF-8", "LC_ALL": "C", "TZ": "UTC", "HTTPS_PROXY": "http://proxy:3128",
             "SSL_CERT_FILE": "/etc/ssl/ca.pem", "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_S3": "http://s3",
-            "TF_CLI_ARGS_init": "-backend-config=x", "TF_VAR_env": "prod", "TG_PROVIDER_CACHE": "1",
+            "TF_LOG": "info", "TG_LOG_LEVEL": "debug", "TF_VAR_env": "prod",
             "HOME": "/root", "GITHUB_TOKEN": GITHUB_TOKEN, "GH_TOKEN": GITHUB_TOKEN,
             "PIPELINES_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----", "DAGSTER_PG_PASSWORD": PG_PASSWORD,
             "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "t", "ACTIONS_ID_TOKEN_REQUEST_URL": "https://x",
             "PIPELINES_WEB_IDENTITY_TOKEN_FILE": "/var/run/token", "AWS_ACCESS_KEY_ID": "AKIAAMBIENTEXAMPLE12",
             "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/token", "SSH_AUTH_SOCK": "/tmp/agent", "GOOGLE_PROJECT": "p",
-            "RANDOM_SETTING": "x"}
-    settings = EngineSettings(env={"TF_CLI_CONFIG_FILE": "/etc/terraformrc", "GITHUB_TOKEN": "from-settings"},
-                              env_names=["SSH_AUTH_SOCK", "GOOGLE_*", "GITHUB_TOKEN", "DAGSTER_*"])
+            "RANDOM_SETTING": "x",
+            # the deployment's Terraform secrets, and folders or redirections that units must not share
+            "TF_VAR_db_password": "hunter2-hunter2", "TF_TOKEN_app_terraform_io": "registry-token-1",
+            "TG_TF_REGISTRY_TOKEN": "registry-token-2", "TF_HTTP_PASSWORD": "http-backend-password",
+            "TF_HTTP_USERNAME": "u", "TF_CLI_ARGS_plan": "-var=db_password=hunter2", "TF_PLUGIN_CACHE_DIR": "/cache",
+            "TF_DATA_DIR": "/shared", "TF_REATTACH_PROVIDERS": "{}", "TG_PROVIDER_CACHE_DIR": "/cache",
+            "TERRAGRUNT_DOWNLOAD": "/shared"}
+    settings = EngineSettings(env={"TF_CLI_CONFIG_FILE": "/etc/terraformrc", "GITHUB_TOKEN": "from-settings",
+                                   "TF_TOKEN_example_com": "registry-token-3"},
+                              env_names=["SSH_AUTH_SOCK", "GOOGLE_*", "GITHUB_TOKEN", "DAGSTER_*", "TF_VAR_env",
+                                         "TF_TOKEN_*", "TG_TF_*"])
     creds = {"AWS_ACCESS_KEY_ID": "ASIAUNITEXAMPLE12345", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"}
 
     env = child_environment(creds, settings, base=base)
 
     passed = {"PATH", "LANG", "LC_ALL", "TZ", "HTTPS_PROXY", "SSL_CERT_FILE", "AWS_REGION", "AWS_ENDPOINT_URL_S3",
-              "TF_CLI_ARGS_init", "TF_VAR_env", "TG_PROVIDER_CACHE", "SSH_AUTH_SOCK", "GOOGLE_PROJECT"}
+              "TF_LOG", "TG_LOG_LEVEL", "TF_VAR_env", "SSH_AUTH_SOCK", "GOOGLE_PROJECT"}
     assert {k: env[k] for k in passed} == {k: base[k] for k in passed}
     assert env["TF_CLI_CONFIG_FILE"] == "/etc/terraformrc" and env["AWS_ACCESS_KEY_ID"] == "ASIAUNITEXAMPLE12345"
     assert env["TF_IN_AUTOMATION"] == "1" and env["TF_INPUT"] == "0"
-    # everything else stays out, secrets even when named in PIPELINES_UNIT_ENV or the deployment's settings
+    # everything else stays out: secrets even when named in PIPELINES_UNIT_ENV or the deployment's settings,
+    # registry credentials too (init alone gets them)
     assert set(env) == passed | {"TF_CLI_CONFIG_FILE", *creds, "TF_IN_AUTOMATION", "TF_INPUT", "CHECKPOINT_DISABLE",
                                  "TERRAGRUNT_NON_INTERACTIVE", "TG_NON_INTERACTIVE", "TERRAGRUNT_NO_COLOR",
                                  "TG_NO_COLOR", "NO_COLOR"}
+    assert registry_credentials(base, settings.env) == {
+        "TF_TOKEN_app_terraform_io": "registry-token-1", "TG_TF_REGISTRY_TOKEN": "registry-token-2",
+        "TF_TOKEN_example_com": "registry-token-3"}
+    # a deployment that needs one of the others names it
+    named = child_environment(creds, dataclasses.replace(settings, env_names=["TF_HTTP_*", "TF_CLI_ARGS_plan"]),
+                              base=base)
+    assert {k for k in named if k.startswith("TF_HTTP_") or k.startswith("TF_CLI_ARGS")} == {
+        "TF_HTTP_PASSWORD", "TF_HTTP_USERNAME", "TF_CLI_ARGS_plan"}
 
     ambient = child_environment(None, settings, base=base)  # no credentials of its own: the ambient ones
     assert ambient["AWS_ACCESS_KEY_ID"] == "AKIAAMBIENTEXAMPLE12" and "GITHUB_TOKEN" not in ambient
@@ -235,13 +252,11 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     assert result.status is Status.SUCCEEDED, result.message + result.output
     child = env_file(env_dump)
     stage = drop_box / "pipelines-units" / "stage"
-    config = Path(child["TF_CLI_CONFIG_FILE"])
-    assert config.parent.parent.parent == stage and config.read_text() == Path(settings.env["TF_CLI_CONFIG_FILE"]
-                                                                                ).read_text()
+    assert Path(child["TF_CLI_CONFIG_FILE"]).parent.parent.parent == drop_box / "pipelines-units"  # its run folder
     staged = {p.name: p for p in stage.rglob("*") if p.is_file()}
     assert stat.S_IMODE(staged["terraform"].stat().st_mode) == 0o755 and staged["terraform"].stat().st_uid == 0
-    assert staged["terraformrc"].stat().st_mode & 0o777 == 0o644
     assert staged["terraform-provider-null_v2.1.2_x4"].stat().st_mode & 0o777 == 0o755
+    assert set(staged) == {"terraform", "terraform-provider-null_v2.1.2_x4"}  # the CLI configuration never is
     assert f"-plugin-dir={stage}/" in result.output
     # the same content is staged once
     before = sorted(p.name for p in stage.iterdir())
@@ -289,8 +304,9 @@ def test_a_unit_user_that_cannot_be_used_is_a_clear_failure(repo, aws, make_exec
     assert result.message == ("cannot prepare the unit's run folder: PIPELINES_UNIT_USER=no-such-user-here: "
                               "no such user")
     assert EngineSettings.from_env({"PIPELINES_UNIT_USER": "daemon"}).unit_user == "daemon"
-    assert resolve_unit_user(pwd.getpwuid(os.geteuid()).pw_name) is None  # ourselves: no switch
-    if os.geteuid() == 0:
+    if os.geteuid() != 0:
+        assert resolve_unit_user(pwd.getpwuid(os.geteuid()).pw_name) is None  # ourselves: no switch
+    else:
         assert EngineSettings().unit_user == "200000-299999"
         assert resolve_unit_user("nobody") == UnitUser("nobody", pwd.getpwnam("nobody").pw_uid,
                                                        pwd.getpwnam("nobody").pw_gid)
