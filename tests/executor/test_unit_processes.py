@@ -44,7 +44,7 @@ def test_unit_processes_have_no_new_privileges_and_the_deployments_limits(repo, 
     executor = make_executor(settings=dataclasses.replace(settings, unit_memory_mb=3000, unit_file_mb=64,
                                                           unit_cpu_s=900, unit_processes=700))
 
-    result = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    result = executor.execute(request(unit, "apply", head))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output  # terraform runs within them
     assert Path(f"{seen}.status").read_text().split() == ["NoNewPrivs:", "1"]
@@ -80,7 +80,7 @@ def test_a_huge_plan_json_is_refused_without_being_read(repo, aws, make_executor
                                                           plan_json_max_mb=1))
     before = peak_rss_mb()
 
-    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = executor.execute(request(unit, "plan", head))
 
     assert result.status is Status.FAILED
     assert result.message == ("the plan from `terraform show -json` is larger than 1 MiB "
@@ -98,7 +98,7 @@ def test_a_huge_log_is_read_at_both_ends_only(repo, aws, make_executor, settings
                                                           max_output_chars=10_000))
     before, started = peak_rss_mb(), time.monotonic()
 
-    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = executor.execute(request(unit, "plan", head))
 
     assert result.status is Status.NO_CHANGES, result.message + result.output
     assert "first line" in result.output and "last line" in result.output
@@ -185,11 +185,11 @@ def test_a_unit_leaves_no_process_and_no_file_to_the_next_unit_of_its_uid(repo, 
                         f"{second}/main.tf": null_unit(aws.endpoint, second, count=0, extra=look)})
     executor = make_executor(settings=dataclasses.replace(settings, unit_user=f"{uid}-{uid}"))
     try:
-        planted = executor.execute(request(first, "apply", head), on_deploy_branch=True)
+        planted = executor.execute(request(first, "apply", head))
         assert planted.status is Status.SUCCEEDED, planted.message + planted.output
         assert uid not in _uids_in_use()  # the process that left its session is gone with the unit
 
-        looked = executor.execute(request(second, "apply", head), on_deploy_branch=True)
+        looked = executor.execute(request(second, "apply", head))
         assert looked.status is Status.SUCCEEDED, looked.message + looked.output
         seen = (drop_box / "seen").read_text()
         assert seen.count("No such file or directory") == 2 and seen.split()[-1] == str(uid), seen
@@ -205,7 +205,7 @@ def test_units_never_run_as_root_even_when_asked(repo, aws, make_executor, setti
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=1)})
     for spec in ("root", "0"):
         result = make_executor(settings=dataclasses.replace(settings, unit_user=spec)).execute(
-            request(unit, "plan", head), on_deploy_branch=False)
+            request(unit, "plan", head))
         assert result.status is Status.FAILED
         assert result.message == (f"cannot prepare the unit's run folder: PIPELINES_UNIT_USER={spec}: units must not "
                                   "run as root (uid 0) nor with its group: name another user, or a range of uids "

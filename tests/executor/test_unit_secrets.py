@@ -93,7 +93,7 @@ provider "evil" {}
     executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None, workdir_root=str(drop_box),
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
-    result = executor.execute(request(unit, "plan", head), on_deploy_branch=False)
+    result = executor.execute(request(unit, "plan", head))
 
     assert result.status is Status.FAILED and "Installed hashicorp/evil v1.0.0" in result.output, result.output
     assert loot.exists(), "the committed provider never ran: this test would prove nothing"
@@ -153,7 +153,7 @@ def test_init_alone_gets_the_registry_credentials_and_terragrunts_only_on_the_de
         settings, binaries={"terraform": str(engine), "terragrunt": str(engine)}, workdir_root=str(drop_box),
         env={"TF_CLI_CONFIG_FILE": str(config)}))
 
-    plan = executor.execute(request(tf_unit, "plan", head), on_deploy_branch=False)  # a pull request's plan
+    plan = executor.execute(request(tf_unit, "plan", head))  # a pull request's plan
     assert plan.status is Status.NO_CHANGES, plan.message + plan.output
     init, later = recorded(drop_box, "init"), [recorded(drop_box, c) for c in ("plan", "show")]
     assert init["TF_TOKEN_example_com"] == REGISTRY_TOKEN and init["TG_TF_REGISTRY_TOKEN"] == HELPER_TOKEN
@@ -167,13 +167,13 @@ def test_init_alone_gets_the_registry_credentials_and_terragrunts_only_on_the_de
     assert REGISTRY_TOKEN not in plan.output
 
     # Terragrunt's init evaluates the unit's configuration (run_cmd, hooks): credentials for deploy-branch commits only
-    tg_plan = executor.execute(request(tg_unit, "plan", head), on_deploy_branch=False)
+    tg_plan = executor.execute(request(tg_unit, "plan", head))
     assert tg_plan.status is Status.NO_CHANGES, tg_plan.message + tg_plan.output
     init = recorded(drop_box, "init")
     for command in ("plan", "show"):
         recorded(drop_box, command)
     assert "TF_TOKEN_example_com" not in init and CONFIG_TOKEN not in init["CONFIG"]
-    tg_apply = executor.execute(request(tg_unit, "apply", head), on_deploy_branch=True)
+    tg_apply = executor.execute(request(tg_unit, "apply", head))
     assert tg_apply.status is Status.NO_CHANGES, tg_apply.message + tg_apply.output
     init, plan_env = recorded(drop_box, "init"), recorded(drop_box, "plan")
     assert init["TF_TOKEN_example_com"] == REGISTRY_TOKEN and CONFIG_TOKEN in init["CONFIG"]
@@ -197,7 +197,7 @@ def test_a_cli_configuration_with_credentials_and_a_filesystem_mirror_installs_p
     executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None, workdir_root=str(drop_box),
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
-    result = executor.execute(request(unit, "apply", head), on_deploy_branch=True)
+    result = executor.execute(request(unit, "apply", head))
 
     assert result.status is Status.SUCCEEDED, result.message + result.output
     assert "Installed hashicorp/null v2.1.2" in result.output and "-plugin-dir" not in result.output
