@@ -10,7 +10,9 @@ import hashlib
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,10 +90,31 @@ def _refspecs(mirror: Path, refs: Sequence[str] | None) -> list[str]:
     return [f"+{ref}:{ref}" for ref in dict.fromkeys([*([default] if default else []), *refs])]
 
 
+@contextmanager
+def _fetching(mirror: Path, timeout_s: float) -> Iterator[float]:
+    """One fetch of a mirror at a time, across processes (two would race to update the same refs); yields the
+    seconds left for the fetch itself."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout_s
+    with open(mirror / "pipelines-fetch.lock", "a") as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise GitError(f"git fetch: another fetch of {mirror} is still running after "
+                                   f"{timeout_s:.0f} s") from None
+                time.sleep(0.05)
+        yield max(deadline - time.monotonic(), 1.0)
+
+
 def _fetch_mirror(location: str, mirror: Path, timeout_s: float, refs: Sequence[str] | None = None) -> None:
     try:
-        _git(mirror, "fetch", "--quiet", *(["--prune"] if refs is None else []), "--no-tags", "origin",
-             *_refspecs(mirror, refs), timeout=timeout_s)
+        with _fetching(mirror, timeout_s) as left_s:
+            _git(mirror, "fetch", "--quiet", *(["--prune"] if refs is None else []), "--no-tags", "origin",
+                 *_refspecs(mirror, refs), timeout=left_s)
     except GitError as exc:
         raise GitError(f"{location}: {exc}") from exc
     tags = _git(mirror, "for-each-ref", "--format=delete %(refname)", "refs/tags/").stdout
@@ -109,7 +132,7 @@ def _create_mirror(location: str, mirror: Path, timeout_s: float, refs: Sequence
     building = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
     try:
         _git(building, "init", "--quiet", "--bare")
-        _git(building, "remote", "add", "origin", location)
+        _git(building, "config", "remote.origin.url", location)  # no refs/remotes/: a mirror's refs are the remote's
         for refspec in MIRROR_REFSPECS:
             _git(building, "config", "--add", "remote.origin.fetch", refspec)
         _git(building, "config", "remote.origin.tagOpt", "--no-tags")
@@ -453,8 +476,9 @@ def remote_branch_heads(git_dir, timeout_s: float = DEFAULT_NETWORK_TIMEOUT_S) -
 def fetch(git_dir, refs: Sequence[str], timeout_s: float) -> None:
     """Fetch `refs` (full names) of a mirror's remote; nothing for a local repository."""
     if refs and _is_mirror(git_dir):
-        _git(git_dir, "fetch", "--quiet", "--no-tags", "origin", *(f"+{ref}:{ref}" for ref in refs),
-             timeout=timeout_s)
+        with _fetching(Path(_git_dir(git_dir)), timeout_s) as left_s:
+            _git(git_dir, "fetch", "--quiet", "--no-tags", "origin", *(f"+{ref}:{ref}" for ref in refs),
+                 timeout=left_s)
 
 
 def branch_sha(git_dir, branch: str) -> str | None:
