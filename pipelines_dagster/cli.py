@@ -63,10 +63,10 @@ def _add_execute(sub) -> None:
 
 
 def _cmd_execute(args, settings) -> int:
-    from .core.config import ConfigError, normalize_unit_path
     from .core.engine import EngineSettings
     from .core.executor import ExecuteRequest, prepare
     from .core.model import Action, Event
+    from .core.repo_files import ConfigError, normalize_unit_path
     from .integrations.git import GitError, open_git_dir, resolve
 
     def usage(message: str) -> int:
@@ -113,10 +113,10 @@ def _add_unlock(sub) -> None:
 
 
 def _cmd_unlock(args, settings) -> int:
-    from .core.config import ConfigError, normalize_unit_path
     from .core.engine import EngineSettings
     from .core.executor import prepare
-    from .core.repo_config import deploy_branch
+    from .core.repo_files import ConfigError, normalize_unit_path
+    from .core.trust import deploy_branch
     from .integrations.git import GitError, open_git_dir, resolve
 
     try:

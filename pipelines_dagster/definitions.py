@@ -14,7 +14,7 @@ from typing import Literal
 import dagster as dg
 
 from .core.lineage import Lineage, read_lineage
-from .core.watch import TAG_APPLY_LOCK, repo_identity
+from .core.run_requests import TAG_APPLY_LOCK, repo_identity
 from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.jobs import APPLY_JOB, PLAN_JOB, in_process_executor, k8s_step_executor, make_apply_job, make_plan_job

@@ -11,7 +11,7 @@ import pytest
 from pipelines_dagster.core.credentials import CredentialProvider, FileTokenSource
 from pipelines_dagster.core.engine import EngineSettings
 from pipelines_dagster.core.executor import Executor
-from pipelines_dagster.core.repo_config import trusted_config
+from pipelines_dagster.core.trust import trusted_config
 from pipelines_dagster.demo.aws import LOCK_TABLE, REGION, Aws, MotoServer, backend_settings, state_bucket
 from pipelines_dagster.demo.aws import UNVERIFIED_TOKEN as OIDC_TOKEN
 from pipelines_dagster.demo.terraform import install_null_provider, terraform_binary, write_cli_config

@@ -7,7 +7,7 @@ from `defs` up. Every import counts, lazy ones inside functions included.
     defs          the Dagster layer                  core, integrations, foundation
     entry points  definitions (and its plan and      anything
                   apply locations), cli, demo,
-                  defs.step_preload (the forkserver preloads the whole code location)
+                  step_preload (the forkserver preloads the whole code location)
 
 Inside core, `core.terragrunt` (parsing and static evaluation) and `core.graph` import nothing else of the
 package.
@@ -29,7 +29,7 @@ LAYER_OF = {  # module prefix -> layer; the longest prefix wins
     f"{PACKAGE}.integrations": "integrations",
     f"{PACKAGE}.core": "core",
     f"{PACKAGE}.defs": "defs",
-    f"{PACKAGE}.defs.step_preload": "entry points",
+    f"{PACKAGE}.step_preload": "entry points",
     f"{PACKAGE}.definitions": "entry points",
     f"{PACKAGE}.plan_location": "entry points",
     f"{PACKAGE}.apply_location": "entry points",

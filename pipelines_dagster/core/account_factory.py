@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from . import markdown as md
-from .config import ACCOUNT_NAME_RE, REGION_RE, Account
+from .repo_files import ACCOUNT_NAME_RE, REGION_RE, Account
 
 TEMPLATES = "_templates/account-baseline"
 BRANCH_PREFIX = "pipelines/account-baseline-"

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .config import Account, RolesConfig
 from .model import Event
+from .repo_files import Account, RolesConfig
 
 STS_AUDIENCE = "sts.amazonaws.com"
 REFRESH_MARGIN_S = 300  # cached credentials are renewed five minutes before they expire

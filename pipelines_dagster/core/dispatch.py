@@ -17,8 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .config import ConfigError, load_accounts
-from .executor import ExecuteRequest, Prepared
+from .executor import CommitExecutor, ExecuteRequest
 from .lineage import Lineage
 from .model import (
     Action,
@@ -34,6 +33,7 @@ from .model import (
     Status,
     UnitKind,
 )
+from .repo_files import ConfigError, load_accounts
 
 AppliedCommit = Callable[[str], str | None]
 RESOURCES_LISTED = 500  # resource changes per unit in an asset event's metadata
@@ -50,7 +50,7 @@ class Baseline:
     push_token: str | None = field(default=None, repr=False)
 
 
-class Item(BaseModel):
+class StepChanges(BaseModel):
     """What one dispatch step runs: one change, or (the last apply stage) the remaining waves in order."""
 
     changes: list[InfraChange]
@@ -92,18 +92,18 @@ def make_plan(spec: RunSpec, change_set: ChangeSet, blocked: str | None = None,
                 pull_request=pull_request if pull_request is not None else spec.pr)
 
 
-def start(plan: Plan, stages: int) -> tuple[Progress, list[Item]]:
+def start(plan: Plan, stages: int) -> tuple[Progress, list[StepChanges]]:
     """The run's first items: every change of a pull request, the first wave of a push."""
     progress = Progress(plan=plan)
     if plan.blocked:
         return progress.record([Outcome.note(c, Status.SKIPPED, plan.blocked) for c in plan.changes]), []
     if plan.spec.event is Event.PULL_REQUEST:
-        return progress, [_item(plan, [c]) for c in plan.changes]
+        return progress, [_step(plan, [c]) for c in plan.changes]
     return next_stage(progress, [], stage=0, last_stage=stages - 1)
 
 
 def next_stage(progress: Progress, results: list[Outcome], *, stage: int,
-               last_stage: int) -> tuple[Progress, list[Item]]:
+               last_stage: int) -> tuple[Progress, list[StepChanges]]:
     """Record a stage's results; the items of the next wave that has something to run (its changes whose
     dependencies did not succeed are skipped), or at the last stage every remaining wave as one item. No items:
     the run is done."""
@@ -116,7 +116,7 @@ def next_stage(progress: Progress, results: list[Outcome], *, stage: int,
             return progress, []
         waves = sorted({c.wave for c in remaining})
         if stage >= last_stage and len(waves) > 1:
-            return progress, [_item(progress.plan, sorted(remaining, key=lambda c: c.wave))]
+            return progress, [_step(progress.plan, sorted(remaining, key=lambda c: c.wave))]
         todo, skipped = [], []
         for change in (c for c in remaining if c.wave == waves[0]):
             reason = skip_reason(progress, change)
@@ -126,11 +126,11 @@ def next_stage(progress: Progress, results: list[Outcome], *, stage: int,
                 todo.append(change)
         progress = progress.record(skipped)
         if todo:
-            return progress, [_item(progress.plan, [c]) for c in todo]
+            return progress, [_step(progress.plan, [c]) for c in todo]
 
 
-def _item(plan: Plan, changes: list[InfraChange]) -> Item:
-    return Item(changes=changes, spec=plan.spec, pull_request=plan.pull_request)
+def _step(plan: Plan, changes: list[InfraChange]) -> StepChanges:
+    return StepChanges(changes=changes, spec=plan.spec, pull_request=plan.pull_request)
 
 
 def skip_reason(progress: Progress, change: InfraChange) -> str | None:
@@ -144,7 +144,7 @@ def skip_reason(progress: Progress, change: InfraChange) -> str | None:
     return None
 
 
-def reconcile_item(lineage: Lineage, units: Iterable[str]) -> tuple[Item, list[str]]:
+def reconcile_changes(lineage: Lineage, units: Iterable[str]) -> tuple[StepChanges, list[str]]:
     """Applying `units` at the deploy-branch commit `lineage` was read at (materializing their assets): one item,
     in waves as a push orders them. Also returns the units that are not on the deploy branch there."""
     assert lineage.commit is not None, "the lineage of a deploy-branch commit"
@@ -158,7 +158,7 @@ def reconcile_item(lineage: Lineage, units: Iterable[str]) -> tuple[Item, list[s
                                   action=Action.APPLY, wave=waves[u], depends_on=depends_on[u],
                                   kind=UnitKind(nodes[u].kind)) for u in chosen), key=lambda c: (c.wave, c.unit))
     spec = RunSpec(event=Event.PUSH, base=lineage.commit, head=lineage.commit)
-    return Item(changes=changes, spec=spec), sorted(set(units) - set(nodes))
+    return StepChanges(changes=changes, spec=spec), sorted(set(units) - set(nodes))
 
 
 def _nearest_chosen_dependencies(nodes: dict, chosen: set[str]) -> dict[str, list[str]]:
@@ -202,8 +202,8 @@ def _waves(units: list[str], depends_on: dict[str, list[str]], deploy_order: dic
     return wave
 
 
-def run_item(item: Item, prepared: Prepared | None, repo, max_parallel: int = 4, baseline: Baseline | None = None,
-             applied_commit: AppliedCommit | None = None) -> list[Outcome]:
+def run_step(item: StepChanges, prepared: CommitExecutor | None, repo, max_parallel: int = 4,
+             baseline: Baseline | None = None, applied_commit: AppliedCommit | None = None) -> list[Outcome]:
     """Run an item's changes in wave order, each wave's changes in parallel (bounded), skipping dependents of
     failures. `applied_commit(unit)`: the commit a unit was last applied (or destroyed) at, to refuse going
     backwards."""
@@ -223,7 +223,7 @@ def run_item(item: Item, prepared: Prepared | None, repo, max_parallel: int = 4,
     return [progress.outcomes[c.key] for c in item.changes]
 
 
-def dispatch_change(change: InfraChange, spec: RunSpec, prepared: Prepared | None, repo,
+def dispatch_change(change: InfraChange, spec: RunSpec, prepared: CommitExecutor | None, repo,
                     baseline: Baseline | None = None, applied_commit: AppliedCommit | None = None) -> Outcome:
     """One change to its outcome (with wall-clock start and end); never raises."""
     started = time.time()
@@ -250,7 +250,7 @@ def newer_applied_commit(change: InfraChange, spec: RunSpec, repo, applied_commi
     return None
 
 
-def _dispatch(change: InfraChange, spec: RunSpec, prepared: Prepared | None, repo,
+def _dispatch(change: InfraChange, spec: RunSpec, prepared: CommitExecutor | None, repo,
               baseline: Baseline | None) -> Outcome:
     try:
         if change.unit is None:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel, Field
 
-from .executor import ExecuteRequest, Prepared
+from .executor import CommitExecutor, ExecuteRequest
 from .model import Action, Event, PlanSummary, ResourceChange, Result, Status
 
 ISSUE_KEY = "drift"
@@ -77,7 +77,7 @@ def matches(unit: str, patterns: list[str]) -> bool:
                                fnmatch.fnmatchcase(unit, p.strip("/") + "/*") for p in patterns)
 
 
-def check_units(prepared: Prepared, repo, commit: str, units: dict[str, str | None],
+def check_units(prepared: CommitExecutor, repo, commit: str, units: dict[str, str | None],
                 max_parallel: int = 4) -> list[Finding]:
     """Plan every unit (path -> account) at `commit`; units no longer there are GONE. Never raises per unit."""
     from ..integrations.git import list_folders

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..redact import default_redactor
-from .config import PipelinesConfig
 from .credentials import CredentialProvider, CredentialsError, DeployedAccount, session_name
 from .engine import EngineSettings, force_unlock_in_workdir, run_in_workdir
 from .isolation import IsolationError, RunFolder, resolve_unit_user
 from .model import Action, Event, Result, Status, UnitKind
-from .repo_config import TrustedConfig, trusted_config
+from .repo_files import PipelinesConfig
+from .trust import TrustedConfig, trusted_config
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Executor:
 
 
 @dataclass
-class Prepared:
+class CommitExecutor:
     """An executor for one head commit, with the deploy-branch facts that decide its credentials."""
 
     executor: Executor
@@ -209,7 +209,8 @@ class Prepared:
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
             token_source=None, region: str | None = None, location: str | None = None,
-            audience: str = "sts.amazonaws.com", deployed: Mapping[str, DeployedAccount] | None = None) -> Prepared:
+            audience: str = "sts.amazonaws.com", deployed: Mapping[str, DeployedAccount] | None = None
+            ) -> CommitExecutor:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,
     and the deployment's OIDC token source. `deploy_branch` is the deployment's override; `deployed`: the accounts
@@ -229,4 +230,4 @@ def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: Engi
                        "using ambient credentials")
     executor = Executor(repo, config=trusted.config, credentials_config=trusted, provider=provider,
                         settings=settings or EngineSettings.from_env(), location=location)
-    return Prepared(executor, executor.on_deploy_branch(head), trusted.branch, notices)
+    return CommitExecutor(executor, executor.on_deploy_branch(head), trusted.branch, notices)

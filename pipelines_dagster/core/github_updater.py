@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from . import render
 from .drift import Finding
-from .watch import CrashTarget
+from .run_requests import CrashTarget
 
 log = logging.getLogger(__name__)
 STATUS_CONTEXT = "pipelines-dagster"

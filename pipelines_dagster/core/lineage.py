@@ -102,7 +102,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, *, cach
     """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL);
     `cache_root` holds the mirrors, `index_cache` the parse cache (None: none)."""
     from ..integrations.git import GitError, branch_sha, open_git_dir
-    from .repo_config import deploy_branch as find_deploy_branch
+    from .trust import deploy_branch as find_deploy_branch
 
     if not location:
         return Lineage(notes=["PIPELINES_REPO_URL is not set: there are no unit assets"])

@@ -4,12 +4,12 @@ import gc
 import posixpath
 
 from ..integrations import git as gitio
-from .config import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
-from .repo_config import trusted_config
+from .repo_files import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .repo_index import IndexBuilder, RepoIndex, default_index_cache
 from .terragrunt.traversal import Problem as EvalProblem
+from .trust import trusted_config
 
 
 def _is_envcommon(path: str) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from . import markdown as md
 from .drift import DRIFTED, UNCHECKED, Finding
 from .model import Event, Outcome, Plan, Status
-from .watch import CrashTarget
+from .run_requests import CrashTarget
 
 GITHUB_COMMENT_LIMIT = 65536
 RESOURCES_PER_UNIT = 50  # resource changes listed per unit; the rest are on the unit's asset in Dagster

@@ -12,7 +12,7 @@ import dagster as dg
 
 from ..core import dispatch
 from ..core import drift as drift_core
-from ..core.dispatch import AssetRecord, Item
+from ..core.dispatch import AssetRecord, StepChanges
 from ..core.engine import EngineSettings
 from ..core.lineage import AccountNode, Lineage, unit_key
 from ..core.model import Outcome, ResourceChange, Status
@@ -73,11 +73,11 @@ class ChangeRunner:
 
     # -- the three surfaces
 
-    def run(self, context: dg.OpExecutionContext, item: Item) -> Iterator:
+    def run(self, context: dg.OpExecutionContext, item: StepChanges) -> Iterator:
         """A change step: the item's changes with their accounts' credentials. The outcomes are the step's output;
         a failed change then fails the step (the report has what it needs)."""
-        from ..core.config import ConfigError
-        from ..core.repo_config import LaunchRefused, push_range
+        from ..core.repo_files import ConfigError
+        from ..core.trust import LaunchRefused, push_range
 
         spec = item.spec
         repo = self.infra_repo.git_dir(fetch=False)
@@ -96,7 +96,7 @@ class ChangeRunner:
             branch = prepared.deploy_branch if prepared else self.infra_repo.deploy_branch(repo)
             baseline = dispatch.Baseline(self.infra_repo.location, branch, self.github.client(),
                                          self.github.push_token(self.infra_repo.location))
-        outcomes = dispatch.run_item(item, prepared, repo, self.max_parallel, baseline,
+        outcomes = dispatch.run_step(item, prepared, repo, self.max_parallel, baseline,
                                      applied_commit=lambda unit: applied_commit(context.instance, unit))
         self.retry_if_transient(context, transient_problems(outcomes))
         on_deploy_branch = prepared is not None and prepared.on_deploy_branch
@@ -106,9 +106,9 @@ class ChangeRunner:
     def materialize(self, context: dg.AssetExecutionContext, units: list[str], commit: str | None) -> Iterator:
         """Applies `units` at the deploy-branch tip (`commit`, when given, must be it), dependencies first, under
         the repository's apply lock; a unit that fails, or is not a unit there, fails the step."""
-        from ..core import watch
-        from ..core.config import ConfigError
+        from ..core import run_requests
         from ..core.lineage import read_lineage
+        from ..core.repo_files import ConfigError
         from ..integrations.git import GitError, resolve
 
         try:
@@ -124,8 +124,8 @@ class ChangeRunner:
         if asked != tip:
             raise dg.Failure(description=f"refused: {commit} ({asked[:12]}) is not the tip of the deploy branch "
                                          f"{branch} ({tip[:12]}); materializing applies the tip and nothing else")
-        item, gone = dispatch.reconcile_item(lineage, units)
-        context.instance.add_run_tags(context.run.run_id, watch.run_tags(
+        item, gone = dispatch.reconcile_changes(lineage, units)
+        context.instance.add_run_tags(context.run.run_id, run_requests.run_tags(
             "push", tip, accounts=[c.account for c in item.changes]))
         self.wait_for_other_applies(context)
         context.log.info(f"applying {len(item.changes)} unit(s) at {branch} {tip[:12]}")
@@ -133,7 +133,7 @@ class ChangeRunner:
             prepared = self._prepare(context, repo, tip)
         except ConfigError as exc:
             raise dg.Failure(description=f"configuration of the deploy branch: {exc}") from None
-        outcomes = dispatch.run_item(item, prepared, repo, self.max_parallel,
+        outcomes = dispatch.run_step(item, prepared, repo, self.max_parallel,
                                      applied_commit=lambda unit: applied_commit(context.instance, unit))
         self.retry_if_transient(context, transient_problems(outcomes))
         for o in outcomes:
@@ -150,7 +150,7 @@ class ChangeRunner:
                     check_name: str) -> Iterator[dg.AssetCheckResult]:
         """Plans `units` at the deploy-branch head with the plan role and `-detailed-exitcode`: one check result
         each; the drift issue (GitHub) lists what the latest result of every unit's check says."""
-        from ..core.config import ConfigError
+        from ..core.repo_files import ConfigError
         from ..integrations.git import GitError, resolve
 
         accounts = {u.path: u.account for u in lineage.units}
@@ -235,7 +235,7 @@ class ChangeRunner:
         the run queue starts one at a time; a push run launched without it (from the Launchpad), or a
         materialization of unit assets, takes the tag now and, while another apply of the repository is in
         progress, waits through Dagster's retries."""
-        from ..core.watch import TAG_APPLY_LOCK
+        from ..core.run_requests import TAG_APPLY_LOCK
 
         lock = apply_lock(self.github, self.infra_repo)
         run_id = context.run.run_id

@@ -17,10 +17,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import dagster as dg
 
-from ..core import dispatch as core
-from ..core import watch
-from ..core.bounded import detect_changes_bounded
-from ..core.dispatch import Item, Progress
+from ..core import dispatch, run_requests
+from ..core.detection_process import detect_changes_bounded
+from ..core.dispatch import Progress, StepChanges
 from ..core.github_updater import Updater
 from ..core.model import Event, Outcome
 from ..core.reporter import Reporter, failed_outcomes, run_failed, summary_counts
@@ -53,7 +52,7 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
     client = github.client()
     spec, branch, repo, pull = run_spec(config, infra_repo, client)
     event = spec.event
-    context.instance.add_run_tags(context.run_id, watch.run_tags(event.value, spec.head, spec.pr))
+    context.instance.add_run_tags(context.run_id, run_requests.run_tags(event.value, spec.head, spec.pr))
     if event is Event.PUSH:
         changes.wait_for_other_applies(context)
     updater = Updater(client)
@@ -73,14 +72,14 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
         except FutureTimeout:
             reporter.detecting()
             change_set = detection.result()
-    plan = core.make_plan(spec, change_set, blocked, pull_request).model_copy(update={
+    plan = dispatch.make_plan(spec, change_set, blocked, pull_request).model_copy(update={
         "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None})
     reporter.planned(plan)
-    context.instance.add_run_tags(context.run_id, watch.run_tags(
+    context.instance.add_run_tags(context.run_id, run_requests.run_tags(
         event.value, spec.head, plan.pull_request, [c.account for c in plan.changes]))
     for problem in plan.errors:
         context.log.error(problem)
-    progress, items = core.start(plan, stages)
+    progress, items = dispatch.start(plan, stages)
     yield dg.Output(progress, "progress", metadata={
         "changes": len(plan.changes), "errors": len(plan.errors), "warnings": len(plan.warnings),
         "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
@@ -88,7 +87,7 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
         yield _dynamic(item)
 
 
-def _dynamic(item: Item) -> dg.DynamicOutput:
+def _dynamic(item: StepChanges) -> dg.DynamicOutput:
     first = item.changes[0]
     return dg.DynamicOutput(item, mapping_key=item.key, output_name="changes",
                            metadata={"unit": first.name, "type": first.type.value, "action": first.action.value,
@@ -98,7 +97,7 @@ def _dynamic(item: Item) -> dg.DynamicOutput:
 
 def _stage(progress: Progress, results: list[list[Outcome]], stage: int, stages: int):
     """Record the previous wave's results; emit the next wave (nothing when the run has no more)."""
-    progress, items = core.next_stage(progress, _flat(results), stage=stage, last_stage=stages - 1)
+    progress, items = dispatch.next_stage(progress, _flat(results), stage=stage, last_stage=stages - 1)
     yield dg.Output(progress, "progress", metadata={"changes": sum(len(i.changes) for i in items)})
     for item in items:
         yield _dynamic(item)
@@ -127,7 +126,7 @@ def _executor(max_parallel: int, executor_def: dg.ExecutorDefinition | None) -> 
         **step_limits(max_parallel),
         # steps fork from a server that has already imported Dagster and this code: no per-step start-up
         # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
-        "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.defs.step_preload",
+        "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.step_preload",
                                                             "dagster_postgres"]}}})
 
 
@@ -142,7 +141,7 @@ def report(context: dg.OpExecutionContext, progress: Progress, results: list[lis
 def make_plan_job(*, max_parallel: int = 4, executor_def: dg.ExecutorDefinition | None = None) -> dg.JobDefinition:
     """A pull request's run: every change planned at once, one step each, with its account's plan role."""
 
-    @dg.op(name="orchestrate_plan", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+    @dg.op(name="orchestrate_plan", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(StepChanges)},
            tags=ORCHESTRATOR_TAGS)
     def orchestrate(context: dg.OpExecutionContext, config: PlanConfig, infra_repo: dg.ResourceParam[InfraRepo],
                     github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
@@ -150,7 +149,7 @@ def make_plan_job(*, max_parallel: int = 4, executor_def: dg.ExecutorDefinition 
         yield from _orchestrate(context, config, infra_repo, github, changes, stages=1)
 
     @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
-    def plan(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
+    def plan(context: dg.OpExecutionContext, item: StepChanges, changes: dg.ResourceParam[ChangeRunner]):
         """Plan one change of a pull request with its account's plan role."""
         yield from changes.run(context, item)
 
@@ -169,7 +168,7 @@ def make_apply_job(*, stages: int = 8, max_parallel: int = 4,
     """A deploy-branch commit's run, with `stages` waves: each change applied (or destroyed) in its own step, with
     its account's apply role, dependencies first."""
 
-    @dg.op(name="orchestrate_apply", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+    @dg.op(name="orchestrate_apply", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(StepChanges)},
            tags=ORCHESTRATOR_TAGS)
     def orchestrate(context: dg.OpExecutionContext, config: ApplyConfig, infra_repo: dg.ResourceParam[InfraRepo],
                     github: dg.ResourceParam[GitHub], changes: dg.ResourceParam[ChangeRunner]):
@@ -177,12 +176,12 @@ def make_apply_job(*, stages: int = 8, max_parallel: int = 4,
         yield from _orchestrate(context, config, infra_repo, github, changes, stages)
 
     @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
-    def apply(context: dg.OpExecutionContext, item: Item, changes: dg.ResourceParam[ChangeRunner]):
+    def apply(context: dg.OpExecutionContext, item: StepChanges, changes: dg.ResourceParam[ChangeRunner]):
         """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
         yield from changes.run(context, item)
 
     def stage_op(stage: int):
-        @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(Item)},
+        @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(StepChanges)},
                tags=ORCHESTRATOR_TAGS)
         def wave(progress: Progress, results: list[list[Outcome]]):
             """Record the previous wave's outcomes, skip the dependents of failures, emit the next wave."""

@@ -1,6 +1,6 @@
 """What a launcher may choose, and what it means: the plan and apply jobs' run configuration (intent only: a pull
 request, a branch, a commit) turned into the run's base and head. Everything else comes from the deployment and the
-deploy branch, and a push run is held to the deploy branch's own history (core.repo_config.push_range)."""
+deploy branch, and a push run is held to the deploy branch's own history (core.trust.push_range)."""
 
 import re
 from typing import TYPE_CHECKING
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
-from ..core import watch
+from ..core import run_requests
 from ..core.model import Event, RunSpec
 from .resources import InfraRepo
 
@@ -84,7 +84,7 @@ def run_spec(config: PlanConfig | ApplyConfig, infra_repo: InfraRepo,
              client) -> "tuple[RunSpec, str, object, PullRequestInfo | None]":
     """The run's spec (full shas), the deploy branch, the git dir, and the pull request a plan was asked for.
     dg.Failure ("cannot start: ...") names what is wrong before anything runs."""
-    from ..core.repo_config import LaunchRefused, push_range
+    from ..core.trust import LaunchRefused, push_range
     from ..integrations.git import GitError, merge_base, resolve
 
     plan = isinstance(config, PlanConfig)
@@ -121,7 +121,7 @@ def replaced_tip(context: dg.OpExecutionContext, repo, branch: str) -> str | Non
     believed only when that commit is indeed no longer on the branch)."""
     from ..integrations.git import branch_sha, has_commit, is_ancestor
 
-    old = context.run.tags.get(watch.TAG_REPLACED_TIP)
+    old = context.run.tags.get(run_requests.TAG_REPLACED_TIP)
     tip = branch_sha(repo, branch)
     if not old or tip is None or not has_commit(repo, old) or is_ancestor(repo, old, tip):
         return None

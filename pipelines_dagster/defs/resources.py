@@ -94,7 +94,7 @@ class InfraRepo:
 
     def deploy_branch(self, git_dir) -> str:
         """The deploy branch: the deployment's, else `.pipelines.yml`'s on the default branch."""
-        from ..core.repo_config import deploy_branch
+        from ..core.trust import deploy_branch
 
         return deploy_branch(git_dir, self.deploy_branch_override)
 
@@ -174,8 +174,8 @@ def account_description(account: AccountNode) -> str:
 
 
 class ContractsIOManager(dg.IOManager):
-    """What the job's steps pass each other (core.dispatch's Item and Progress, core.model's Outcome lists) as JSON,
-    validated against their type when a step loads it: no pickles, and no step gets a value that is not a valid
+    """What the jobs' steps pass each other (core.dispatch's StepChanges and Progress, core.model's Outcome lists)
+    as JSON, validated against their type when a step loads it: no pickles, and no step gets a value that is not a valid
     contract. Each value is stored under `<run id>/<step>/<output>[/<mapping key>]` (where Dagster's filesystem IO
     manager puts its own, so "Re-execute from failure" finds the outputs of the run it re-executes): under the
     instance's storage folder, or in an S3 bucket for step pods, which share no filesystem. Nothing is logged per
@@ -257,7 +257,7 @@ def _adapter(typing_type: Any) -> TypeAdapter:
 
 def apply_lock(github: GitHub, infra_repo: InfraRepo) -> str:
     """The value of the apply-lock run tag: one per repository, so its applies (and drift runs) never overlap."""
-    from ..core.watch import repo_identity
+    from ..core.run_requests import repo_identity
 
     return repo_identity(github.repo or infra_repo.location)
 

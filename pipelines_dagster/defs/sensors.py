@@ -1,6 +1,6 @@
 """Sensors: pull requests (or, in local mode, branches of the git remote), the deploy branch, and crashed runs.
 
-Thin: the decisions (what is new, what a run is given, what a crash report says) are in core.watch; git refs in
+Thin: the decisions (what is new, what a run is given, what a crash report says) are in core.run_requests; git refs in
 integrations.git; GitHub calls through integrations.github. One factory per sensor, taking the job.
 
 Every tick stays well inside Dagster's 60 s: GitHub calls made by sensors use a short timeout and a retry policy
@@ -11,7 +11,7 @@ import time
 
 import dagster as dg
 
-from ..core import render, watch
+from ..core import render, run_requests
 from ..core.github_updater import Updater
 from ..settings import Settings
 from .execution import REPORTED, ChangeRunner
@@ -59,7 +59,7 @@ def _deploy_head(infra_repo: InfraRepo):
     return git_dir, deploy, head
 
 
-def _request(run: watch.RunWanted) -> dg.RunRequest:
+def _request(run: run_requests.RunWanted) -> dg.RunRequest:
     return dg.RunRequest(run_key=run.run_key, run_config=run.run_config(), tags=dict(run.tags))
 
 
@@ -80,7 +80,7 @@ def _pull_requests_tick(context, state: dict, github: GitHub, tick_budget_s: flo
     by_number = {str(pr.number): pr for pr in prs}
     seen = state.get("prs") or {}
     handled = {n: seen[n] for n in by_number if n in seen}  # closed pull requests drop out
-    new = [by_number[n] for n in watch.new_heads({n: pr.head_sha for n, pr in by_number.items()}, seen)]
+    new = [by_number[n] for n in run_requests.new_heads({n: pr.head_sha for n, pr in by_number.items()}, seen)]
     requests, left = [], 0
     for pr in new:
         if time.monotonic() > deadline:
@@ -94,11 +94,11 @@ def _pull_requests_tick(context, state: dict, github: GitHub, tick_budget_s: flo
                 continue
             context.log.info(f"#{pr.number} comes from a fork ({pr.head_repo}): no run")
         else:
-            requests.append(_request(watch.pull_request_run(pr, pr.base_ref)))
+            requests.append(_request(run_requests.pull_request_run(pr, pr.base_ref)))
         handled[str(pr.number)] = pr.head_sha
     if left:
         context.log.warning(f"{left} pull request(s) left for the next tick (tick budget {tick_budget_s:.0f}s)")
-    cursor = watch.dump_cursor({**state, "prs": handled})
+    cursor = run_requests.dump_cursor({**state, "prs": handled})
     if not requests:
         return dg.SensorResult(skip_reason=f"{len(prs)} open pull request(s), no new head", cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
@@ -122,7 +122,7 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepo, tick_budget_s: f
     heads.pop(deploy, None)
     seen, slow = state.get("branches") or {}, state.get("slow") or {}
     handled = {name: seen[name] for name in heads if name in seen}  # deleted branches drop out
-    new = sorted(watch.new_heads(heads, seen), key=lambda name: slow.get(name) == heads[name])
+    new = sorted(run_requests.new_heads(heads, seen), key=lambda name: slow.get(name) == heads[name])
     requests, still_slow, left = [], {}, 0
     for name in new:
         sha, remaining = heads[name], deadline - time.monotonic()
@@ -141,10 +141,10 @@ def _branches_tick(context, state: dict, infra_repo: InfraRepo, tick_budget_s: f
             context.log.info(f"branch {name} at {sha[:12]} is already on {deploy}: no run")
             continue
         base = merge_base(git_dir, sha, deploy_sha) or deploy_sha
-        requests.append(_request(watch.branch_run(name, sha, base, deploy)))
+        requests.append(_request(run_requests.branch_run(name, sha, base, deploy)))
     if left:
         context.log.warning(f"{left} branch(es) left for the next tick (tick budget {tick_budget_s:.0f}s)")
-    cursor = watch.dump_cursor({**{k: v for k, v in state.items() if k != "slow"}, "branches": handled,
+    cursor = run_requests.dump_cursor({**{k: v for k, v in state.items() if k != "slow"}, "branches": handled,
                                 **({"slow": still_slow} if still_slow else {})})
     if not requests:
         return dg.SensorResult(skip_reason=f"{len(heads)} branch(es) besides {deploy}, no new head", cursor=cursor)
@@ -159,7 +159,7 @@ def make_pull_request_sensor(job, settings: Settings = DEFAULTS,
                            "than the deploy branch (local mode). Forks get a comment instead of a run.")
     def pull_request_sensor(context: dg.SensorEvaluationContext, infra_repo: dg.ResourceParam[InfraRepo],
                             github: dg.ResourceParam[GitHub]):
-        state = watch.load_cursor(context.cursor)
+        state = run_requests.load_cursor(context.cursor)
         if github.local_mode:
             return _branches_tick(context, state, infra_repo, settings.sensor_tick_budget_s)
         return _pull_requests_tick(context, state, github, settings.sensor_tick_budget_s)
@@ -184,9 +184,9 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
         if isinstance(found, dg.SkipReason):
             return found
         git_dir, deploy, head = found
-        state = watch.load_cursor(context.cursor)
+        state = run_requests.load_cursor(context.cursor)
         last = state.get("sha") if state.get("branch") == deploy else None
-        record = watch.dump_cursor({"branch": deploy, "sha": head})
+        record = run_requests.dump_cursor({"branch": deploy, "sha": head})
         if not last:  # first look (or a new deploy branch): history is not applied
             return dg.SensorResult(skip_reason=f"recorded {deploy} at {head[:12]}; later commits will be applied",
                                    cursor=record)
@@ -211,9 +211,9 @@ def make_deploy_branch_sensor(job, settings: Settings = DEFAULTS,
         batch = commits[:settings.max_push_runs_per_tick]
         if len(commits) > len(batch):
             context.log.info(f"{len(commits) - len(batch)} more commit(s) of {deploy} go in the next tick")
-        runs = watch.push_runs(last, batch, apply_lock(github, infra_repo), replaced)
+        runs = run_requests.push_runs(last, batch, apply_lock(github, infra_repo), replaced)
         return dg.SensorResult(run_requests=[_request(r) for r in runs],
-                               cursor=watch.dump_cursor({"branch": deploy, "sha": batch[-1]}))
+                               cursor=run_requests.dump_cursor({"branch": deploy, "sha": batch[-1]}))
 
     return deploy_branch_sensor
 
@@ -242,7 +242,8 @@ def make_run_failure_sensor(jobs: list, settings: Settings = DEFAULTS,
 
         run = context.dagster_run
         failures = context.get_step_failure_events()
-        if _report_written(context.instance, run.run_id) and watch.already_reported([_reported(e) for e in failures]):
+        if _report_written(context.instance, run.run_id) and run_requests.already_reported(
+                [_reported(e) for e in failures]):
             context.log.info(f"run {run.run_id}: failed after reporting; nothing to add")
             return
         errors: list[tuple[str | None, str]] = [
@@ -251,7 +252,7 @@ def make_run_failure_sensor(jobs: list, settings: Settings = DEFAULTS,
         if not errors:
             errors = [("run", context.failure_event.message or "the run failed")]
         event = JOB_EVENTS.get(run.job_name)
-        target = watch.crash_target(event.value if event else None, run.tags, run.run_config)
+        target = run_requests.crash_target(event.value if event else None, run.tags, run.run_config)
         body = render.crash_report(run_id=run.run_id, run_url=changes.run_url(run.run_id), target=target,
                                    errors=errors, redact=default_redactor())
         if github.local_mode:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from pipelines_dagster.core.account_factory import BaselineError, _write_inside, baseline_files
-from pipelines_dagster.core.config import Account, load_accounts
+from pipelines_dagster.core.repo_files import Account, load_accounts
 
 
 @pytest.mark.parametrize("field, value", [("region", "../../../../tmp/escape"), ("region", "us-east-1/../x"),

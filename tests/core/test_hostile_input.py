@@ -15,10 +15,10 @@ from pathlib import Path
 import git
 import pytest
 
-from pipelines_dagster.core.bounded import change_set_to_data, detect_changes_bounded
-from pipelines_dagster.core.config import ConfigError, load_accounts, load_pipelines_config
+from pipelines_dagster.core.detection_process import change_set_to_data, detect_changes_bounded
 from pipelines_dagster.core.model import Event, UnitKind
 from pipelines_dagster.core.orchestrator import detect_changes
+from pipelines_dagster.core.repo_files import ConfigError, load_accounts, load_pipelines_config
 from pipelines_dagster.core.terragrunt import parse
 from pipelines_dagster.integrations.git import GitError, read_tree
 from tests.core.test_evaluate import evaluate, messages

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines_dagster.core import account_factory, drift, render, watch
-from pipelines_dagster.core.config import Account
+from pipelines_dagster.core import account_factory, drift, render, run_requests
 from pipelines_dagster.core.github_updater import Updater
 from pipelines_dagster.core.model import InfraChange, Outcome, Plan, PlanSummary, ResourceChange, RunSpec, Status
+from pipelines_dagster.core.repo_files import Account
 from pipelines_dagster.core.reporter import Reporter
 from pipelines_dagster.integrations.github import GitHubClient
 from pipelines_dagster.redact import Redactor
@@ -51,7 +51,7 @@ def test_drift_issue():
 def test_crash_report_and_fork_comment():
     output = "Traceback\n````\n</details><img src=x>\n@bob #3 https://evil.example"
     body = render.crash_report(run_id="abcdef12-run", run_url=RUN_URL, errors=[("orchestrate <b>", output)],
-                               target=watch.CrashTarget(event="push", pr=None, sha=SHA), redact=Redactor())
+                               target=run_requests.CrashTarget(event="push", pr=None, sha=SHA), redact=Redactor())
     rendered = assert_inert(body, links=[RUN_URL], tags={"h3", "p", "code", "a", "strong", "pre"},
                             shown=[output, "orchestrate <b>"])
     assert rendered.tags.count("pre") == 1

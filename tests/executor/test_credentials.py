@@ -13,7 +13,6 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from pipelines_dagster.core.config import Account, RolesConfig
 from pipelines_dagster.core.credentials import (
     CommandTokenSource,
     CredentialProvider,
@@ -24,6 +23,7 @@ from pipelines_dagster.core.credentials import (
     session_name,
     token_source_from_env,
 )
+from pipelines_dagster.core.repo_files import Account, RolesConfig
 from tests.conftest import ACCOUNTS, OIDC_TOKEN
 
 DEV = Account(id=ACCOUNTS["dev"])

@@ -104,7 +104,7 @@ def test_pull_request_adding_an_account_only_validates(remote, plugin_dir):
 
 def test_the_baseline_authenticates_with_the_token_through_askpass_never_in_a_url(remote, tmp_path):
     from pipelines_dagster.core.account_factory import open_baseline
-    from pipelines_dagster.core.config import Account
+    from pipelines_dagster.core.repo_files import Account
     from tests.githttp import served_with_token
 
     token = "ghs_" + "BaselineToken7" * 3

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines_dagster.core import watch
+from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.defs import jobs
@@ -177,15 +177,15 @@ def test_slow_detection_first_says_so_on_the_pull_request(repo, aws, env, github
 def test_push_run_launched_without_the_apply_lock_waits_for_the_apply_in_progress(repo, aws, env, monkeypatch):
     base = repo.git("rev-parse", "HEAD")
     repo.commit({"dev/locked/main.tf": null_unit(aws.endpoint, "dev/locked")})
-    lock = watch.repo_identity(str(repo.path))
+    lock = run_requests.repo_identity(str(repo.path))
     with dg.instance_for_test() as instance:
         config = {"ops": {"orchestrate": {"config": {"base_ref": base, "head_ref": "main"}}}}
-        other = instance.create_run_for_job(make_apply_job(), run_config=config,
-                                            tags={watch.TAG_APPLY_LOCK: lock}, status=dg.DagsterRunStatus.STARTED)
+        other = instance.create_run_for_job(make_apply_job(), run_config=config, status=dg.DagsterRunStatus.STARTED,
+                                            tags={run_requests.TAG_APPLY_LOCK: lock})
         run = run_job(repo, env, "push", base, "main", instance=instance,  # as from the Launchpad: no tags
                       PIPELINES_APPLY_LOCK_RETRIES="2", PIPELINES_APPLY_LOCK_WAIT_S="0.2")
         assert not run.success
-        assert instance.get_run_by_id(run.run_id).tags[watch.TAG_APPLY_LOCK] == lock  # it took the lock
+        assert instance.get_run_by_id(run.run_id).tags[run_requests.TAG_APPLY_LOCK] == lock  # it took the lock
         retries = [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert len(retries) == 2
         failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE")
@@ -368,7 +368,7 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
                                                                                               tmp_path):
     """What travels between steps is JSON of the typed contracts (no pickle), checked when a step loads it: an
     output file changed between runs fails the re-executed step that reads it, naming the file, before it runs."""
-    from pipelines_dagster.core.dispatch import Item, Progress
+    from pipelines_dagster.core.dispatch import Progress, StepChanges
 
     unit = f"dev/io-{uuid.uuid4().hex[:6]}"
     base = repo.git("rev-parse", "HEAD")
@@ -379,7 +379,7 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
         assert run.success, run.outcomes
         storage = Path(instance.storage_directory()) / run.run_id
         [item_file] = (storage / "orchestrate" / "changes").iterdir()
-        item = Item.model_validate_json(item_file.read_text())
+        item = StepChanges.model_validate_json(item_file.read_text())
         assert [c.unit for c in item.changes] == [unit]
         assert Progress.model_validate_json((storage / "report" / "result").read_text()) == run.progress
         plan_step = f"plan[{item_file.name}]"
@@ -391,7 +391,7 @@ def test_steps_pass_each_other_validated_json_and_a_tampered_output_fails_the_st
         assert not again.success
         [failure] = again.failures()
         assert failure.step_key == plan_step
-        assert f"{item_file}: not a valid Item" in str(failure.event_specific_data.error)
+        assert f"{item_file}: not a valid StepChanges" in str(failure.event_specific_data.error)
         assert not any(e.event_type_value in ("STEP_INPUT", "STEP_OUTPUT") for e in again.all_events)  # never ran
 
         (storage / plan_step / "result").unlink()  # as if the first run's steps had run in another pod

@@ -7,7 +7,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from pipelines_dagster.core import watch
+from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.lineage import Lineage
 from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
@@ -50,8 +50,9 @@ def test_a_pull_request_number_alone_is_looked_up_on_github(repo, aws, env, gith
     assert "`dev/mine`" in comment["body"] and head[:12] in comment["body"]
     assert [s["state"] for s in github.statuses(GH_REPO, head)] == ["pending", "success"]
     run_tags = stored_tags(instance, run)
-    assert {k: run_tags[k] for k in (watch.TAG_PR, watch.TAG_SHA, watch.TAG_EVENT, "pipelines/account-dev")} == {
-        watch.TAG_PR: str(number), watch.TAG_SHA: head, watch.TAG_EVENT: "pull_request",
+    keys = (run_requests.TAG_PR, run_requests.TAG_SHA, run_requests.TAG_EVENT, "pipelines/account-dev")
+    assert {k: run_tags[k] for k in keys} == {
+        run_requests.TAG_PR: str(number), run_requests.TAG_SHA: head, run_requests.TAG_EVENT: "pull_request",
         "pipelines/account-dev": "true"}
     assert "pipelines/account-prod" not in run_tags
 
@@ -81,7 +82,7 @@ def test_in_local_mode_a_pull_request_number_is_the_remotes_pull_request_ref(rep
     assert run.progress.plan.spec.base == fork_point
     assert "`prod/mine`" in run.report()
     run_tags = stored_tags(instance, run)
-    assert (run_tags[watch.TAG_PR], run_tags[watch.TAG_SHA], run_tags["pipelines/account-prod"]) == (
+    assert (run_tags[run_requests.TAG_PR], run_tags[run_requests.TAG_SHA], run_tags["pipelines/account-prod"]) == (
         "7", head, "true")
 
     branch = launch(repo, env, {"head_ref": "feature"})  # a branch alone: against the deploy branch
@@ -104,9 +105,9 @@ def test_a_push_is_launched_by_its_deploy_branch_commit_alone(repo, aws, env):  
     assert aws.state("111111111111", f"{first}/terraform.tfstate") is None
     assert aws.state("111111111111", f"{second}/terraform.tfstate") is not None
     run_tags = stored_tags(instance, run)
-    assert (run_tags[watch.TAG_EVENT], run_tags[watch.TAG_SHA], run_tags["pipelines/account-dev"]) == (
+    assert (run_tags[run_requests.TAG_EVENT], run_tags[run_requests.TAG_SHA], run_tags["pipelines/account-dev"]) == (
         "push", head, "true")
-    assert watch.TAG_APPLY_LOCK in run_tags  # a push launched by hand takes the apply lock
+    assert run_requests.TAG_APPLY_LOCK in run_tags  # a push launched by hand takes the apply lock
 
     repo.git("checkout", "-q", "-b", "side")
     side = repo.commit({"dev/side/main.tf": null_unit(aws.endpoint, "dev/side")})

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines_dagster.core import watch
+from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode
 from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.drift import JOB_NAME as DRIFT_JOB
@@ -156,7 +156,7 @@ def test_after_a_rewrite_of_the_deploy_branch_nothing_of_the_dropped_commits_is_
     head = repo.commit({"dev/new/main.tf": null_unit(aws.endpoint, "dev/new")}, "the rewritten history")
     # what the deploy-branch sensor asks for after the rewrite (tests/pipeline/test_sensors.py)
     run = launch(repo, env, {"event": "push", "head_ref": head, "base_ref": fork}, github_repo=GH_REPO,
-                 tags={watch.TAG_REPLACED_TIP: old_tip})
+                 tags={run_requests.TAG_REPLACED_TIP: old_tip})
     assert not run.success
     assert {u: o.status.value for u, o in run.by_unit().items()} == {"dev/new": "succeeded"}
     assert aws.state(ACCOUNTS["dev"], "dev/dropped/terraform.tfstate") is None
@@ -169,5 +169,5 @@ def test_after_a_rewrite_of_the_deploy_branch_nothing_of_the_dropped_commits_is_
 
     # the tag believed only when that commit is indeed gone from the branch: a launcher's lie changes nothing
     honest = launch(repo, env, {"event": "push", "head_ref": head, "base_ref": fork},
-                    tags={watch.TAG_REPLACED_TIP: fork})
+                    tags={run_requests.TAG_REPLACED_TIP: fork})
     assert honest.success and "rewritten" not in honest.report()

@@ -9,8 +9,8 @@ import uuid
 import dagster as dg
 import pytest
 
-from pipelines_dagster.core import watch
-from pipelines_dagster.core.dispatch import reconcile_item
+from pipelines_dagster.core import run_requests
+from pipelines_dagster.core.dispatch import reconcile_changes
 from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode, unit_key
 from pipelines_dagster.definitions import defs
 from pipelines_dagster.demo.aws import backend_settings, state_bucket
@@ -94,8 +94,9 @@ def test_materializing_units_applies_them_at_the_tip_dependencies_first(repo, aw
     assert f"{u['worker']}: skipped: it depends on {u['broken']}" in message
     assert aws.state(DEV, f"{u['worker']}/terraform.tfstate") is None
     tags = instance.get_run_by_id(result.run_id).tags
-    assert tags[watch.TAG_APPLY_LOCK] == watch.repo_identity(str(repo.path))  # queued with applies
-    assert (tags[watch.TAG_SHA], tags[watch.TAG_EVENT], tags["pipelines/account-dev"]) == (tip, "push", "true")
+    assert tags[run_requests.TAG_APPLY_LOCK] == run_requests.repo_identity(str(repo.path))  # queued with applies
+    assert (tags[run_requests.TAG_SHA], tags[run_requests.TAG_EVENT], tags["pipelines/account-dev"]) == (
+        tip, "push", "true")
 
 
 def test_materializing_refuses_anything_but_the_tip_and_never_rolls_a_unit_back(repo, aws, env,  # noqa: F811
@@ -130,7 +131,7 @@ def test_drift_then_materialize_and_the_check_passes_and_automation_does_it_by_i
     instance = dg.DagsterInstance.ephemeral()
     definitions = defs()
     sensor = definitions.resolve_sensor_def("drift_reconcile_sensor")
-    assert sensor.run_tags[watch.TAG_APPLY_LOCK] == watch.repo_identity(str(repo.path))
+    assert sensor.run_tags[run_requests.TAG_APPLY_LOCK] == run_requests.repo_identity(str(repo.path))
 
     def reconciled(cursor) -> tuple[set[str], object]:
         """What Dagster's automation asks to materialize now (as the sensor's tick evaluates it)."""
@@ -186,7 +187,7 @@ def test_the_order_of_a_selection_looks_through_units_not_selected_and_honours_d
     graph = lineage(("dev/net", "dev", []), ("dev/db", "dev", ["dev/net"]), ("dev/app", "dev", ["dev/db"]),
                     ("shared/dns", "shared", []), ("prod/app", "prod", []),
                     orders={"shared": 1, "dev": 2, "prod": 3})
-    item, gone = reconcile_item(graph, ["dev/app", "dev/net", "prod/app", "shared/dns", "dev/old"])
+    item, gone = reconcile_changes(graph, ["dev/app", "dev/net", "prod/app", "shared/dns", "dev/old"])
     waves = {c.unit: (c.wave, c.depends_on) for c in item.changes}
     assert waves == {"shared/dns": (0, []), "dev/net": (1, []), "dev/app": (2, ["dev/net"]),  # through dev/db
                      "prod/app": (3, [])}
@@ -196,7 +197,7 @@ def test_the_order_of_a_selection_looks_through_units_not_selected_and_honours_d
 
     # a deploy_order that contradicts a dependency gives way to it
     graph = lineage(("shared/dns", "shared", ["dev/net"]), ("dev/net", "dev", []), orders={"shared": 1, "dev": 2})
-    item, _ = reconcile_item(graph, ["shared/dns", "dev/net"])
+    item, _ = reconcile_changes(graph, ["shared/dns", "dev/net"])
     assert {c.unit: c.wave for c in item.changes} == {"dev/net": 0, "shared/dns": 1}
 
 
@@ -204,7 +205,7 @@ def test_the_order_of_a_selection_looks_through_units_not_selected_and_honours_d
 def test_account_tags_are_valid_dagster_tag_keys(name):
     from dagster._utils.tags import is_valid_strict_tag_value
 
-    tag = watch.account_tag(name)
+    tag = run_requests.account_tag(name)
     assert tag.startswith("pipelines/account-") and len(tag.split("/", 1)[1]) <= 63
     assert is_valid_strict_tag_value(tag.split("/", 1)[1])
-    assert watch.account_tag(name) != watch.account_tag(name + "2")
+    assert run_requests.account_tag(name) != run_requests.account_tag(name + "2")

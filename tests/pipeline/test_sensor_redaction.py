@@ -6,7 +6,7 @@ import json
 import dagster as dg
 import pytest
 
-from pipelines_dagster.core.watch import repo_identity
+from pipelines_dagster.core.run_requests import repo_identity
 from pipelines_dagster.defs import sensors
 from pipelines_dagster.defs.jobs import make_apply_job, make_plan_job
 from pipelines_dagster.defs.resources import resources_from_settings

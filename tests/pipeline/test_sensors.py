@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import pytest
 
-from pipelines_dagster.core import watch
+from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.lineage import Lineage, read_lineage
 from pipelines_dagster.definitions import run_in_process
 from pipelines_dagster.defs import sensors
@@ -241,7 +241,7 @@ def test_deploy_branch_burst_of_merges_gives_one_run_per_merge_in_order(remote):
     assert [(c["base_ref"], c["head_ref"]) for c in configs] == [
         (remote.main0, merges[0]), (merges[0], merges[1]), (merges[1], merges[2])]
     assert all("pr_number" not in c for c in configs) and {r.tags["pipelines/event"] for r in runs} == {"push"}
-    assert {r.tags["pipelines/apply-lock"] for r in runs} == {sensors.watch.repo_identity(str(remote.bare))}
+    assert {r.tags["pipelines/apply-lock"] for r in runs} == {sensors.run_requests.repo_identity(str(remote.bare))}
     assert json.loads(cursor)["sha"] == merges[2]
 
     assert tick(deploy_sensor, res, cursor)[0] == []  # no repeats
@@ -292,11 +292,12 @@ def test_rewritten_deploy_branch_gives_one_run_from_where_the_histories_part(rem
     # never from the old tip, which the deploy branch no longer has: from the last commit both histories share
     assert [(orchestrate_config(r)["base_ref"], orchestrate_config(r)["head_ref"]) for r in runs] == [
         (remote.main0, new)]
-    assert runs[0].tags[watch.TAG_REPLACED_TIP] == applied  # the run reports the rewrite
+    assert runs[0].tags[run_requests.TAG_REPLACED_TIP] == applied  # the run reports the rewrite
     later = remote.work.commit({"dev/a/main.tf": "# a3\n"})
     remote.push("main:refs/heads/main")
     runs, _, _ = tick(deploy_sensor, res, cursor)
-    assert [(orchestrate_config(r)["base_ref"], r.tags.get(watch.TAG_REPLACED_TIP)) for r in runs] == [(new, None)]
+    assert [(orchestrate_config(r)["base_ref"], r.tags.get(run_requests.TAG_REPLACED_TIP)) for r in runs] == [
+        (new, None)]
     assert orchestrate_config(runs[0])["head_ref"] == later
 
 
@@ -377,7 +378,7 @@ def test_dagster_yaml_serialises_push_runs_per_repository_only(remote):
     remote.work.commit({"dev/a/main.tf": "# a2\n"})
     remote.push("main:refs/heads/main")
     first, second = tick(deploy_sensor, resources(remote.bare), cursor)[0]
-    other_repo = sensors.watch.push_runs("0" * 40, ["1" * 40], sensors.watch.repo_identity("acme/other"))[0]
+    other_repo = run_requests.push_runs("0" * 40, ["1" * 40], run_requests.repo_identity("acme/other"))[0]
     with dg.instance_for_test(overrides={"run_coordinator": conf["run_coordinator"]}) as instance:
         limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
 

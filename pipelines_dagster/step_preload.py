@@ -9,4 +9,4 @@ from dagster._core.storage.event_log import sqlite as event_log_sqlite  # noqa: 
 from dagster._core.storage.runs import sqlite as runs_sqlite  # noqa: F401
 from dagster._core.storage.schedules import sqlite as schedules_sqlite  # noqa: F401
 
-from .. import definitions  # noqa: F401
+from . import definitions  # noqa: F401

@@ -5,10 +5,10 @@ import subprocess
 
 import pytest
 
-from pipelines_dagster.core.config import ConfigError
 from pipelines_dagster.core.model import Event
 from pipelines_dagster.core.orchestrator import detect_changes
-from pipelines_dagster.core.repo_config import deploy_branch, trusted_config
+from pipelines_dagster.core.repo_files import ConfigError
+from pipelines_dagster.core.trust import deploy_branch, trusted_config
 from pipelines_dagster.integrations.git import open_git_dir, resolve
 from tests.conftest import GitRepo
 

@@ -1,10 +1,11 @@
 """Change detection in a child process, bounded in time and memory as a whole.
 
 Detection reads files that anyone who can push a branch writes. Each of its steps is bounded (terragrunt/*.py,
-the YAML loader, symlinks); this bounds the whole run: the child (`python -m pipelines_dagster.core.bounded`, which
-never imports Dagster, so it starts in a fraction of a second) cannot allocate more than the memory limit
-(RLIMIT_AS), and is killed with its process group when the time limit passes. Either way, and when it crashes, the
-caller gets a ChangeSet whose errors say so instead of a hung or failed run.
+the YAML loader, symlinks); this bounds the whole run: the child (`python -m
+pipelines_dagster.core.detection_process`, which never imports Dagster, so it starts in a fraction of a second)
+cannot allocate more than the memory limit (RLIMIT_AS), and is killed with its process group when the time limit
+passes. Either way, and when it crashes, the caller gets a ChangeSet whose errors say so instead of a hung or
+failed run.
 
 The parent sends its arguments pickled (it is the trusted side, and any keyword argument passes); the child answers
 in JSON: a ChangeSet in a lossless internal form (enums, Problem objects and InfraChange.kind included; the

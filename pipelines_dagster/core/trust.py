@@ -9,8 +9,8 @@ branch. Branches are always looked up as `refs/heads/<name>`, so a tag cannot st
 
 from dataclasses import dataclass
 
-from .config import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 from .model import Problem
+from .repo_files import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
 
 DEFAULT_DEPLOY_BRANCH = "main"
 
