@@ -23,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines_dagster.core.engine import NON_INTERACTIVE_ENV, EngineSettings  # noqa: E402
+from pipelines_dagster.core.engine import NON_INTERACTIVE_ENV  # noqa: E402
+from pipelines_dagster.core.engine_settings import EngineSettings  # noqa: E402
 from pipelines_dagster.core.executor import ExecuteRequest, Executor  # noqa: E402
 from pipelines_dagster.core.model import Action, Event, Status  # noqa: E402
 from pipelines_dagster.demo.terraform import install_null_provider, write_cli_config  # noqa: E402

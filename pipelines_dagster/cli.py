@@ -63,7 +63,7 @@ def _add_execute(sub) -> None:
 
 
 def _cmd_execute(args, settings) -> int:
-    from .core.engine import EngineSettings
+    from .core.engine_settings import EngineSettings
     from .core.executor import ExecuteRequest, prepare
     from .core.model import Action, Event
     from .core.repo_files import ConfigError, normalize_unit_path
@@ -113,7 +113,7 @@ def _add_unlock(sub) -> None:
 
 
 def _cmd_unlock(args, settings) -> int:
-    from .core.engine import EngineSettings
+    from .core.engine_settings import EngineSettings
     from .core.executor import prepare
     from .core.repo_files import ConfigError, normalize_unit_path
     from .core.trust import deploy_branch

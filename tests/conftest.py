@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines_dagster.core.credentials import CredentialProvider, FileTokenSource
-from pipelines_dagster.core.engine import EngineSettings
+from pipelines_dagster.core.engine_settings import EngineSettings
 from pipelines_dagster.core.executor import Executor
 from pipelines_dagster.core.trust import trusted_config
 from pipelines_dagster.demo.aws import LOCK_TABLE, REGION, Aws, MotoServer, backend_settings, state_bucket

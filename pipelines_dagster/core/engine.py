@@ -14,37 +14,24 @@ releases its lock. Plans take no state lock (by default); applies and destroys w
 never killed before a long grace after SIGTERM.
 """
 
-import contextlib
 import json
 import logging
 import os
-import re
 import shutil
-import signal
 import subprocess
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO
 
-from ..redact import Redactor, StreamRedactor, default_redactor
-from .isolation import (
-    AMBIENT_AWS_ENV,  # noqa: F401 (the demo clears them from its environment)
-    CLI_CONFIG_VAR,
-    STAGED_FILE_VARS,
-    Confinement,
-    IsolationError,
-    RunFolder,
-    can_use,
-    default_unit_user,
-    registry_credentials,
-    unit_environment,
-)
-from .model import Action, LockInfo, PlanSummary, Result, Status
-from .statelock import Hold, Holders, stale_reason, who
+from ..redact import Redactor, default_redactor
+from .engine_settings import EngineSettings
+from .isolation.access import IsolationError, can_use
+from .isolation.environment import CLI_CONFIG_VAR, STAGED_FILE_VARS, registry_credentials, unit_environment
+from .isolation.run_folder import RunFolder
+from .model import Action, PlanSummary, Result, Status
+from .processes import Completed, OutputCapture, run_process
+from .statelock import stale_reason, who
+from .terraform_errors import error_message, locked_message, parse_lock_info
 
 log = logging.getLogger(__name__)
 
@@ -61,297 +48,6 @@ NON_INTERACTIVE_ENV = {
     "NO_COLOR": "1",
 }
 TIMED_OUT_EXIT = 124  # as timeout(1)
-
-
-# --------------------------------------------------------------------------------------------- settings
-
-
-@dataclass
-class EngineSettings:
-    """How engines are run; the deployment's choices, not the repository's."""
-
-    binaries: dict[str, str] = field(default_factory=dict)  # engine name -> executable (name or path)
-    plugin_dir: str | None = None  # `init -plugin-dir`: install providers offline from this folder (and only so)
-    init_args: list[str] = field(default_factory=list)
-    plan_args: list[str] = field(default_factory=list)
-    apply_args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)  # extra child environment (TF_CLI_CONFIG_FILE, ...)
-    env_names: list[str] = field(default_factory=list)  # more of our variables passed to units (NAME or PREFIX*)
-    # the user units run as (name or uid): `nobody` when we are root, else None (ourselves)
-    unit_user: str | None = field(default_factory=default_unit_user)
-    timeout_s: float = 3600.0  # for the whole action (all its commands)
-    kill_grace_s: float = 10.0  # plans: SIGTERM, then SIGKILL after this long
-    apply_kill_grace_s: float = 600.0  # applies and destroys: never SIGKILLed sooner after SIGTERM
-    plan_lock: bool = False  # plans take the state lock (by default they read the state without it)
-    lock_timeout: str | None = "5m"  # `-lock-timeout=...` of commands that take the lock; None fails at once
-    # `plan -detailed-exitcode`: exit 2 (a diff) is a success, and the result's exit_code is the plan's (0 or 2)
-    detailed_exitcode: bool = False
-    max_output_chars: int = 200_000
-    # limits of every unit process (see core.isolation.Confinement); processes: of the unit user, when it has one
-    unit_memory_mb: int = 8192  # address space: Terraform with the null provider needs 768 MiB
-    unit_file_mb: int = 4096
-    unit_cpu_s: int = 7200
-    unit_processes: int = 4096  # threads included
-    plan_json_max_mb: int = 128  # `show -json` output larger than this is not read
-    workdir_root: str | None = None  # parent of run folders (default: the system temp folder)
-    keep_workdir: bool = False
-    holders_dir: str | None = None  # records of our lock-taking commands (default: under the cache folder)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "EngineSettings":
-        """The deployment's engine settings (pipelines_dagster.settings), with `overrides`."""
-        from ..settings import Settings
-
-        return cls.from_settings(Settings.from_env(env), **overrides)
-
-    @classmethod
-    def from_settings(cls, settings, **overrides) -> "EngineSettings":
-        values = dict(plugin_dir=settings.tf_plugin_dir, timeout_s=settings.action_timeout_s,
-                      unit_user=settings.effective_unit_user, env_names=list(settings.unit_env),
-                      plan_lock=settings.plan_lock, lock_timeout=settings.lock_timeout or None,
-                      apply_kill_grace_s=settings.apply_grace_s, workdir_root=settings.work_dir,
-                      holders_dir=str(settings.cache_root / "lock-holders"), unit_memory_mb=settings.unit_memory_mb,
-                      unit_file_mb=settings.unit_file_mb, unit_cpu_s=settings.unit_cpu_s,
-                      unit_processes=settings.unit_processes, plan_json_max_mb=settings.plan_json_max_mb)
-        return cls(**{**values, **overrides})
-
-    def binary(self, engine: str) -> str:
-        return self.binaries.get(engine, engine)
-
-    def confinement(self, own_user: bool) -> Confinement:
-        """The limits of a unit's processes; `own_user`: they run as a user of their own (not as ourselves)."""
-        return Confinement(memory_mb=self.unit_memory_mb, file_mb=self.unit_file_mb, cpu_s=self.unit_cpu_s,
-                           processes=self.unit_processes if own_user else None)
-
-    @property
-    def stale_after_s(self) -> float:
-        """No lock of ours is older: the action's timeout, the apply grace, and a minute for the rest."""
-        return self.timeout_s + self.apply_kill_grace_s + 60
-
-    def holders(self) -> Holders:
-        if self.holders_dir:
-            return Holders(Path(self.holders_dir))
-        from ..settings import Settings
-
-        return Holders(Settings.from_env().cache_root / "lock-holders")
-
-
-# --------------------------------------------------------------------------------------------- output capture
-
-
-class OutputCapture:
-    """Redacts line by line and keeps the first and the last `limit / 2` characters."""
-
-    def __init__(self, limit: int, redactor: Redactor):
-        self.head_limit = max(limit // 2, 1)
-        self.tail_limit = max(limit - self.head_limit, 1)
-        self.redact = StreamRedactor(redactor)  # line by line, and a private key's lines in between
-        self.head: list[str] = []
-        self.head_chars = 0
-        self.tail: deque[str] = deque()
-        self.tail_chars = 0
-        self.omitted_lines = 0
-        self.omitted_chars = 0
-        self.step_text: deque[str] = deque(maxlen=400)  # last lines of the current command, for diagnostics
-        self._lock = threading.Lock()
-
-    def feed(self, raw: bytes | str) -> None:
-        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        line = self.redact(line.replace("\r\n", "\n"))
-        if not line:  # inside a private key
-            return
-        if len(line) > self.tail_limit:
-            line = line[: self.tail_limit - 40] + " ...[line truncated]\n"
-        with self._lock:
-            self.step_text.append(line)
-            if not self.tail and self.head_chars + len(line) <= self.head_limit:
-                self.head.append(line)
-                self.head_chars += len(line)
-                return
-            self.tail.append(line)
-            self.tail_chars += len(line)
-            while self.tail_chars > self.tail_limit:
-                dropped = self.tail.popleft()
-                self.tail_chars -= len(dropped)
-                self.omitted_lines += 1
-                self.omitted_chars += len(dropped)
-
-    def start_step(self, command: str) -> None:
-        with self._lock:
-            self.step_text.clear()
-        self.feed(f"$ {command}\n")
-
-    def step(self) -> str:
-        with self._lock:
-            return "".join(self.step_text)
-
-    def text(self) -> str:
-        with self._lock:
-            middle = ""
-            if self.omitted_lines:
-                middle = f"\n... [{self.omitted_lines} lines, {self.omitted_chars} characters omitted] ...\n\n"
-            return "".join(self.head) + middle + "".join(self.tail)
-
-
-# --------------------------------------------------------------------------------------------- processes
-
-READ_CHUNK = 1 << 20  # longest line read from a command's output at once
-
-
-@dataclass
-class _Completed:
-    exit_code: int | None
-    timed_out: bool = False
-
-
-def _kill_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _new_file(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-
-
-def _feed_lines(fh: IO[bytes], capture: "OutputCapture", budget: int) -> None:
-    while budget > 0 and (chunk := fh.readline(min(READ_CHUNK, budget))):
-        capture.feed(chunk)
-        budget -= len(chunk)
-
-
-def _feed_file(path: Path, capture: "OutputCapture") -> None:
-    """What a command printed: all of it, or, when it is longer than the capture could keep, its beginning and
-    its end (a hostile command can print gigabytes: they are not read)."""
-    side = 2 * (capture.head_limit + capture.tail_limit)  # bytes: more than the characters kept of each end
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            _feed_lines(fh, capture, side)
-            if size > 2 * side:
-                capture.feed(f"... [{size - 2 * side} bytes of output not read] ...\n")
-                fh.seek(size - side)
-                fh.readline(READ_CHUNK)  # to the start of a line
-            _feed_lines(fh, capture, side)
-    except OSError:
-        pass
-
-
-def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
-                deadline: float, kill_grace_s: float, log_file: Path, stdout_file: Path | None = None,
-                user=None, on_start: Callable[[int], contextlib.AbstractContextManager[Hold]] | None = None,
-                preexec: Callable[[], None] | None = None) -> _Completed:
-    """Runs one command in a session of its own (as `user`, a UnitUser, when given). Its output goes to `log_file`
-    (stdout to `stdout_file` when given), files of ours, never to a pipe: the command does not die with us. The
-    output is captured when the command has ended. `on_start(pid)` gives a context held while it runs (a
-    statelock Hold, told the exit code). `preexec`: run in the child before exec (Confinement.preexec).
-
-    At the deadline the process group gets SIGTERM, and SIGKILL only `kill_grace_s` later; the same if we are
-    interrupted (a cancelled run)."""
-    out = _new_file(log_file)
-    try:
-        stdout = _new_file(stdout_file) if stdout_file is not None else out
-        try:
-            proc = subprocess.Popen(list(args), cwd=str(cwd), env=dict(env), stdin=subprocess.DEVNULL, stdout=stdout,
-                                    stderr=out, start_new_session=True, preexec_fn=preexec,
-                                    **(user.popen_args() if user else {}))
-        finally:
-            if stdout != out:
-                os.close(stdout)
-    finally:
-        os.close(out)
-    try:
-        with on_start(proc.pid) if on_start else contextlib.nullcontext(Hold()) as hold:
-            done = _wait(proc, deadline, kill_grace_s)
-            hold.exit_code = done.exit_code
-            return done
-    finally:
-        _feed_file(log_file, capture)
-
-
-def _wait(proc: subprocess.Popen, deadline: float, kill_grace_s: float) -> _Completed:
-    # A watchdog enforces the deadline, so that this thread can block in wait() (Popen.wait with a timeout polls
-    # with sleeps of up to 50 ms, which shows in the run time of short commands).
-    exited = threading.Event()
-    timed_out = threading.Event()
-
-    def watchdog() -> None:
-        if exited.wait(max(deadline - time.monotonic(), 0.0)):
-            return
-        timed_out.set()
-        _kill_group(proc.pid, signal.SIGTERM)  # Terraform stops gracefully on SIGTERM (saves state, unlocks)
-        if not exited.wait(kill_grace_s):
-            _kill_group(proc.pid, signal.SIGKILL)
-
-    guard = threading.Thread(target=watchdog, daemon=True)
-    guard.start()
-    try:
-        proc.wait()
-    except BaseException:  # interrupted (run cancelled): the child must not outlive us, nor die without saving
-        _kill_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=kill_grace_s)
-        finally:
-            _kill_group(proc.pid, signal.SIGKILL)
-            exited.set()
-        raise
-    exited.set()
-    guard.join()
-    # Whatever the command left behind in its group (a provisioner's background job) does not outlive it.
-    _kill_group(proc.pid, signal.SIGKILL)
-    return _Completed(exit_code=proc.returncode, timed_out=timed_out.is_set())
-
-
-# --------------------------------------------------------------------------------------------- diagnostics
-
-_LOCK_MARKERS = ("Error acquiring the state lock", "Error locking state", "ConditionalCheckFailedException")
-_ERROR_LINE = re.compile(r"^[\s│╷]*Error: (.+)$", re.M)
-
-
-def parse_lock_info(text: str) -> LockInfo | None:
-    """The lock Terraform reports when the state is held by someone else."""
-    if not any(marker in text for marker in _LOCK_MARKERS[:2]):
-        return None
-    info = LockInfo()
-    block = text.split("Lock Info:", 1)[1] if "Lock Info:" in text else ""
-    for key, attr in (("ID", "id"), ("Who", "who"), ("Operation", "operation"), ("Created", "created"),
-                      ("Path", "path")):
-        match = re.search(rf"^[\s│]*{key}:[ \t]*(.*?)[ \t]*$", block, re.M)
-        if match and match.group(1):
-            setattr(info, attr, match.group(1))
-    return info
-
-
-def error_message(text: str, limit: int = 1500) -> str:
-    """Terraform's error diagnostics ('Error: ...' and the lines under it), else the last lines of output."""
-    lines = text.splitlines()
-    picked: list[str] = []
-    for i, line in enumerate(lines):
-        if _ERROR_LINE.match(line):
-            block = [line.strip(" │╷╵")]
-            for follow in lines[i + 1: i + 12]:
-                if _ERROR_LINE.match(follow) or follow.strip() == "╵":
-                    break
-                block.append(follow.lstrip("│╷╵").rstrip())
-            picked.append("\n".join(block).strip())
-    if not picked:
-        tail = [ln for ln in lines if ln.strip() and not ln.startswith("$ ")][-8:]
-        picked = ["\n".join(tail)]
-    message = "\n\n".join(picked)
-    return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def locked_message(lock: LockInfo, engine: str, command: str, unit: str, waited: str | None) -> str:
-    if lock.stale:
-        return (f"the state lock ID {lock.id} is stale (held by {lock.who} since {lock.created}, {lock.stale}): "
-                f"{engine} {command} did not run; recover with `{engine} force-unlock -force {lock.id}` in {unit} "
-                "with its account's apply role")
-    holder = f" by {lock.who}" if lock.who else ""
-    ident = f" (lock ID {lock.id})" if lock.id else ""
-    wait = f" after waiting {waited}" if waited else ""
-    return (f"the state is locked{holder}{ident}: {engine} {command} did not run{wait}; retry when the other "
-            "operation has finished")
 
 
 # --------------------------------------------------------------------------------------------- the runner
@@ -496,7 +192,7 @@ class _UnitRun:
         return [f"-lock-timeout={self.settings.lock_timeout}"] if self.settings.lock_timeout else []
 
     def run(self, name: str, args: list[str], *, stdout_file: Path | None = None, takes_lock: bool = False,
-            env: Mapping[str, str] | None = None) -> _Completed | Result:
+            env: Mapping[str, str] | None = None) -> Completed | Result:
         """One command: its completion, or a failed Result when it could not run."""
         assert self.binary is not None, "prepare() finds the binary before commands run"
         self.steps += 1
@@ -521,7 +217,7 @@ class _UnitRun:
                                                  "for the action; its processes were stopped", TIMED_OUT_EXIT)
         return done
 
-    def failed(self, name: str, done: _Completed, takes_lock: bool) -> Result:
+    def failed(self, name: str, done: Completed, takes_lock: bool) -> Result:
         text = self.capture.step()
         lock = parse_lock_info(text)
         if lock is not None:

@@ -9,8 +9,11 @@ from dataclasses import dataclass
 
 from ..redact import default_redactor
 from .credentials import CredentialProvider, CredentialsError, DeployedAccount, session_name
-from .engine import EngineSettings, force_unlock_in_workdir, run_in_workdir
-from .isolation import IsolationError, RunFolder, resolve_unit_user
+from .engine import force_unlock_in_workdir, run_in_workdir
+from .engine_settings import EngineSettings
+from .isolation.access import IsolationError
+from .isolation.run_folder import RunFolder
+from .isolation.users import resolve_unit_user
 from .model import Action, Event, Result, Status, UnitKind
 from .repo_files import PipelinesConfig
 from .trust import TrustedConfig, trusted_config

@@ -13,7 +13,7 @@ import dagster as dg
 from ..core import dispatch
 from ..core import drift as drift_core
 from ..core.dispatch import AssetRecord, StepChanges
-from ..core.engine import EngineSettings
+from ..core.engine_settings import EngineSettings
 from ..core.lineage import AccountNode, Lineage, unit_key
 from ..core.model import Outcome, ResourceChange, Status
 from ..settings import Settings

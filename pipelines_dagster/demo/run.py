@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from ..core.engine import AMBIENT_AWS_ENV
+from ..core.isolation.environment import AMBIENT_AWS_ENV
 from . import layout
 from .aws import REGION, UNVERIFIED_TOKEN, Aws, MotoServer, backend_config_args, write_atomically
 from .lock import FolderInUse, hold

@@ -33,7 +33,6 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-
 from pipelines_dagster.defs.pipeline import JOB_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,8 +224,8 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
                                                                                                     tmp_path):
     """The pods that run units: the GitHub token is a file only root reads, the run worker is root with only the
     capabilities that switching users takes, and units run as uids of their own, apart from every user of the image."""
-    from pipelines_dagster.core.engine import EngineSettings
-    from pipelines_dagster.core.isolation import uid_range
+    from pipelines_dagster.core.engine_settings import EngineSettings
+    from pipelines_dagster.core.isolation.users import uid_range
     from pipelines_dagster.integrations.github import token_from_env
 
     job = run_worker_job(tmp_path)

@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_dagster.core.engine import EngineSettings, child_environment
-from pipelines_dagster.core.isolation import RunFolder, UnitUser, can_use, registry_credentials, resolve_unit_user
+from pipelines_dagster.core.engine import child_environment
+from pipelines_dagster.core.engine_settings import EngineSettings
+from pipelines_dagster.core.isolation.access import can_use
+from pipelines_dagster.core.isolation.environment import registry_credentials
+from pipelines_dagster.core.isolation.run_folder import RunFolder
+from pipelines_dagster.core.isolation.users import UnitUser, resolve_unit_user
 from pipelines_dagster.core.model import Status
 from tests.conftest import OIDC_TOKEN, env_file, null_unit, s3_backend, terraform_binary
 from tests.executor.test_engine import request
@@ -369,7 +373,7 @@ def test_units_running_at_the_same_time_run_as_uids_of_their_own_and_cannot_read
 def test_a_uid_in_use_by_a_process_or_a_unit_is_not_leased_again(tmp_path):
     import subprocess
 
-    from pipelines_dagster.core.isolation import lease_uid
+    from pipelines_dagster.core.isolation.users import lease_uid
 
     space = tmp_path / "space"
     space.mkdir(mode=0o711)

@@ -1,7 +1,8 @@
 """Redaction of known secret values and secret-looking patterns; the output cap keeping head and tail."""
 
-from pipelines_dagster.core.engine import OutputCapture, error_message, parse_lock_info
 from pipelines_dagster.core.model import PlanSummary
+from pipelines_dagster.core.processes import OutputCapture
+from pipelines_dagster.core.terraform_errors import error_message, parse_lock_info
 from pipelines_dagster.redact import MASK, Redactor, StreamRedactor, without_url_credentials
 from tests.conftest import OIDC_TOKEN
 

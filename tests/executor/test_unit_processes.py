@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_dagster.core.isolation import IsolationError, _uids_in_use, lease_uid, resolve_unit_user
+from pipelines_dagster.core.isolation.access import IsolationError
+from pipelines_dagster.core.isolation.users import _uids_in_use, lease_uid, resolve_unit_user
 from pipelines_dagster.core.model import Status
 from tests.conftest import null_unit
 from tests.executor.test_engine import request

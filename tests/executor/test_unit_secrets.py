@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines_dagster.core.isolation import cli_config_without_credentials
+from pipelines_dagster.core.isolation.cli_config import cli_config_without_credentials
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.demo.terraform import install_null_provider
 from tests.conftest import env_file, null_unit, s3_backend
