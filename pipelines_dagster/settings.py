@@ -101,11 +101,6 @@ class Settings(BaseModel):
     reconcile_drift: bool = Field(False, validation_alias="PIPELINES_RECONCILE_DRIFT",
                                   description="a unit whose drift check fails is applied at the deploy-branch tip "
                                               "by itself, once per failed check (an automation condition)")
-    apply_service_account: str | None = Field(None, validation_alias="PIPELINES_APPLY_SERVICE_ACCOUNT",
-                                              description="Kubernetes service account of apply runs' pods")
-    plan_service_account: str = Field("pipelines-plan", validation_alias="PIPELINES_PLAN_SERVICE_ACCOUNT",
-                                      description="with PIPELINES_STEP_EXECUTOR=k8s: the service account of "
-                                                  "plan steps' pods")
     step_outputs_bucket: str | None = Field(None, validation_alias="PIPELINES_STEP_OUTPUTS_BUCKET",
                                             description="S3 bucket of what steps pass each other (default: files "
                                                         "under the instance's storage folder); needed by step pods, "
@@ -113,8 +108,7 @@ class Settings(BaseModel):
     step_executor: Literal["multiprocess", "k8s"] = Field(
         "multiprocess", validation_alias="PIPELINES_STEP_EXECUTOR",
         description="where each change's step runs: multiprocess (a process of the run's worker) or k8s (a "
-                    "Kubernetes Job of its own, dagster-k8s's k8s_job_executor; apply steps as "
-                    "PIPELINES_APPLY_SERVICE_ACCOUNT, plan steps as PIPELINES_PLAN_SERVICE_ACCOUNT)")
+                    "Kubernetes Job of its own, dagster-k8s's k8s_job_executor, with its run's service account)")
     # change detection and git
     detect_timeout_s: float = Field(600, gt=0, validation_alias="PIPELINES_DETECT_TIMEOUT_S",
                                     description="deadline of change detection in a run")
@@ -143,9 +137,7 @@ class Settings(BaseModel):
 
     @field_validator("step_executor")
     @classmethod
-    def _step_pods_have_an_apply_identity(cls, value, info):
-        if value == "k8s" and not info.data.get("apply_service_account"):
-            raise ValueError("step pods need PIPELINES_APPLY_SERVICE_ACCOUNT, the service account of apply steps")
+    def _step_pods_share_no_disk(cls, value, info):
         if value == "k8s" and not info.data.get("step_outputs_bucket"):
             raise ValueError("step pods need PIPELINES_STEP_OUTPUTS_BUCKET: they share no filesystem, so what a "
                              "step passes to the next goes to S3")

@@ -1,10 +1,12 @@
 """The production profile for real: the instance of deploy/dagster.yaml (Postgres storage, run queue with the
 pipeline's tag limits, run monitoring, run retries, compute logs in S3, here the moto server) with Dagster's
-default run launcher in place of Kubernetes; the code location served by `dagster api grpc` with the Helm values'
-arguments (as the chart's user deployment runs it), `dagster-webserver` and `dagster-daemon` as separate processes
-(each in its own session, stopped by process group). The job is launched over GraphQL; the deploy-branch sensor
-starts apply runs; the daemon is killed while an apply waits in the queue and more work waits for the sensor, then
-restarted; runs, events and the sensor cursor are read from Postgres."""
+default run launcher in place of Kubernetes; the two code locations (plan, apply) each served by `dagster api grpc`
+with the Helm values' arguments and environment (as the chart's user deployments run them), `dagster-webserver` and
+`dagster-daemon` as separate processes (each in its own session, stopped by process group). The plan job is
+launched over GraphQL; the apply location's deploy-branch sensor starts apply runs; the daemon is killed while an
+apply waits in the queue and more work waits for the sensor, then restarted; runs, events, each run's origin (its
+code location's container context, which names the run pod's service account on Kubernetes) and the sensor cursor
+are read from Postgres."""
 
 import json
 import os
@@ -20,13 +22,13 @@ import pytest
 import yaml
 from dagster import DagsterEventType
 
-from tests.dagsterui import LAUNCH, GraphQL, free_port, run_logs, wait_for_location
+from tests.dagsterui import LAUNCH, WORKSPACE_QUERY, GraphQL, free_port, run_logs
 from tests.e2e.test_dagster_dev import UNIT, infra  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 VENV_BIN = Path(sys.executable).parent
-JOB = "infrastructure_plan"
+PLAN, APPLY = "pipelines-plan", "pipelines-apply"  # the code locations
 BUCKET = "dagster-compute-logs"
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 # About 50-80 s on a quiet 2-core machine, up to about 170 s when other work shares it; the bound only keeps a
@@ -43,10 +45,9 @@ def helm_values() -> dict:
     return yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
 
 
-def code_location() -> dict:
-    """The chart's user deployment for this project: its name (the location's) and `dagster api grpc` arguments."""
-    [deployment] = helm_values()["dagster-user-deployments"]["deployments"]
-    return deployment
+def code_locations() -> dict[str, dict]:
+    """The chart's user deployments by name (the locations'): `dagster api grpc` arguments and environment."""
+    return {d["name"]: d for d in helm_values()["dagster-user-deployments"]["deployments"]}
 
 
 class Service:
@@ -100,8 +101,12 @@ class Database:
     def runs(self) -> list[dict]:
         rows = self.rows("SELECT r.run_id, r.status, r.start_time, r.end_time, r.run_body, k.value FROM runs r "
                          "LEFT JOIN run_tags k ON k.run_id = r.run_id AND k.key = 'dagster/run_key' ORDER BY r.id")
+        from dagster import DagsterRun
+        from dagster._serdes import deserialize_value
+
         return [{"run_id": run_id, "status": status, "start": start, "end": end, "run_key": key,
-                 "config": json.loads(body)["run_config"]["ops"]["orchestrate"]["config"]}
+                 "config": json.loads(body)["run_config"]["ops"]["orchestrate"]["config"],
+                 "origin": deserialize_value(body, DagsterRun).job_code_origin.repository_origin}
                 for run_id, status, start, end, body, key in rows]
 
     def run_by_key(self, key: str) -> dict | None:
@@ -148,10 +153,10 @@ def stack(tmp_path, infra, postgres, pg_database, moto_endpoint, plugin_dir, tf_
     del instance["run_launcher"]  # no cluster here: the code server starts each run as a process (the default)
     instance["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1  # the only other change: a faster queue
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
-    deployment = code_location()
-    grpc_port, web_port = free_port(), free_port()
+    deployments = code_locations()
+    grpc_ports, web_port = {name: free_port() for name in deployments}, free_port()
     (home / "workspace.yaml").write_text(yaml.safe_dump({"load_from": [{"grpc_server": {
-        "host": "127.0.0.1", "port": grpc_port, "location_name": deployment["name"]}}]}))
+        "host": "127.0.0.1", "port": port, "location_name": name}} for name, port in grpc_ports.items()]}))
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
     ui = f"http://127.0.0.1:{web_port}"
@@ -168,15 +173,17 @@ def stack(tmp_path, infra, postgres, pg_database, moto_endpoint, plugin_dir, tf_
                TF_IN_AUTOMATION="1")
     workspace = str(home / "workspace.yaml")
     services = {
-        "code": Service("code-server", [str(VENV_BIN / "dagster"), "api", "grpc", "-h", "127.0.0.1",
-                                        "-p", str(grpc_port), *deployment["dagsterApiGrpcArgs"]], env, tmp_path),
+        **{name: Service(name, [str(VENV_BIN / "dagster"), "api", "grpc", "-h", "127.0.0.1", "-p", str(port),
+                                *deployments[name]["dagsterApiGrpcArgs"]],
+                         {**env, **{e["name"]: e["value"] for e in deployments[name]["env"]}}, tmp_path)
+           for name, port in grpc_ports.items()},
         "web": Service("webserver", [str(VENV_BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
                                      "-p", str(web_port)], env, tmp_path),
         "daemon": Service("daemon", [str(VENV_BIN / "dagster-daemon"), "run", "-w", workspace], env, tmp_path),
     }
     try:
         yield {"services": services, "db": Database(postgres, pg_database), "home": home, "ui": ui,
-               "grpc_port": grpc_port, "graphql": GraphQL(f"{ui}/graphql"), "moto": moto_endpoint}
+               "grpc_ports": grpc_ports, "graphql": GraphQL(f"{ui}/graphql"), "moto": moto_endpoint}
     finally:
         for service in services.values():
             service.stop()
@@ -191,30 +198,55 @@ def code_server_ready(port: int) -> bool:
         return False
 
 
+def loaded_locations(gql: GraphQL) -> dict[str, dict]:
+    """The workspace's loaded code locations by name (a load error fails the test)."""
+    try:
+        entries = gql(WORKSPACE_QUERY, timeout=5)["workspaceOrError"].get("locationEntries", [])
+    except (OSError, ConnectionError):
+        return {}
+    locations = {}
+    for entry in entries:
+        location = entry.get("locationOrLoadError") or {}
+        assert location.get("__typename") != "PythonError", location
+        if location.get("__typename") == "RepositoryLocation":
+            locations[location["name"]] = location
+    return locations
+
+
 def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, infra):  # noqa: F811
     deadline = time.monotonic() + DEADLINE_S
-    code, web, daemon = (stack["services"][k] for k in ("code", "web", "daemon"))
+    plan_server, apply_server, web, daemon = (stack["services"][k] for k in (PLAN, APPLY, "web", "daemon"))
+    servers = [plan_server, apply_server]
     db, gql = stack["db"], stack["graphql"]
     work, bare = infra["work"], infra["bare"]
 
-    code.start()
-    wait_until("the code server", lambda: code_server_ready(stack["grpc_port"]), deadline, [code], interval=0.5)
+    for server in servers:
+        server.start()
+    for name, server in zip((PLAN, APPLY), servers, strict=True):
+        wait_until(f"the code server {name}", lambda n=name: code_server_ready(stack["grpc_ports"][n]), deadline,
+                   [server], interval=0.5)
     web.start()
     daemon.start()
-    location = wait_for_location(gql, web.proc, web.log_path, deadline)
-    repository = next(r for r in location["repositories"] if JOB in [j["name"] for j in r["jobs"]])
-    selector = {"repositoryLocationName": location["name"], "repositoryName": repository["name"]}
-    assert location["name"] == code_location()["name"]
+    wait_until("the webserver", lambda: web.proc.poll() is None and loaded_locations(gql).keys() == {PLAN, APPLY},
+               deadline, [*servers, web], interval=0.5)
+    locations = loaded_locations(gql)
+    selector = {}
+    for name, job in ((PLAN, "infrastructure_plan"), (APPLY, "infrastructure_apply")):
+        [repository] = [r for r in locations[name]["repositories"] if job in [j["name"] for j in r["jobs"]]]
+        selector[name] = {"repositoryLocationName": name, "repositoryName": repository["name"]}
+        other = "infrastructure_apply" if name == PLAN else "infrastructure_plan"
+        assert other not in [j["name"] for r in locations[name]["repositories"] for j in r["jobs"]]
 
-    started = gql(START_SENSOR, {"selector": {**selector, "sensorName": "deploy_branch_sensor"}})["startSensor"]
+    started = gql(START_SENSOR, {"selector": {**selector[APPLY], "sensorName": "deploy_branch_sensor"}})[
+        "startSensor"]
     assert started["__typename"] == "Sensor" and started["sensorState"]["status"] == "RUNNING", started
     first_look = wait_until("the deploy-branch sensor's first tick",
-                            lambda: db.sensor_cursor("deploy_branch_sensor"), deadline, [code, web, daemon])
+                            lambda: db.sensor_cursor("deploy_branch_sensor"), deadline, [*servers, web, daemon])
     assert first_look == {"branch": "main", "sha": infra["base"]}  # recorded, nothing applied
 
     # a plan for the feature branch, launched over GraphQL (it goes through the run queue)
     launched = gql(LAUNCH, {"params": {
-        "selector": {**selector, "jobName": JOB},
+        "selector": {**selector[PLAN], "jobName": "infrastructure_plan"},
         "runConfigData": {"ops": {"orchestrate": {"config": {
             "base_ref": infra["base"], "head_ref": infra["head"]}}}},
         "executionMetadata": {"tags": [{"key": "pipelines/sha", "value": infra["head"]}]}}})["launchRun"]
@@ -233,15 +265,15 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
                 and db.sensor_cursor("deploy_branch_sensor") == {"branch": "main", "sha": c2})
 
     wait_until("push-c1 running, push-c2 queued, the cursor at c2", first_running_second_queued, deadline,
-               [code, web, daemon])
+               [*servers, web, daemon])
     daemon.stop(signal.SIGKILL)  # a crash: no clean shutdown
 
     # while the daemon is down: another merge waits for the sensor; the running apply finishes on its own (its
-    # worker belongs to the code server), and nothing leaves the queue
+    # worker belongs to the apply code server), and nothing leaves the queue
     c3 = work.commit({"units/gamma/main.tf": UNIT.format(count=3)}, "even bigger gamma")
     work.git("push", "-q", str(bare), "main")
     wait_until("push-c1 to finish without the daemon",
-               lambda: db.run_by_key(f"push-{c1}")["status"] in DONE, deadline, [code, web])
+               lambda: db.run_by_key(f"push-{c1}")["status"] in DONE, deadline, [*servers, web])
     assert db.run_by_key(f"push-{c2}")["status"] == "QUEUED"
     assert db.run_by_key(f"push-{c3}") is None
 
@@ -252,10 +284,10 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
         keys = {r["run_key"] for r in runs}
         return (f"push-{c3}" in keys and all(r["status"] in DONE for r in runs)) and runs
 
-    wait_until("every run to finish after the restart", all_done, deadline, [code, web, daemon], 0.5)
+    wait_until("every run to finish after the restart", all_done, deadline, [*servers, web, daemon], 0.5)
     finished_at = time.time()
     wait_until("one more sensor tick", lambda: db.sensor_data("deploy_branch_sensor").last_tick_timestamp
-               > finished_at, deadline, [code, web, daemon], 0.5)
+               > finished_at, deadline, [*servers, web, daemon], 0.5)
     runs = db.runs()
 
     # each run exactly once, all succeeded, applies one after the other, each from the previous commit
@@ -269,6 +301,14 @@ def test_pipeline_on_postgres_keeps_every_run_once_across_a_daemon_crash(stack, 
         (infra["base"], c1), (c1, c2), (c2, c3)]
     assert applies[0]["end"] <= applies[1]["start"] and applies[1]["end"] <= applies[2]["start"]
     assert db.sensor_cursor("deploy_branch_sensor") == {"branch": "main", "sha": c3}
+
+    # each run carries its code location's container context, which names its pod's service account on
+    # Kubernetes (dagster-k8s reads it from the run's origin): the plan run pipelines-plan, the applies
+    # pipelines-apply; from the Helm values' environment, through `dagster api grpc`
+    contexts = {r["run_id"]: r["origin"].container_context for r in runs}
+    assert contexts[plan_run] == {"k8s": {"service_account_name": PLAN}}
+    assert {json.dumps(contexts[a["run_id"]]) for a in applies} == {
+        json.dumps({"k8s": {"service_account_name": APPLY}})}
 
     # the events are in Postgres: the plan run's steps and report, the applies' terraform results
     events = db.events(plan_run)
