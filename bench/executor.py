@@ -118,8 +118,8 @@ def main() -> int:
 
         extra_env = {"TF_CLI_CONFIG_FILE": str(cli_config)}
         direct_env = {**os.environ, **extra_env, **NON_INTERACTIVE_ENV}
-        settings = EngineSettings(binaries={"terraform": args.terraform}, plugin_dir=str(plugin_dir), env=extra_env,
-                                  workdir_root=str(tmp))
+        settings = EngineSettings(binaries={"terraform": args.terraform}, tf_plugin_dir=str(plugin_dir), env=extra_env,
+                                  work_dir=str(tmp))
         executor = Executor(git_dir, settings=settings)
 
         direct_times, executor_times = [], []

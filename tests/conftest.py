@@ -128,9 +128,9 @@ def token_file(tmp_path) -> Path:
 def settings(plugin_dir, tf_cli_config, tmp_path) -> EngineSettings:
     runs = tmp_path / "runs"
     runs.mkdir()
-    return EngineSettings(binaries={"terraform": terraform_binary()}, plugin_dir=str(plugin_dir),
-                          env={"TF_CLI_CONFIG_FILE": str(tf_cli_config)}, timeout_s=120, kill_grace_s=2,
-                          workdir_root=str(runs))
+    return EngineSettings(binaries={"terraform": terraform_binary()}, tf_plugin_dir=str(plugin_dir),
+                          env={"TF_CLI_CONFIG_FILE": str(tf_cli_config)}, action_timeout_s=120, plan_grace_s=2,
+                          work_dir=str(runs), holders_dir=str(tmp_path / "lock-holders"))
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ def child_environment(credentials_env: Mapping[str, str] | None, settings: Engin
     fixed = dict(NON_INTERACTIVE_ENV)
     if folder is not None:
         fixed.update(HOME=str(folder.home), TMPDIR=str(folder.tmp))
-    return unit_environment(os.environ if base is None else base, extra_names=settings.env_names,
+    return unit_environment(os.environ if base is None else base, extra_names=settings.unit_env,
                             settings_env=settings.env, credentials_env=credentials_env, fixed=fixed)
 
 
@@ -120,8 +120,8 @@ class _UnitRun:
         self.folder, self.unit, self.engine, self.settings = folder, unit, engine, settings
         self.redactor = redactor
         self.started = time.monotonic()
-        self.deadline = self.started + settings.timeout_s
-        self.grace = settings.apply_kill_grace_s if long_grace else settings.kill_grace_s
+        self.deadline = self.started + settings.action_timeout_s
+        self.grace = settings.apply_grace_s if long_grace else settings.plan_grace_s
         self.capture = OutputCapture(settings.max_output_chars, redactor)
         self.result = Result(status=Status.FAILED, unit=unit, action=action, engine=engine, commit=commit)
         self.binary: str | None = None
@@ -164,7 +164,7 @@ class _UnitRun:
             if tf_path:  # terragrunt runs the same terraform the deployment configured
                 env.setdefault("TERRAGRUNT_TFPATH", self.folder.stage(_executable(tf_path, self.folder)))
                 env.setdefault("TG_TF_PATH", env["TERRAGRUNT_TFPATH"])
-            self.plugin_dir = self.folder.stage(self.settings.plugin_dir) if self.settings.plugin_dir else None
+            self.plugin_dir = self.folder.stage(self.settings.tf_plugin_dir) if self.settings.tf_plugin_dir else None
         except (IsolationError, OSError) as exc:
             return self.finish(Status.FAILED, f"cannot make {self.engine} usable by unit user "
                                               f"{self.folder.user.name if self.folder.user else ''}: {exc}")
@@ -201,11 +201,12 @@ class _UnitRun:
         on_start = None
         if takes_lock:
             holders, holder = self.settings.holders(), who(_user_name(self.folder))
-            on_start = lambda pid: holders.holding(pid, holder, self.unit, name)  # noqa: E731
+            if holders is not None:
+                on_start = lambda pid: holders.holding(pid, holder, self.unit, name)  # noqa: E731
         try:
             done = run_process([self.binary, *args], cwd=self.folder.src / self.unit,
                                env=self.env if env is None else env, capture=self.capture, deadline=self.deadline,
-                               kill_grace_s=self.grace, log_file=self.folder.logs / f"{self.steps:02d}-{name}.log",
+                               grace_s=self.grace, log_file=self.folder.logs / f"{self.steps:02d}-{name}.log",
                                stdout_file=stdout_file, user=self.folder.user, on_start=on_start,
                                preexec=self.preexec)
         except FileNotFoundError:
@@ -213,8 +214,9 @@ class _UnitRun:
         except (OSError, subprocess.SubprocessError) as exc:
             return self.finish(Status.FAILED, f"cannot run {self.engine}: {exc}")
         if done.timed_out:
-            return self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after {self.settings.timeout_s:g}s "
-                                                 "for the action; its processes were stopped", TIMED_OUT_EXIT)
+            return self.finish(Status.TIMED_OUT, f"{self.engine} {name} timed out after "
+                                                 f"{self.settings.action_timeout_s:g}s for the action; its processes "
+                                                 "were stopped", TIMED_OUT_EXIT)
         return done
 
     def failed(self, name: str, done: Completed, takes_lock: bool) -> Result:
@@ -250,7 +252,7 @@ def run_in_workdir(folder: RunFolder, unit: str, action: Action | str, engine: s
     `credentials_env` (AWS_* variables) goes into the children's environment only; None means ambient
     credentials. Plan files live in the folder's `work`, the commands' output in its `logs`."""
     action = Action(action)
-    settings = settings or EngineSettings.from_env()
+    settings = settings or EngineSettings()
     if redactor is None:
         redactor = default_redactor(*(credentials_env or {}).values())
     applies = action in (Action.APPLY, Action.DESTROY)
@@ -312,7 +314,7 @@ def force_unlock_in_workdir(folder: RunFolder, unit: str, lock_id: str, engine: 
                             credentials_env: Mapping[str, str] | None = None, settings: EngineSettings | None = None,
                             redactor: Redactor | None = None, commit: str | None = None) -> Result:
     """`init`, then `force-unlock -force <lock_id>` in the unit: the recovery from a stale state lock."""
-    settings = settings or EngineSettings.from_env()
+    settings = settings or EngineSettings()
     if redactor is None:
         redactor = default_redactor(*(credentials_env or {}).values())
     run = _UnitRun(folder, unit, "force-unlock", engine, settings, redactor, commit, long_grace=False)

@@ -60,7 +60,7 @@ class Executor:
         self.config = config or PipelinesConfig()
         self.credentials_config = credentials_config
         self.provider = provider
-        self.settings = settings or EngineSettings.from_env()
+        self.settings = settings or EngineSettings()
         self._deploy_commits: dict[str, bool] = {}
 
     def on_deploy_branch(self, commit: str) -> bool:
@@ -179,8 +179,8 @@ class Executor:
 
         user = None
         try:
-            user = resolve_unit_user(self.settings.unit_user, self.settings.workdir_root)
-            folder = RunFolder.create(self.settings.workdir_root, user)
+            user = resolve_unit_user(self.settings.unit_user, self.settings.work_dir)
+            folder = RunFolder.create(self.settings.work_dir, user)
         except (IsolationError, OSError) as exc:
             if user is not None:
                 user.release()
@@ -232,5 +232,5 @@ def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: Engi
                        "AWS_WEB_IDENTITY_TOKEN_FILE, GitHub Actions, PIPELINES_WEB_IDENTITY_TOKEN_COMMAND): "
                        "using ambient credentials")
     executor = Executor(repo, config=trusted.config, credentials_config=trusted, provider=provider,
-                        settings=settings or EngineSettings.from_env(), location=location)
+                        settings=settings or EngineSettings(), location=location)
     return CommitExecutor(executor, executor.on_deploy_branch(head), trusted.branch, notices)

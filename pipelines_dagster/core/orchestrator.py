@@ -7,7 +7,7 @@ from ..integrations import git as gitio
 from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_files import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
-from .repo_index import IndexBuilder, RepoIndex, default_index_cache
+from .repo_index import IndexBuilder, RepoIndex
 from .terragrunt.traversal import Problem as EvalProblem
 from .trust import trusted_config
 
@@ -94,11 +94,11 @@ class Orchestrator:
     """Detects changes in one repository; keeps its caches across calls."""
 
     def __init__(self, repo, cache_dir=None, deploy_branch: str | None = None):
-        """`deploy_branch`: the deployment's override of the deploy branch, whose configuration detection uses."""
+        """`cache_dir`: the parse cache on disk (None or False: in memory only); `deploy_branch`: the deployment's
+        override of the deploy branch, whose configuration detection uses."""
         self.repo = repo
         self.deploy_branch = deploy_branch
-        self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs),
-                                    cache_dir if cache_dir is not None else default_index_cache())
+        self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs), cache_dir or None)
 
     def index(self, side: _Side, other: _Side | None = None) -> RepoIndex:
         """The unit index of one side; the other side's stored evaluations are the best starting point."""

@@ -120,7 +120,7 @@ def _feed_file(path: Path, capture: "OutputCapture") -> None:
 
 
 def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], capture: OutputCapture,
-                deadline: float, kill_grace_s: float, log_file: Path, stdout_file: Path | None = None,
+                deadline: float, grace_s: float, log_file: Path, stdout_file: Path | None = None,
                 user=None, on_start: Callable[[int], contextlib.AbstractContextManager[Hold]] | None = None,
                 preexec: Callable[[], None] | None = None) -> Completed:
     """Runs one command in a session of its own (as `user`, a UnitUser, when given). Its output goes to `log_file`
@@ -128,7 +128,7 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
     output is captured when the command has ended. `on_start(pid)` gives a context held while it runs (a
     statelock Hold, told the exit code). `preexec`: run in the child before exec (Confinement.preexec).
 
-    At the deadline the process group gets SIGTERM, and SIGKILL only `kill_grace_s` later; the same if we are
+    At the deadline the process group gets SIGTERM, and SIGKILL only `grace_s` later; the same if we are
     interrupted (a cancelled run)."""
     out = _new_file(log_file)
     try:
@@ -144,14 +144,14 @@ def run_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], captu
         os.close(out)
     try:
         with on_start(proc.pid) if on_start else contextlib.nullcontext(Hold()) as hold:
-            done = _wait(proc, deadline, kill_grace_s)
+            done = _wait(proc, deadline, grace_s)
             hold.exit_code = done.exit_code
             return done
     finally:
         _feed_file(log_file, capture)
 
 
-def _wait(proc: subprocess.Popen, deadline: float, kill_grace_s: float) -> Completed:
+def _wait(proc: subprocess.Popen, deadline: float, grace_s: float) -> Completed:
     # A watchdog enforces the deadline, so that this thread can block in wait() (Popen.wait with a timeout polls
     # with sleeps of up to 50 ms, which shows in the run time of short commands).
     exited = threading.Event()
@@ -162,7 +162,7 @@ def _wait(proc: subprocess.Popen, deadline: float, kill_grace_s: float) -> Compl
             return
         timed_out.set()
         _kill_group(proc.pid, signal.SIGTERM)  # Terraform stops gracefully on SIGTERM (saves state, unlocks)
-        if not exited.wait(kill_grace_s):
+        if not exited.wait(grace_s):
             _kill_group(proc.pid, signal.SIGKILL)
 
     guard = threading.Thread(target=watchdog, daemon=True)
@@ -172,7 +172,7 @@ def _wait(proc: subprocess.Popen, deadline: float, kill_grace_s: float) -> Compl
     except BaseException:  # interrupted (run cancelled): the child must not outlive us, nor die without saving
         _kill_group(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=kill_grace_s)
+            proc.wait(timeout=grace_s)
         finally:
             _kill_group(proc.pid, signal.SIGKILL)
             exited.set()

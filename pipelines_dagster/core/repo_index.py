@@ -406,10 +406,3 @@ def _with_dependencies(key: str, rows: dict[str, tuple], cycles, extra: dict[str
             added = [[d, ".pipelines.yml", None] for d in deps if d not in known]
             rows[unit] = row[:4] + (row[4] + added,) + row[5:]
     return RepoIndex(key, rows, links=links)
-
-
-def default_index_cache() -> Path | None:
-    """The deployment's parse cache (PIPELINES_CACHE_DIR, PIPELINES_NO_CACHE), for callers that pass none."""
-    from ..settings import Settings
-
-    return Settings.from_env().index_cache

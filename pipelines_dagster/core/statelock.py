@@ -108,7 +108,7 @@ def alive(record: dict) -> bool:
     return record.get("boot_id") == boot_id() and start_ticks(record["pid"]) == record.get("start_ticks")
 
 
-def stale_reason(lock_who: str | None, lock_created: str | None, holders: Holders, max_age_s: float,
+def stale_reason(lock_who: str | None, lock_created: str | None, holders: Holders | None, max_age_s: float,
                  now: float | None = None) -> str | None:
     """Why a lock's holder is gone, or None when it may still be working (or we cannot tell)."""
     created = parse_created(lock_created)
@@ -118,7 +118,7 @@ def stale_reason(lock_who: str | None, lock_created: str | None, holders: Holder
     if now - created > max_age_s:
         return (f"older than {max_age_s:.0f} s, the longest any action of this pipeline may hold it (its timeout "
                 "and the apply grace)")
-    if not lock_who or lock_who.rpartition("@")[2] != socket.gethostname():
+    if holders is None or not lock_who or lock_who.rpartition("@")[2] != socket.gethostname():
         return None
     mine = [r for r in holders.records()
             if r.get("who") == lock_who and r.get("started", 0) - 5 <= created <= r.get("started", 0) + max_age_s]

@@ -59,11 +59,11 @@ class ChangeRunner:
 
     def description(self) -> str:
         e = self.engine
-        values = {"units at a time per step": self.max_parallel, "action timeout s": e.timeout_s,
-                  "unit user": e.unit_user or "the pipeline's own", "plugin dir": e.plugin_dir,
-                  "more variables for units": ", ".join(e.env_names), "plans take the state lock": e.plan_lock,
-                  "apply lock timeout": e.lock_timeout, "apply grace s": e.apply_kill_grace_s,
-                  "work dir": e.workdir_root, "UI": self.ui_url, "STS region": self.region}
+        values = {"units at a time per step": self.max_parallel, "action timeout s": e.action_timeout_s,
+                  "unit user": e.unit_user or "the pipeline's own", "plugin dir": e.tf_plugin_dir,
+                  "more variables for units": ", ".join(e.unit_env), "plans take the state lock": e.plan_lock,
+                  "apply lock timeout": e.lock_timeout, "apply grace s": e.apply_grace_s,
+                  "work dir": e.work_dir, "UI": self.ui_url, "STS region": self.region}
         return ("How changes run: the deploy branch's configuration, each account's credentials, Terraform in a "
                 "private checkout as an unprivileged user.\n\n"
                 + "\n".join(f"- {k}: `{v}`" for k, v in values.items() if v not in (None, "")))

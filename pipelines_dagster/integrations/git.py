@@ -2,8 +2,7 @@
 and the refs the sensors watch (branch heads, first-parent history, merge bases).
 
 Plumbing runs `git` directly, through `_git`: importing GitPython costs the `changes` command about 0.1 s of
-start-up. `open_repo` gives a GitPython `Repo` for the rest of the pipeline; every function here accepts either
-that or a plain git directory.
+start-up. Every function here accepts a GitPython `Repo` or a plain git directory.
 """
 
 import hashlib
@@ -66,9 +65,7 @@ def open_git_dir(location: str, fetch: bool = True, clone: bool = True, *, cache
             raise GitError(f"{location}: not a git repository")
         return Path(proc.stdout.strip())
     if cache_root is None:
-        from ..settings import Settings
-
-        cache_root = Settings.from_env().cache_root
+        raise GitError(f"{location}: a remote needs a cache folder for its mirror (PIPELINES_CACHE_DIR)")
     mirror = cache_root / "mirrors" / hashlib.sha256(location.encode()).hexdigest()[:16]
     if not (mirror / "HEAD").exists():
         if not clone:
@@ -154,13 +151,6 @@ def _create_mirror(location: str, mirror: Path, timeout_s: float, refs: Sequence
             # another process made the mirror meanwhile: use it
     finally:
         shutil.rmtree(building, ignore_errors=True)
-
-
-def open_repo(location: str, fetch: bool = True):
-    """A GitPython Repo for a local repository or a mirror of a remote URL."""
-    import git
-
-    return git.Repo(open_git_dir(location, fetch))
 
 
 _REV_SUFFIX = re.compile(r"^(?P<name>[^~^@:]+)(?P<suffix>[~^@].*)?$")

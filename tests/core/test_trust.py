@@ -72,7 +72,7 @@ def test_mirrors_hold_branches_and_pull_request_heads_but_no_tags(work, tmp_path
     work.git("remote", "add", "origin", str(bare))
     evil = work.commit({"dev/evil/main.tf": "# evil\n"})
     work.git("push", "-q", "origin", f"{evil}:refs/tags/main", f"{evil}:refs/pull/7/head")
-    mirror = open_git_dir(f"file://{bare}")
+    mirror = open_git_dir(f"file://{bare}", cache_root=tmp_path / "cache")
     refs = subprocess.run(["git", "--git-dir", str(mirror), "for-each-ref", "--format=%(refname)"],
                           capture_output=True, text=True).stdout.split()
     assert "refs/heads/main" in refs and "refs/pull/7/head" in refs

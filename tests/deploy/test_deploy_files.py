@@ -370,6 +370,7 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
     from pipelines_dagster.core.engine_settings import EngineSettings
     from pipelines_dagster.core.isolation.users import uid_range
     from pipelines_dagster.integrations.github import token_from_env
+    from pipelines_dagster.settings import Settings
 
     for location in LOCATIONS:
         job = run_worker_job(tmp_path, kube_api, location)
@@ -411,7 +412,7 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
                                                                 "SETGID", "SETUID"]}
     assert "privileged" not in context
     # each unit runs as a uid of its own from a range that holds neither root nor a user of the image
-    first, last = uid_range(EngineSettings.from_env(env).unit_user)
+    first, last = uid_range(EngineSettings.from_settings(Settings.from_env(env)).unit_user)
     [create] = [c.value[0] for c in dockerfile() if c.cmd == "RUN" and "useradd" in c.value[0]]
     image_uids = {int(u) for u in re.findall(r"--uid (\d+)", create)}
     assert 0 < first <= last and not any(first <= u <= last for u in image_uids | {0})

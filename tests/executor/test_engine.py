@@ -38,7 +38,7 @@ def test_plan_reports_counts_addresses_and_output_changes(repo, aws, make_execut
     assert result.role_arn == f"arn:aws:iam::{DEV}:role/pipelines-plan" and result.account == "dev"
     # a plan writes no state, and the private working copy is gone
     assert aws.state(DEV, f"{unit}/terraform.tfstate") is None
-    assert list(Path(settings.workdir_root).iterdir()) == []
+    assert list(Path(settings.work_dir).iterdir()) == []
 
 
 def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(repo, aws, make_executor):
@@ -139,8 +139,8 @@ def test_timeout_stops_the_whole_process_group(repo, aws, make_executor, setting
 '''
     unit = f"dev/slow-{uuid.uuid4().hex[:6]}"
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=0, extra=extra)})
-    settings.timeout_s = 12
-    settings.apply_kill_grace_s = 60  # an apply gets SIGTERM at the deadline, and stops on it by itself
+    settings.action_timeout_s = 12
+    settings.apply_grace_s = 60  # an apply gets SIGTERM at the deadline, and stops on it by itself
     started = time.monotonic()
 
     result = make_executor(settings=settings).execute(request(unit, "apply", head))

@@ -22,6 +22,7 @@ from pipelines_dagster.core.isolation.environment import registry_credentials
 from pipelines_dagster.core.isolation.run_folder import RunFolder
 from pipelines_dagster.core.isolation.users import UnitUser, resolve_unit_user
 from pipelines_dagster.core.model import Status
+from pipelines_dagster.settings import Settings
 from tests.conftest import OIDC_TOKEN, env_file, null_unit, s3_backend, terraform_binary
 from tests.executor.test_engine import request
 
@@ -100,7 +101,7 @@ def test_a_committed_provider_run_by_terraform_finds_none_of_the_pipelines_secre
     unit = f"dev/evil-{uuid.uuid4().hex[:6]}"
     head = evil_unit(repo, aws, unit, evil_provider(loot, pipeline_secrets["files"]))
     # no forced plugin folder: Terraform's implied local mirror (terraform.d/plugins) installs the committed provider
-    executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None))
+    executor = make_executor(settings=dataclasses.replace(settings, tf_plugin_dir=None))
 
     result = executor.execute(request(unit, "plan", head))
 
@@ -143,7 +144,7 @@ def test_an_explicit_provider_installation_in_the_cli_config_also_ignores_commit
     loot = drop_box / "loot"
     unit = f"dev/evil-{uuid.uuid4().hex[:6]}"
     head = evil_unit(repo, aws, unit, evil_provider(loot, pipeline_secrets["files"]))
-    executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None,
+    executor = make_executor(settings=dataclasses.replace(settings, tf_plugin_dir=None,
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
     result = executor.execute(request(unit, "plan", head))
@@ -199,7 +200,7 @@ def test_units_get_an_allowlisted_environment_with_terraform_variables_by_name_o
             "TERRAGRUNT_DOWNLOAD": "/shared"}
     settings = EngineSettings(env={"TF_CLI_CONFIG_FILE": "/etc/terraformrc", "GITHUB_TOKEN": "from-settings",
                                    "TF_TOKEN_example_com": "registry-token-3"},
-                              env_names=["SSH_AUTH_SOCK", "GOOGLE_*", "GITHUB_TOKEN", "DAGSTER_*", "TF_VAR_env",
+                              unit_env=["SSH_AUTH_SOCK", "GOOGLE_*", "GITHUB_TOKEN", "DAGSTER_*", "TF_VAR_env",
                                          "TF_TOKEN_*", "TG_TF_*"])
     creds = {"AWS_ACCESS_KEY_ID": "ASIAUNITEXAMPLE12345", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t"}
 
@@ -219,15 +220,15 @@ def test_units_get_an_allowlisted_environment_with_terraform_variables_by_name_o
         "TF_TOKEN_app_terraform_io": "registry-token-1", "TG_TF_REGISTRY_TOKEN": "registry-token-2",
         "TF_TOKEN_example_com": "registry-token-3"}
     # a deployment that needs one of the others names it
-    named = child_environment(creds, dataclasses.replace(settings, env_names=["TF_HTTP_*", "TF_CLI_ARGS_plan"]),
+    named = child_environment(creds, dataclasses.replace(settings, unit_env=["TF_HTTP_*", "TF_CLI_ARGS_plan"]),
                               base=base)
     assert {k for k in named if k.startswith("TF_HTTP_") or k.startswith("TF_CLI_ARGS")} == {
         "TF_HTTP_PASSWORD", "TF_HTTP_USERNAME", "TF_CLI_ARGS_plan"}
 
     ambient = child_environment(None, settings, base=base)  # no credentials of its own: the ambient ones
     assert ambient["AWS_ACCESS_KEY_ID"] == "AKIAAMBIENTEXAMPLE12" and "GITHUB_TOKEN" not in ambient
-    from_env = EngineSettings.from_env({"PIPELINES_UNIT_ENV": "SSH_AUTH_SOCK, GOOGLE_*"})
-    assert from_env.env_names == ["SSH_AUTH_SOCK", "GOOGLE_*"]
+    from_env = EngineSettings.from_settings(Settings.from_env({"PIPELINES_UNIT_ENV": "SSH_AUTH_SOCK, GOOGLE_*"}))
+    assert from_env.unit_env == ["SSH_AUTH_SOCK", "GOOGLE_*"]
 
 
 @as_root
@@ -238,7 +239,7 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     binary = private / "terraform"
     shutil.copy2(terraform_binary(), binary)
     nobody = resolve_unit_user("nobody")
-    assert not can_use(binary, nobody) and not can_use(settings.plugin_dir, nobody)
+    assert not can_use(binary, nobody) and not can_use(settings.tf_plugin_dir, nobody)
     env_dump = drop_box / "env"
     extra = f'''resource "null_resource" "probe" {{
   provisioner "local-exec" {{
@@ -249,7 +250,7 @@ def test_what_the_unit_user_cannot_reach_is_staged_read_only_and_by_content(repo
     unit = f"dev/staged-{uuid.uuid4().hex[:6]}"
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=1, extra=extra)})
     executor = make_executor(settings=dataclasses.replace(settings, binaries={"terraform": str(binary)},
-                                                          workdir_root=str(drop_box)))
+                                                          work_dir=str(drop_box)))
 
     result = executor.execute(request(unit, "apply", head))
 
@@ -291,7 +292,7 @@ def test_a_shared_folder_someone_else_owns_is_refused(drop_box, repo, aws, make_
     os.chown(squatted, pwd.getpwnam("nobody").pw_uid, -1)
     head = repo.commit({"dev/squat/main.tf": null_unit(aws.endpoint, "dev/squat", count=1)})
 
-    result = make_executor(settings=dataclasses.replace(settings, workdir_root=str(drop_box))).execute(
+    result = make_executor(settings=dataclasses.replace(settings, work_dir=str(drop_box))).execute(
         request("dev/squat", "plan", head))
 
     assert result.status is Status.FAILED
@@ -307,7 +308,7 @@ def test_a_unit_user_that_cannot_be_used_is_a_clear_failure(repo, aws, make_exec
     assert result.status is Status.FAILED
     assert result.message == ("cannot prepare the unit's run folder: PIPELINES_UNIT_USER=no-such-user-here: "
                               "no such user")
-    assert EngineSettings.from_env({"PIPELINES_UNIT_USER": "daemon"}).unit_user == "daemon"
+    assert EngineSettings.from_settings(Settings.from_env({"PIPELINES_UNIT_USER": "daemon"})).unit_user == "daemon"
     if os.geteuid() != 0:
         assert resolve_unit_user(pwd.getpwuid(os.geteuid()).pw_name) is None  # ourselves: no switch
     else:

@@ -215,6 +215,6 @@ def test_units_never_run_as_root_even_when_asked(repo, aws, make_executor, setti
         resolve_unit_user("0-10")
     # unset (a run's config may unset it): as root, units still get a uid of their own
     for spec in (None, ""):
-        user = resolve_unit_user(spec, settings.workdir_root)
+        user = resolve_unit_user(spec, settings.work_dir)
         assert user is not None and 200000 <= user.uid <= 299999 and user.lease is not None
         user.release()

@@ -90,7 +90,7 @@ terraform {
 provider "evil" {}
 '''}, "a unit with a committed provider")
     # Terraform's implied local mirror installs the committed provider (no plugin folder, no provider_installation)
-    executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None, workdir_root=str(drop_box),
+    executor = make_executor(settings=dataclasses.replace(settings, tf_plugin_dir=None, work_dir=str(drop_box),
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
     result = executor.execute(request(unit, "plan", head))
@@ -150,7 +150,7 @@ def test_init_alone_gets_the_registry_credentials_and_terragrunts_only_on_the_de
     head = repo.commit({f"{tf_unit}/main.tf": null_unit(aws.endpoint, tf_unit, count=1),
                         f"{tg_unit}/terragrunt.hcl": "terraform {}\n"})
     executor = make_executor(settings=dataclasses.replace(
-        settings, binaries={"terraform": str(engine), "terragrunt": str(engine)}, workdir_root=str(drop_box),
+        settings, binaries={"terraform": str(engine), "terragrunt": str(engine)}, work_dir=str(drop_box),
         env={"TF_CLI_CONFIG_FILE": str(config)}))
 
     plan = executor.execute(request(tf_unit, "plan", head))  # a pull request's plan
@@ -194,7 +194,7 @@ def test_a_cli_configuration_with_credentials_and_a_filesystem_mirror_installs_p
 '''
     unit = f"dev/mirror-{uuid.uuid4().hex[:6]}"
     head = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, count=1, extra=extra)})
-    executor = make_executor(settings=dataclasses.replace(settings, plugin_dir=None, workdir_root=str(drop_box),
+    executor = make_executor(settings=dataclasses.replace(settings, tf_plugin_dir=None, work_dir=str(drop_box),
                                                           env={"TF_CLI_CONFIG_FILE": str(config)}))
 
     result = executor.execute(request(unit, "apply", head))

@@ -24,7 +24,7 @@ def cache(tmp_path, monkeypatch):
 def test_an_unreachable_remote_with_credentials(cache):
     url = unreachable_url()
     with pytest.raises(GitError) as e:
-        open_git_dir(url)
+        open_git_dir(url, cache_root=cache)
     message = str(e.value)
     assert PASSWORD not in message and "alice" not in message
     assert "http://[REDACTED]@127.0.0.1:" in message and "Failed to connect" in message  # still says what failed
@@ -36,9 +36,9 @@ def test_a_fetch_that_fails_after_the_mirror_exists(cache, tmp_path):
     bare = tmp_path / "live.git"
     work.git("clone", "-q", "--bare", str(work.path), str(bare))
     with served(bare) as url:
-        assert (open_git_dir(url) / "HEAD").exists()  # mirrored over HTTP, credentials and all
+        assert (open_git_dir(url, cache_root=cache) / "HEAD").exists()  # mirrored over HTTP, credentials and all
     with pytest.raises(GitError) as e:  # the server is gone: the fetch fails
-        open_git_dir(url)
+        open_git_dir(url, cache_root=cache)
     assert PASSWORD not in str(e.value) and "[REDACTED]@127.0.0.1" in str(e.value)
     assert PASSWORD not in repr(e.value)
 

@@ -78,13 +78,13 @@ def private_folder(path: Path, mode: int = 0o711) -> Path:
     return path
 
 
-def unit_space(workdir_root: str | None, user: "UnitUser") -> Path:
+def unit_space(work_dir: str | None, user: "UnitUser") -> Path:
     """A folder of ours that `user` can reach: the work folder if it can, else /tmp (e.g. when the work folder is
     inside a 0700 folder, as pytest's and a CI clone's are)."""
-    for candidate in (workdir_root or tempfile.gettempdir(), "/tmp"):
+    for candidate in (work_dir or tempfile.gettempdir(), "/tmp"):
         if can_reach(candidate, user, 1):
             return private_folder(Path(candidate) / UNIT_SPACE)
-    raise IsolationError(f"neither {workdir_root or tempfile.gettempdir()} nor /tmp can be reached by unit user "
+    raise IsolationError(f"neither {work_dir or tempfile.gettempdir()} nor /tmp can be reached by unit user "
                          f"{user.name}")
 
 

@@ -132,9 +132,9 @@ class RunFolder:
         return self.path / "config"
 
     @classmethod
-    def create(cls, workdir_root: str | None, user: UnitUser | None) -> "RunFolder":
-        space = unit_space(workdir_root, user) if user is not None else None
-        parent = space if space is not None else workdir_root
+    def create(cls, work_dir: str | None, user: UnitUser | None) -> "RunFolder":
+        space = unit_space(work_dir, user) if user is not None else None
+        parent = space if space is not None else work_dir
         path = Path(tempfile.mkdtemp(prefix="pipelines-run-", dir=parent))
         folder = cls(path, user, space)
         try:

@@ -209,7 +209,7 @@ def lease_uid(first: int, last: int, space: Path) -> UnitUser:
                          f"cannot be removed in {', '.join(SHARED_FOLDERS)}")
 
 
-def resolve_unit_user(spec: str | None, workdir_root: str | None = None) -> UnitUser | None:
+def resolve_unit_user(spec: str | None, work_dir: str | None = None) -> UnitUser | None:
     """The user to switch to for `spec`: a name or a numeric uid, or a range FIRST-LAST from which this unit leases
     a uid of its own (release it with `UnitUser.release`); None when units run as ourselves, which only a pipeline
     that is not root may do. Root (uid 0, or the group root) is refused."""
@@ -224,7 +224,7 @@ def resolve_unit_user(spec: str | None, workdir_root: str | None = None) -> Unit
             raise IsolationError(f"{UNIT_USER_VAR}={spec}: running units as other users needs the pipeline to run "
                                  f"as root (it runs as uid {os.geteuid()}); unset it to run units as this user")
         probe = UnitUser(f"uid {span[0]}", span[0], span[0])  # any uid of the range reaches the same folders
-        return lease_uid(*span, unit_space(workdir_root, probe))
+        return lease_uid(*span, unit_space(work_dir, probe))
     try:
         entry = pwd.getpwuid(int(spec)) if spec.isdigit() else pwd.getpwnam(spec)
     except (KeyError, ValueError):
