@@ -16,7 +16,10 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_CACHE_FOLDER = "pipelines-dagster"
-DEFAULT_ROOT_UNIT_USERS = "200000-299999"  # when the pipeline runs as root: a uid of its own for every unit
+# When the pipeline runs as root, every unit runs as a uid of its own from this range (no passwd entry needed), so
+# that units running at the same time, of other accounts or of an apply, cannot read one another's environments.
+DEFAULT_ROOT_UNIT_USERS = "200000-299999"
+DEFAULT_OIDC_AUDIENCE = "sts.amazonaws.com"  # AWS STS's
 
 
 def _env(*names: str):
@@ -76,10 +79,12 @@ class Settings(BaseModel):
     plan_json_max_mb: int = Field(128, ge=1, validation_alias="PIPELINES_PLAN_JSON_MAX_MB",
                                   description="a plan whose `show -json` output is larger fails unread (MiB)")
     # retries
-    transient_retries: int = Field(2, ge=0, validation_alias="PIPELINES_LOCK_RETRIES",
+    transient_retries: int = Field(2, ge=0, validation_alias=_env("PIPELINES_TRANSIENT_RETRIES",
+                                                                  "PIPELINES_LOCK_RETRIES"),
                                    description="retries of a step after a transient failure (state lock, STS "
                                                "throttling, GitHub outage)")
-    transient_retry_wait_s: float = Field(30, ge=0, validation_alias="PIPELINES_LOCK_RETRY_WAIT_S",
+    transient_retry_wait_s: float = Field(30, ge=0, validation_alias=_env("PIPELINES_TRANSIENT_RETRY_WAIT_S",
+                                                                          "PIPELINES_LOCK_RETRY_WAIT_S"),
                                           description="wait before such a retry")
     apply_lock_retries: int = Field(60, ge=0, validation_alias="PIPELINES_APPLY_LOCK_RETRIES",
                                     description="checks of a push run launched by hand for an apply in progress")
@@ -125,7 +130,7 @@ class Settings(BaseModel):
     debug: bool = Field(False, validation_alias="PIPELINES_DEBUG",
                         description="tracebacks instead of one-line internal errors (command line)")
     # OIDC (the token itself is read where it is used)
-    oidc_audience: str = Field("sts.amazonaws.com", validation_alias="PIPELINES_OIDC_AUDIENCE",
+    oidc_audience: str = Field(DEFAULT_OIDC_AUDIENCE, validation_alias="PIPELINES_OIDC_AUDIENCE",
                                description="audience asked of GitHub Actions' OIDC endpoint")
     aws_region: str | None = Field(None, validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
                                    description="region of STS and of units without a region of their own")
@@ -184,10 +189,16 @@ class Settings(BaseModel):
 
     @property
     def effective_unit_user(self) -> str | None:
-        return self.unit_user or (DEFAULT_ROOT_UNIT_USERS if os.geteuid() == 0 else None)
+        """What units run as: the setting, else a uid of their own when the pipeline is root."""
+        return self.unit_user or default_unit_user()
 
     def run_url(self, run_id: str) -> str | None:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
+
+
+def default_unit_user() -> str | None:
+    """A range of uids, one per unit, when we are root (as in containers); else None: units run as ourselves."""
+    return DEFAULT_ROOT_UNIT_USERS if os.geteuid() == 0 else None
 
 
 def _aliases(alias) -> list[str]:

@@ -136,3 +136,20 @@ KNOWN = {f"{PACKAGE}.core", f"{PACKAGE}.core.model", f"{PACKAGE}.core.terragrunt
 ])
 def test_offending_imports_are_named(module, source, expected):
     assert violations(module, source, False, KNOWN) == expected
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80
+
+
+def test_modules_and_functions_stay_readable():
+    """No module of the package over 450 lines, no function over 80: a role that grows gets a module of its own."""
+    too_long = []
+    for name, path in package_modules().items():
+        source = path.read_text()
+        if source.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name} (line {node.lineno}): {node.end_lineno - node.lineno + 1}")
+    assert too_long == []

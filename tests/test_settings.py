@@ -39,3 +39,8 @@ def test_values_are_validated_and_empty_ones_are_unset():
         6, ["dev/*", "prod/app"], False, None, "eu-west-1")
     with pytest.raises(SettingsError, match=r"PIPELINES_MAX_PARALLEL='many'.*PIPELINES_PLAN_LOCK='perhaps'"):
         Settings.from_env({"PIPELINES_MAX_PARALLEL": "many", "PIPELINES_PLAN_LOCK": "perhaps"})
+
+
+def test_a_setting_keeps_reading_its_former_name():
+    assert Settings.from_env({"PIPELINES_LOCK_RETRIES": "5"}).transient_retries == 5
+    assert Settings.from_env({"PIPELINES_TRANSIENT_RETRIES": "3", "PIPELINES_LOCK_RETRIES": "5"}).transient_retries == 3

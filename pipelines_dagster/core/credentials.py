@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ..settings import DEFAULT_OIDC_AUDIENCE
 from .model import Event
 from .repo_files import Account, RolesConfig
 
-STS_AUDIENCE = "sts.amazonaws.com"
 REFRESH_MARGIN_S = 300  # cached credentials are renewed five minutes before they expire
 SESSION_NAME_RE = re.compile(r"[^\w+=,.@-]")
 THROTTLING_CODES = frozenset({
@@ -85,7 +85,7 @@ class GitHubActionsTokenSource(TokenSource):
 
     request_url: str
     request_token: str = field(repr=False)
-    audience: str = STS_AUDIENCE
+    audience: str = DEFAULT_OIDC_AUDIENCE
     timeout_s: float = 30.0
     description = "GitHub Actions OIDC"
 
@@ -134,7 +134,8 @@ class CommandTokenSource(TokenSource):
         return value
 
 
-def token_source_from_env(env: Mapping[str, str] | None = None, audience: str = STS_AUDIENCE) -> TokenSource | None:
+def token_source_from_env(env: Mapping[str, str] | None = None,
+                          audience: str = DEFAULT_OIDC_AUDIENCE) -> TokenSource | None:
     """The configured token source: a token file, else GitHub Actions, else a token command; None if none.
 
     These are deployment settings (environment), never repository settings: a pull request must not be able to

@@ -266,7 +266,7 @@ def _dispatch(change: InfraChange, spec: RunSpec, prepared: CommitExecutor | Non
 
 
 def _account_change(change: InfraChange, spec: RunSpec, repo, baseline: Baseline | None) -> Outcome:
-    from ..integrations.git import read_blobs
+    from ..integrations.git_tree import read_blobs
 
     name = change.account
     assert name is not None, "an account change names its account"

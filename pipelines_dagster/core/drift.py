@@ -80,7 +80,7 @@ def matches(unit: str, patterns: list[str]) -> bool:
 def check_units(prepared: CommitExecutor, repo, commit: str, units: dict[str, str | None],
                 max_parallel: int = 4) -> list[Finding]:
     """Plan every unit (path -> account) at `commit`; units no longer there are GONE. Never raises per unit."""
-    from ..integrations.git import list_folders
+    from ..integrations.git_tree import list_folders
 
     if not units:
         return []

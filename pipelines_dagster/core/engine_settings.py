@@ -4,9 +4,8 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..settings import Settings
+from ..settings import Settings, default_unit_user
 from .isolation.confinement import Confinement
-from .isolation.users import default_unit_user
 from .statelock import Holders
 
 

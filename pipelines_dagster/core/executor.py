@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..redact import default_redactor
+from ..settings import DEFAULT_OIDC_AUDIENCE
 from .credentials import CredentialProvider, CredentialsError, DeployedAccount, session_name
 from .engine import force_unlock_in_workdir, run_in_workdir
 from .engine_settings import EngineSettings
@@ -38,7 +39,7 @@ def commit_for(action: Action, head: str, base: str | None) -> str | None:
 
 def unit_kind(repo, sha: str, unit: str) -> UnitKind | None:
     """Terragrunt when the unit folder holds terragrunt.hcl at that commit, Terraform otherwise; None if absent."""
-    from ..integrations.git import list_folders
+    from ..integrations.git_tree import list_folders
 
     files = list_folders(repo, sha, [unit])
     if not files:
@@ -172,7 +173,8 @@ class Executor:
 
     def _in_run_folder(self, commit: str, work) -> Result:
         """`work(folder)` in a fresh run folder holding a checkout of `commit`, owned by the unit user."""
-        from ..integrations.git import GitError, UnsafeCheckout, checkout
+        from ..integrations.git import GitError
+        from ..integrations.git_tree import UnsafeCheckout, checkout
 
         def failed(message: str) -> Result:
             return Result(status=Status.FAILED, message=default_redactor()(message))
@@ -212,7 +214,7 @@ class CommitExecutor:
 
 def prepare(repo, head: str, *, deploy_branch: str | None = None, settings: EngineSettings | None = None,
             token_source=None, region: str | None = None, location: str | None = None,
-            audience: str = "sts.amazonaws.com", deployed: Mapping[str, DeployedAccount] | None = None
+            audience: str = DEFAULT_OIDC_AUDIENCE, deployed: Mapping[str, DeployedAccount] | None = None
             ) -> CommitExecutor:
     """Everything between "run this commit" and an Executor: engines, accounts and roles from the deploy branch
     (a pull request must not choose its own engines or credentials), whether the commit is on the deploy branch,

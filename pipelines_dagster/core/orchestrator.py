@@ -4,6 +4,7 @@ import gc
 import posixpath
 
 from ..integrations import git as gitio
+from ..integrations import git_tree
 from .graph import nearest_in, reachable, waves
 from .model import ChangeSet, ChangeType, Event, InfraChange, Problem, UnitKind, action_for
 from .repo_files import PIPELINES_FILE, Accounts, ConfigError, PipelinesConfig, load_accounts, load_pipelines_config
@@ -54,7 +55,7 @@ class _Side:
     def __init__(self, repo, sha: str, config: PipelinesConfig | None = None):
         """`config`: the trusted configuration to read this commit with; None reads the commit's own."""
         self.repo, self.sha = repo, sha
-        self._tree: gitio.Tree | None = None
+        self._tree: git_tree.Tree | None = None
         self.index: RepoIndex | None = None
         self.config_problems: list[Problem] = []
         self.account_problems: list[Problem] = []
@@ -76,13 +77,13 @@ class _Side:
 
     def _texts(self, paths: list[str]) -> dict[str, str]:
         specs = [f"{self.sha}:{p}" for p in paths]
-        found = gitio.read_blobs(self.repo, specs)
+        found = git_tree.read_blobs(self.repo, specs)
         return {p: found[s].decode("utf-8", errors="replace") for p, s in zip(paths, specs, strict=True) if s in found}
 
     @property
-    def tree(self) -> gitio.Tree:
+    def tree(self) -> git_tree.Tree:
         if self._tree is None:
-            self._tree = gitio.read_tree(self.repo, self.sha)
+            self._tree = git_tree.read_tree(self.repo, self.sha)
         return self._tree
 
     @property
@@ -98,7 +99,7 @@ class Orchestrator:
         override of the deploy branch, whose configuration detection uses."""
         self.repo = repo
         self.deploy_branch = deploy_branch
-        self.builder = IndexBuilder(lambda blobs: gitio.read_blobs(repo, blobs), cache_dir or None)
+        self.builder = IndexBuilder(lambda blobs: git_tree.read_blobs(repo, blobs), cache_dir or None)
 
     def index(self, side: _Side, other: _Side | None = None) -> RepoIndex:
         """The unit index of one side; the other side's stored evaluations are the best starting point."""
@@ -133,7 +134,7 @@ class Orchestrator:
         config = self._trusted_config(result)
         head, base = _Side(self.repo, head_sha, config), _Side(self.repo, base_sha, config)
         ignore = config.ignore_spec()
-        diff = gitio.diff(self.repo, base_sha, head_sha)
+        diff = git_tree.diff(self.repo, base_sha, head_sha)
         changed = [c for c in diff if not ignore.match_file(c.path)]
         if event is Event.PULL_REQUEST:
             self._configuration_changes(head_sha, {c.path for c in diff}, config, result)
@@ -200,7 +201,7 @@ class _Detection:
         a file that links show elsewhere, and every file a changed link to a folder shows."""
         self._trigger: dict[str, str] = {}
         seen = {c.path for c in self.changed}
-        shown: list[gitio.FileChange] = []
+        shown: list[git_tree.FileChange] = []
         for change in self.changed:
             sides = ([(head, self.head)] if change.status != "D" else []) + (
                 [(base, self.base)] if base is not None and change.status != "A" else [])
@@ -211,7 +212,7 @@ class _Detection:
                 for path in paths:
                     if path not in seen:
                         seen.add(path)
-                        shown.append(gitio.FileChange(change.status, path))
+                        shown.append(git_tree.FileChange(change.status, path))
                         self._trigger[path] = change.path
         self.changed = self.changed + shown
 
@@ -227,7 +228,7 @@ class _Detection:
             return ChangeType.ENVCOMMON_CHANGED
         return ChangeType.HCL_CHANGED
 
-    def _classify_file(self, change: gitio.FileChange, head: RepoIndex, base: RepoIndex | None) -> None:
+    def _classify_file(self, change: git_tree.FileChange, head: RepoIndex, base: RepoIndex | None) -> None:
         path = change.path
         trigger = self._trigger.get(path, path)
         owner = head.owner(path)
@@ -286,7 +287,7 @@ class _Detection:
         existed = {u for u in self.hits if head.kind(u) is UnitKind.TERRAGRUNT and head.config_file(u) not in added}
         terraform = [u for u in self.hits if head.kind(u) is UnitKind.TERRAFORM]
         if terraform:  # plain root modules: look at just their folders at base
-            files = gitio.list_folders(self.orch.repo, self.base.sha, terraform)
+            files = git_tree.list_folders(self.orch.repo, self.base.sha, terraform)
             existed |= set(self.orch.builder.candidates(files, set(terraform), self.base.config.units)) & set(
                 terraform)
         return existed

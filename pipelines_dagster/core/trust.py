@@ -31,7 +31,7 @@ class TrustedConfig(RepoConfig):
 
 def config_at(repo, sha: str) -> PipelinesConfig:
     """`.pipelines.yml` at a commit (defaults when there is none); ConfigError when it is unusable."""
-    from ..integrations.git import read_blobs
+    from ..integrations.git_tree import read_blobs
 
     text = read_blobs(repo, [f"{sha}:{PIPELINES_FILE}"]).get(f"{sha}:{PIPELINES_FILE}")
     return load_pipelines_config(text.decode("utf-8", errors="replace") if text is not None else None)
@@ -39,7 +39,7 @@ def config_at(repo, sha: str) -> PipelinesConfig:
 
 def load_repo_config(repo, sha: str) -> RepoConfig:
     """`.pipelines.yml` and the accounts file at a commit; ConfigError when they are unusable."""
-    from ..integrations.git import read_blobs
+    from ..integrations.git_tree import read_blobs
 
     config = config_at(repo, sha)
     spec = f"{sha}:{config.accounts_file}"

@@ -13,7 +13,7 @@ from ..core.model import Event, RunSpec
 from .resources import InfraRepo
 
 if TYPE_CHECKING:
-    from ..integrations.github import PullRequestInfo
+    from ..integrations.github_records import PullRequestInfo
 
 
 class PlanConfig(dg.Config):

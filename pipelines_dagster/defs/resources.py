@@ -138,7 +138,7 @@ class GitHub:
 
     def sensor_client(self):
         """A client for sensor ticks: at most one quick retry, no long rate-limit sleeps (the next tick retries)."""
-        from ..integrations.github import RetryPolicy
+        from ..integrations.github_retry import RetryPolicy
 
         return self.client(retry=RetryPolicy(total=1, backoff_factor=0.5, backoff_max=2, secondary_rate_wait=2,
                                              max_rate_limit_wait=5), timeout=10)

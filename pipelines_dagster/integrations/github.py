@@ -10,30 +10,25 @@ client's own identity only (anyone can write the marker): the client updates the
 second. The identity is looked up once, when first needed: the token's login (``GET /user``), or for a GitHub App,
 whose installation tokens may not read ``/user``, ``<slug>[bot]`` from ``GET /app`` (authenticated as the app).
 
-Transient failures are retried inside PyGithub's HTTP layer by a ``GithubRetry`` (urllib3 ``Retry``) subclass:
-5xx answers with exponential backoff; rate-limit answers (403 or 429, as GitHub documents both) after the
-``Retry-After`` seconds or, for the primary limit, until ``X-RateLimit-Reset``. A wait longer than
-``RetryPolicy.max_rate_limit_wait`` is not slept: the call fails at once with a rate-limit ``GitHubError``.
-Every failure reaches the caller as one exception type, ``GitHubError``, carrying GitHub's status and message.
+Transient failures are retried inside PyGithub's HTTP layer (github_retry.py). Every failure reaches the caller as
+one exception type, ``GitHubError``, carrying GitHub's status and message.
 """
 
-import json
 import os
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TypedDict
 
 import requests
 from github import Auth, Github, GithubException, GithubIntegration
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubObject import NotSet
-from github.GithubRetry import GithubRetry
 from github.Requester import Requester
-from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
+
+from .github_records import CommentInfo, IssueInfo, PullRequestInfo, StatusInfo, issue_info, pull_request_info
+from .github_retry import RateLimitAwareRetry, RetryPolicy
 
 DEFAULT_API_URL = "https://api.github.com"
 BODY_LIMIT = 65536  # characters, for issue, pull request and comment bodies
@@ -90,145 +85,6 @@ def _has_marker(key: str, body: str | None) -> bool:
     return bool(body and body.lstrip().startswith(marker(key)))
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try. `total` attempts after the first; server errors back off `backoff_factor * 2**n` seconds
-    (at most `backoff_max`); a secondary rate limit without Retry-After waits `secondary_rate_wait`; no single
-    rate-limit wait may exceed `max_rate_limit_wait` (the call fails instead)."""
-
-    total: int = 5
-    backoff_factor: float = 1.0
-    backoff_max: float = 60.0
-    secondary_rate_wait: float = 60.0
-    max_rate_limit_wait: float = 900.0
-
-
-class _Retry(GithubRetry):
-    """PyGithub's GithubRetry, extended to what GitHub documents: rate limits come as 403 *or* 429, the primary limit
-    is recognised by ``X-RateLimit-Remaining: 0`` (not only by its message), ``Retry-After`` is honoured on both,
-    and idempotent PATCH updates are retried like GET/POST."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("status_forcelist", list(range(500, 600)) + [429])
-        kwargs.setdefault("allowed_methods", Retry.DEFAULT_ALLOWED_METHODS | {"GET", "POST", "PATCH"})
-        super().__init__(**kwargs)
-
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        if response is None or response.status not in (403, 429):
-            return super().increment(method, url, response, error, _pool, _stacktrace)
-        wait, content = self._rate_limit_wait(response, url)
-        headers = dict(response.headers)
-        if wait is None:  # a 403 that is no rate limit (permissions, ...): not retried
-            raise Requester.createException(response.status, headers, content)
-        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-            raise RateLimitExceededExceedsMaxWait(response.status, content or {}, headers, wait=wait)
-        try:
-            retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-        except MaxRetryError as exhausted:
-            if content is None:
-                raise  # urllib3 hands the unread response back to PyGithub, which raises from it
-            raise Requester.createException(response.status, headers, content) from exhausted
-        retry.get_backoff_time = lambda: wait  # slept by urllib3 (it sleeps Retry-After itself when present)
-        return retry
-
-    def _rate_limit_wait(self, response, url) -> tuple[float | None, dict | None]:
-        h = response.headers
-        if h.get("Retry-After"):
-            try:
-                return self.parse_retry_after(h["Retry-After"]), None
-            except Exception:
-                pass
-        reset = h.get("X-RateLimit-Reset")
-        if h.get("X-RateLimit-Remaining") == "0" and reset and reset.isdigit():
-            return max(0.0, int(reset) - time.time()) + 1, None
-        content = _json_content(self.get_content(response, url))
-        message = content.get("message") or ""
-        if Requester.isPrimaryRateLimitError(message):
-            return (max(0.0, int(reset) - time.time()) + 1 if reset and reset.isdigit()
-                    else self.secondary_rate_wait), content
-        if Requester.isSecondaryRateLimitError(message) or response.status == 429:
-            return self.secondary_rate_wait, content
-        return None, content
-
-
-def _json_content(raw: bytes) -> dict:
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return {"message": raw.decode(errors="replace")}
-    return data if isinstance(data, dict) else {"data": data}
-
-
-@dataclass(frozen=True)
-class PullRequestInfo:
-    number: int
-    title: str
-    state: str
-    head_ref: str
-    head_sha: str
-    head_repo: str | None  # full name; None when the fork was deleted
-    base_ref: str
-    base_sha: str
-    base_repo: str
-    user: str
-    html_url: str
-    merged: bool
-    merge_commit_sha: str | None
-    draft: bool
-    body: str | None = None
-
-    @property
-    def is_fork(self) -> bool:
-        """From another repository than the one it targets (or from a deleted fork)."""
-        return self.head_repo is None or self.head_repo.lower() != self.base_repo.lower()
-
-
-@dataclass(frozen=True)
-class CommentInfo:
-    id: int
-    body: str
-    html_url: str
-    created: bool = False   # this call created it
-    updated: bool = False   # this call changed it
-
-
-@dataclass(frozen=True)
-class IssueInfo:
-    number: int
-    title: str
-    state: str
-    body: str | None
-    html_url: str
-    labels: tuple[str, ...]
-    created: bool = False
-    updated: bool = False
-
-
-@dataclass(frozen=True)
-class StatusInfo:
-    context: str
-    state: str
-    description: str | None
-    target_url: str | None
-
-
-def _pr_info(pr) -> PullRequestInfo:
-    # Only fields of GitHub's list shape ("pull-request-simple"): anything else makes PyGithub fetch the PR again.
-    head_repo = pr.head.repo
-    return PullRequestInfo(
-        number=pr.number, title=pr.title, state=pr.state, head_ref=pr.head.ref, head_sha=pr.head.sha,
-        head_repo=head_repo.full_name if head_repo is not None else None, base_ref=pr.base.ref,
-        base_sha=pr.base.sha, base_repo=pr.base.repo.full_name, user=pr.user.login if pr.user else "",
-        html_url=pr.html_url, merged=pr.merged_at is not None, merge_commit_sha=pr.merge_commit_sha,
-        draft=bool(pr.draft), body=pr.body)
-
-
-def _issue_info(issue, created: bool = False, updated: bool = False) -> IssueInfo:
-    return IssueInfo(number=issue.number, title=issue.title, state=issue.state, body=issue.body,
-                     html_url=issue.html_url, labels=tuple(label.name for label in issue.labels),
-                     created=created, updated=updated)
-
-
 TOKEN_FILE_VAR = "PIPELINES_GITHUB_TOKEN_FILE"
 
 
@@ -283,7 +139,7 @@ class GitHubClient:
         p = self.retry_policy
         self._http: _HttpOptions = {
             "timeout": timeout, "user_agent": user_agent,
-            "retry": _Retry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
+            "retry": RateLimitAwareRetry(total=p.total, backoff_factor=p.backoff_factor, backoff_max=p.backoff_max,
                             secondary_rate_wait=p.secondary_rate_wait, max_rate_limit_wait=p.max_rate_limit_wait,
                             # parsed Retry-After is capped here: one second over the maximum still fails
                             retry_after_max=int(p.max_rate_limit_wait) + 1, raise_on_status=False)}
@@ -371,18 +227,18 @@ class GitHubClient:
         """Open pull requests (oldest first), optionally only those into `base`."""
         with self._call(f"list open pull requests of {self.repo_name}"):
             kwargs = {"base": base} if base else {}
-            return [_pr_info(pr) for pr in self._repo.get_pulls(state="open", sort="created", direction="asc",
+            return [pull_request_info(pr) for pr in self._repo.get_pulls(state="open", sort="created", direction="asc",
                                                                  **kwargs)]
 
     def get_pull_request(self, number: int) -> PullRequestInfo:
         with self._call(f"get pull request {self.repo_name}#{number}"):
-            return _pr_info(self._repo.get_pull(number))
+            return pull_request_info(self._repo.get_pull(number))
 
     def pull_requests_for_commit(self, sha: str) -> list[PullRequestInfo]:
         """Pull requests associated with a commit: on the default branch, the merged pull request that brought it;
         elsewhere, the open pull requests that contain it."""
         with self._call(f"find pull requests of commit {sha} in {self.repo_name}"):
-            return [_pr_info(pr) for pr in self._repo.get_commit(sha).get_pulls()]
+            return [pull_request_info(pr) for pr in self._repo.get_commit(sha).get_pulls()]
 
     def create_or_update_pull_request(self, head: str, base: str, title: str, body: str,
                                       draft: bool = False) -> tuple[PullRequestInfo, bool]:
@@ -394,7 +250,7 @@ class GitHubClient:
             if existing is None:
                 try:
                     pr = self._repo.create_pull(base=base, head=head, title=title, body=body, draft=draft)
-                    return _pr_info(pr), True
+                    return pull_request_info(pr), True
                 except GithubException as e:
                     if e.status != 422 or "already exists" not in str(e.data):
                         raise
@@ -403,7 +259,7 @@ class GitHubClient:
                         raise
             if existing.title != title or (existing.body or "") != body:
                 existing.edit(title=title, body=body)
-            return _pr_info(existing), False
+            return pull_request_info(existing), False
 
     def _open_pull_for(self, head: str, base: str):
         # the head filter needs the owner:branch form; GitHub ignores a bare branch name
@@ -468,7 +324,7 @@ class GitHubClient:
                    state: str = "open") -> IssueInfo | None:
         with self._call(f"find the issue {marker(key)} in {self.repo_name}"):
             found = self._find_issue(key, labels, state)
-            return _issue_info(found) if found else None
+            return issue_info(found) if found else None
 
     def _find_issue(self, key: str, labels: tuple[str, ...], state: str):
         for issue in self._repo.get_issues(state=state, sort="created", direction="asc",
@@ -488,12 +344,12 @@ class GitHubClient:
             existing = self._find_issue(key, labels, "open")
             if existing is None:
                 issue = self._repo.create_issue(title=title, body=full, labels=list(labels))
-                return _issue_info(issue, created=True)
+                return issue_info(issue, created=True)
             current_labels = {label.name for label in existing.labels}
             if existing.title == title and existing.body == full and set(labels) <= current_labels:
-                return _issue_info(existing)
+                return issue_info(existing)
             existing.edit(title=title, body=full, labels=sorted(current_labels | set(labels)))
-            return _issue_info(existing, updated=True)
+            return issue_info(existing, updated=True)
 
     def close_issue(self, key: str, *, comment: str | None = None,
                     labels: tuple[str, ...] = (ISSUE_LABEL,)) -> IssueInfo | None:
@@ -505,7 +361,7 @@ class GitHubClient:
             if comment:
                 existing.create_comment(comment)
             existing.edit(state="closed", state_reason="completed")
-            return _issue_info(existing, updated=True)
+            return issue_info(existing, updated=True)
 
     # ------------------------------------------------------------------ branches
 

@@ -20,7 +20,8 @@ from pipelines_dagster.core.model import Event, UnitKind
 from pipelines_dagster.core.orchestrator import detect_changes
 from pipelines_dagster.core.repo_files import ConfigError, load_accounts, load_pipelines_config
 from pipelines_dagster.core.terragrunt import parse
-from pipelines_dagster.integrations.git import GitError, read_tree
+from pipelines_dagster.integrations.git import GitError
+from pipelines_dagster.integrations.git_tree import read_tree
 from tests.core.test_evaluate import evaluate, messages
 from tests.livefixture import make_live_repo, unit
 

@@ -13,10 +13,10 @@ from pipelines_dagster.integrations.github import (
     BODY_LIMIT,
     GitHubClient,
     GitHubError,
-    RetryPolicy,
     body_budget,
     marker,
 )
+from pipelines_dagster.integrations.github_retry import RetryPolicy
 
 REPO = "acme/infrastructure-live"
 SHA_A = "a" * 40

@@ -299,7 +299,7 @@ def test_sts_throttling_that_outlasts_the_executors_backoff_is_retried_by_dagste
     sts = ThrottlingSts(aws.endpoint, times=CredentialProvider.__init__.__kwdefaults__["max_attempts"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", sts.url)  # STS through the proxy; Terraform's state goes to the emulator
     try:
-        run = run_job(repo, env, "pull_request", base, "feature", PIPELINES_LOCK_RETRY_WAIT_S="0.1")
+        run = run_job(repo, env, "pull_request", base, "feature", PIPELINES_TRANSIENT_RETRY_WAIT_S="0.1")
     finally:
         sts.close()
     assert sts.throttled == 6 and sts.left == 0
@@ -318,7 +318,7 @@ def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dag
     # a secondary rate limit asking for a longer wait than the client accepts: both status writes fail at once
     github.secondary_rate_limit(r".*/statuses/.*", retry_after=100_000, times=2, method="POST")
     run = run_job(repo, env, "pull_request", base, "feature", pr=number, github_repo=GH_REPO,
-                  PIPELINES_LOCK_RETRY_WAIT_S="0.1")
+                  PIPELINES_TRANSIENT_RETRY_WAIT_S="0.1")
     retried = [e.step_key for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert retried == ["report"]
     assert run.success and run.github_problems() == []

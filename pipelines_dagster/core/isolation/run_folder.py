@@ -15,13 +15,6 @@ from .cli_config import cli_config_without_credentials
 from .environment import CLI_CONFIG_VAR
 from .users import UnitUser
 
-UNIT_USER_VAR = "PIPELINES_UNIT_USER"
-# When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
-# at the same time, of other accounts or of an apply, cannot read one another's environments either.
-DEFAULT_ROOT_UNIT_USER = "200000-299999"
-UNIT_SPACE = "pipelines-units"  # under the work folder (or /tmp): run folders and staged copies
-
-
 _hashes: dict[tuple, str] = {}
 _hashes_lock = threading.Lock()
 

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from ...settings import DEFAULT_ROOT_UNIT_USERS
 from .access import IsolationError, private_folder, unit_space
 
 UNIT_USER_VAR = "PIPELINES_UNIT_USER"
-# When root: every unit runs as a uid of its own from this range (no passwd entry needed), so that units running
-# at the same time, of other accounts or of an apply, cannot read one another's environments either.
-DEFAULT_ROOT_UNIT_USER = "200000-299999"
-UNIT_SPACE = "pipelines-units"  # under the work folder (or /tmp): run folders and staged copies
 
 
 # Folders every user may write on a Linux system or container image (FHS; /var/lock is usually /run/lock).
@@ -65,11 +62,6 @@ class UnitUser:
         if self.lease is not None:
             self.lease.close()  # closing the file drops its lock
             self.lease = None
-
-
-def default_unit_user() -> str | None:
-    """A range of uids, one per unit, when we are root (as in containers); else None: units run as ourselves."""
-    return DEFAULT_ROOT_UNIT_USER if os.geteuid() == 0 else None
 
 
 def uid_range(spec: str | None) -> tuple[int, int] | None:
@@ -217,7 +209,7 @@ def resolve_unit_user(spec: str | None, work_dir: str | None = None) -> UnitUser
     if not spec:
         if not root:
             return None
-        spec = DEFAULT_ROOT_UNIT_USER  # as root, units never run as ourselves
+        spec = DEFAULT_ROOT_UNIT_USERS  # as root, units never run as ourselves
     span = uid_range(spec)
     if span is not None:
         if not root:
@@ -231,7 +223,7 @@ def resolve_unit_user(spec: str | None, work_dir: str | None = None) -> UnitUser
         raise IsolationError(f"{UNIT_USER_VAR}={spec}: no such user") from None
     if entry.pw_uid == 0 or entry.pw_gid == 0:
         raise IsolationError(f"{UNIT_USER_VAR}={spec}: units must not run as root (uid 0) nor with its group: name "
-                             f"another user, or a range of uids such as {DEFAULT_ROOT_UNIT_USER}")
+                             f"another user, or a range of uids such as {DEFAULT_ROOT_UNIT_USERS}")
     if entry.pw_uid == os.geteuid():  # not root: units run as ourselves
         return None
     if not root:

@@ -92,97 +92,114 @@ class _Converter:
                     f"beyond the first {MAX_EXPRESSIONS:,} expressions of the file"
                 return ["unk", self.snippet(node), f"expression {why} at line {node.start_point[0] + 1}"]
             depth += 1
-        if t == "expression":
-            return self.chain([c for c in node.children if c.is_named and c.type != "comment"], node, depth)
-        if t == "literal_value":
-            inner = node.children[0]
-            if inner.type == "numeric_lit":
-                raw = _text(inner)
-                try:
-                    return ["lit", int(raw)]
-                except ValueError:
-                    try:
-                        return ["lit", float(raw)]
-                    except ValueError:
-                        return ["unk", raw[:160]]
-            if inner.type == "bool_lit":
-                return ["lit", _text(inner) == "true"]
-            if inner.type == "null_lit":
-                return ["lit", None]
-            if inner.type == "string_lit":
-                return ["lit", _string_lit(inner)]
-            return ["unk", self.snippet(node)]
-        if t == "template_expr":
-            return self.expr(node.children[0], depth)
-        if t in ("quoted_template", "heredoc_template"):
-            parts: list = []
-            literals = [c for c in node.children if c.type == "template_literal"]
-            for child in node.children:
-                if child.type == "template_literal":
-                    parts.append(["lit", _literal(child)])
-                elif child.type == "template_interpolation":
-                    inner = next((c for c in child.children if c.type == "expression"), None)
-                    parts.append(self.expr(inner, depth) if inner is not None else ["unk", self.snippet(child)])
-                elif child.type == "template_directive":
-                    return ["unk", self.snippet(node)]
-            if t == "heredoc_template":
-                # indented heredocs (<<-) strip common leading whitespace; paths never come from heredocs in practice
-                if any(c.type == "heredoc_start" and b"-" in c.text for c in node.children) and literals:
-                    return ["unk", self.snippet(node)]
-            return ["tpl", parts]
-        if t == "variable_expr":
-            return ["var", _text(node.children[0])]
-        if t == "function_call":
-            name = _text(node.children[0])
-            args_node = next((c for c in node.children if c.type == "function_arguments"), None)
-            args = []
-            if args_node is not None:
-                if any(c.type in ("ellipsis", "...") for c in args_node.children):
-                    return ["unk", self.snippet(node)]
-                args = [self.expr(c, depth) for c in args_node.children if c.type == "expression"]
-            return ["call", name, args]
-        if t == "collection_value":
-            return self.expr(node.children[0], depth)
-        if t == "tuple":
-            return ["tuple", [self.expr(c, depth) for c in node.children if c.type == "expression"]]
-        if t == "object":
-            items = []
-            for elem in node.children:
-                if elem.type != "object_elem":
-                    continue
-                exprs = [c for c in elem.children if c.type == "expression"]
-                if len(exprs) != 2:
-                    return ["unk", self.snippet(node)]
-                key = self.expr(exprs[0], depth)
-                if key[0] == "var":  # bare identifier keys are literal names
-                    key = ["lit", key[1]]
-                items.append([key, self.expr(exprs[1], depth)])
-            return ["obj", items]
-        if t == "conditional":
-            exprs = [c for c in node.children if c.type == "expression"]
-            if len(exprs) == 3:
-                return ["cond", self.expr(exprs[0], depth), self.expr(exprs[1], depth), self.expr(exprs[2], depth)]
-        if t == "operation":
-            return self.expr(node.children[0], depth)
-        if t == "binary_operation":
-            split = next((i for i, c in enumerate(node.children) if not c.is_named and c.type != "comment"), None)
-            if split is not None:
-                left = [c for c in node.children[:split] if c.is_named and c.type != "comment"]
-                right = [c for c in node.children[split + 1:] if c.is_named and c.type != "comment"]
-                return ["bin", _text(node.children[split]), self.chain(left, node, depth),
-                        self.chain(right, node, depth)]
-        if t == "unary_operation":
-            ops = [c for c in node.children if not c.is_named]
-            operand = [c for c in node.children if c.is_named and c.type != "comment"]
-            if ops:
-                return ["un", _text(ops[0]), self.chain(operand, node, depth)]
-        if t in ("parenthesized_expression",):
-            inner = next((c for c in node.children if c.type == "expression"), None)
-            if inner is not None:
-                return self.expr(inner, depth)
+        convert = _CONVERTERS.get(t)
+        converted = convert(self, node, depth) if convert is not None else None
+        if converted is not None:
+            return converted
         if t in ("numeric_lit", "bool_lit", "null_lit", "string_lit"):
             return _expr_from_literal(node)
         return ["unk", self.snippet(node)]
+
+    def _expression(self, node, depth: int) -> list:
+        return self.chain([c for c in node.children if c.is_named and c.type != "comment"], node, depth)
+
+    def _literal_value(self, node, depth: int) -> list:
+        inner = node.children[0]
+        if inner.type == "numeric_lit":
+            raw = _text(inner)
+            for number in (int, float):
+                try:
+                    return ["lit", number(raw)]
+                except ValueError:
+                    pass
+            return ["unk", raw[:160]]
+        if inner.type in ("bool_lit", "null_lit", "string_lit"):
+            return _expr_from_literal(inner)
+        return ["unk", self.snippet(node)]
+
+    def _first_child(self, node, depth: int) -> list:
+        return self.expr(node.children[0], depth)
+
+    def _template(self, node, depth: int) -> list:
+        parts: list = []
+        literals = [c for c in node.children if c.type == "template_literal"]
+        for child in node.children:
+            if child.type == "template_literal":
+                parts.append(["lit", _literal(child)])
+            elif child.type == "template_interpolation":
+                inner = next((c for c in child.children if c.type == "expression"), None)
+                parts.append(self.expr(inner, depth) if inner is not None else ["unk", self.snippet(child)])
+            elif child.type == "template_directive":
+                return ["unk", self.snippet(node)]
+        if node.type == "heredoc_template":
+            # indented heredocs (<<-) strip common leading whitespace; paths never come from heredocs in practice
+            if any(c.type == "heredoc_start" and b"-" in c.text for c in node.children) and literals:
+                return ["unk", self.snippet(node)]
+        return ["tpl", parts]
+
+    def _variable(self, node, depth: int) -> list:
+        return ["var", _text(node.children[0])]
+
+    def _function_call(self, node, depth: int) -> list:
+        name = _text(node.children[0])
+        args_node = next((c for c in node.children if c.type == "function_arguments"), None)
+        args = []
+        if args_node is not None:
+            if any(c.type in ("ellipsis", "...") for c in args_node.children):
+                return ["unk", self.snippet(node)]
+            args = [self.expr(c, depth) for c in args_node.children if c.type == "expression"]
+        return ["call", name, args]
+
+    def _tuple(self, node, depth: int) -> list:
+        return ["tuple", [self.expr(c, depth) for c in node.children if c.type == "expression"]]
+
+    def _object(self, node, depth: int) -> list:
+        items = []
+        for elem in node.children:
+            if elem.type != "object_elem":
+                continue
+            exprs = [c for c in elem.children if c.type == "expression"]
+            if len(exprs) != 2:
+                return ["unk", self.snippet(node)]
+            key = self.expr(exprs[0], depth)
+            if key[0] == "var":  # bare identifier keys are literal names
+                key = ["lit", key[1]]
+            items.append([key, self.expr(exprs[1], depth)])
+        return ["obj", items]
+
+    def _conditional(self, node, depth: int) -> list | None:
+        exprs = [c for c in node.children if c.type == "expression"]
+        if len(exprs) != 3:
+            return None
+        return ["cond", self.expr(exprs[0], depth), self.expr(exprs[1], depth), self.expr(exprs[2], depth)]
+
+    def _binary(self, node, depth: int) -> list | None:
+        split = next((i for i, c in enumerate(node.children) if not c.is_named and c.type != "comment"), None)
+        if split is None:
+            return None
+        left = [c for c in node.children[:split] if c.is_named and c.type != "comment"]
+        right = [c for c in node.children[split + 1:] if c.is_named and c.type != "comment"]
+        return ["bin", _text(node.children[split]), self.chain(left, node, depth), self.chain(right, node, depth)]
+
+    def _unary(self, node, depth: int) -> list | None:
+        ops = [c for c in node.children if not c.is_named]
+        operand = [c for c in node.children if c.is_named and c.type != "comment"]
+        return ["un", _text(ops[0]), self.chain(operand, node, depth)] if ops else None
+
+    def _parenthesized(self, node, depth: int) -> list | None:
+        inner = next((c for c in node.children if c.type == "expression"), None)
+        return self.expr(inner, depth) if inner is not None else None
+
+
+_CONVERTERS = {
+    "expression": _Converter._expression, "literal_value": _Converter._literal_value,
+    "template_expr": _Converter._first_child, "quoted_template": _Converter._template,
+    "heredoc_template": _Converter._template, "variable_expr": _Converter._variable,
+    "function_call": _Converter._function_call, "collection_value": _Converter._first_child, "tuple": _Converter._tuple,
+    "object": _Converter._object, "conditional": _Converter._conditional, "operation": _Converter._first_child,
+    "binary_operation": _Converter._binary, "unary_operation": _Converter._unary,
+    "parenthesized_expression": _Converter._parenthesized,
+}
 
 
 def _expr_from_literal(node) -> list:
