@@ -8,11 +8,9 @@ passes. Either way, and when it crashes, the caller gets a ChangeSet whose error
 failed run.
 
 The parent sends its arguments pickled (it is the trusted side, and any keyword argument passes); the child answers
-in JSON: a ChangeSet in a lossless internal form (enums, Problem objects and InfraChange.kind included; the
-command line's JSON contract is ChangeSet.to_dict, not this).
+in JSON: the ChangeSet as pydantic dumps it (the command line's JSON contract is ChangeSet.to_dict, not this).
 """
 
-import dataclasses
 import errno
 import json
 import math
@@ -22,9 +20,6 @@ import resource
 import signal
 import subprocess
 import sys
-import types
-import typing
-from enum import Enum
 from pathlib import Path
 
 from ..integrations import git as gitio
@@ -64,7 +59,7 @@ def detect_changes_bounded(repo, base_ref: str, head_ref: str, event: Event, *, 
     except ValueError:
         answer = {}
     if "change_set" in answer:
-        return change_set_from_data(answer["change_set"])
+        return ChangeSet.model_validate(answer["change_set"])
     if "git_error" in answer:
         raise gitio.GitError(answer["git_error"])
     stderr = err.decode("utf-8", "replace").strip()
@@ -98,49 +93,7 @@ def _failed(git_dir: str, base_ref: str, head_ref: str, event: Event, message: s
             return gitio.resolve(git_dir, ref)
         except gitio.GitError:
             return ref
-    return ChangeSet(base=sha(base_ref), head=sha(head_ref), event=event, errors=[Problem(None, message)])
-
-
-# ---- the ChangeSet, losslessly ------------------------------------------------------------------------------------
-
-def change_set_to_data(change_set: ChangeSet) -> dict:
-    return _to_data(change_set)
-
-
-def change_set_from_data(data: dict) -> ChangeSet:
-    return _from_data(ChangeSet, data)
-
-
-def _to_data(value):
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, (list, tuple)):
-        return [_to_data(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_data(v) for k, v in value.items()}
-    return value
-
-
-def _from_data(kind, data):
-    """`data` as an instance of the annotated type `kind` (dataclasses, enums, lists, dicts, optionals)."""
-    if data is None:
-        return None
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return _from_data(next(a for a in args if a is not type(None)), data)
-    if origin is list:
-        return [_from_data(args[0], v) for v in data]
-    if origin is dict:
-        return {k: _from_data(args[1], v) for k, v in data.items()}
-    if dataclasses.is_dataclass(kind):
-        hints = typing.get_type_hints(kind)
-        return kind(**{f.name: _from_data(hints[f.name], data[f.name])
-                       for f in dataclasses.fields(kind) if f.name in data})
-    if isinstance(kind, type) and issubclass(kind, Enum):
-        return kind(data)
-    return data
+    return ChangeSet(base=sha(base_ref), head=sha(head_ref), event=event, errors=[Problem(file=None, message=message)])
 
 
 # ---- the child ----------------------------------------------------------------------------------------------------
@@ -153,7 +106,7 @@ def _child() -> None:
     try:
         change_set = detect_changes(request["repo"], request["base"], request["head"], request["event"],
                                     **request["kwargs"])
-        answer: dict[str, object] = {"change_set": change_set_to_data(change_set)}
+        answer: dict[str, object] = {"change_set": change_set.model_dump(mode="json")}
     except gitio.GitError as exc:
         answer = {"git_error": str(exc)}
     except MemoryError:

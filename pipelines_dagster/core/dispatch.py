@@ -9,6 +9,7 @@ remaining waves in one step, wave by wave. Each change is one item (one Dagster 
 Dispatching never raises for a failed change: a failed change is an outcome.
 """
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from .executor import CommitExecutor, ExecuteRequest
+from .graph import nearest_in, waves
 from .lineage import Lineage
 from .model import (
     Action,
@@ -145,61 +147,23 @@ def skip_reason(progress: Progress, change: InfraChange) -> str | None:
 
 
 def reconcile_changes(lineage: Lineage, units: Iterable[str]) -> tuple[StepChanges, list[str]]:
-    """Applying `units` at the deploy-branch commit `lineage` was read at (materializing their assets): one item,
-    in waves as a push orders them. Also returns the units that are not on the deploy branch there."""
+    """Applying `units` at the deploy-branch commit `lineage` was read at (materializing their assets): one step's
+    changes, in waves as a push orders them (dependencies first, looking through units not chosen; accounts in
+    deploy_order unless that contradicts a dependency). Also returns the units that are not on the deploy branch
+    there."""
     assert lineage.commit is not None, "the lineage of a deploy-branch commit"
     nodes = {u.path: u for u in lineage.units}
-    chosen = sorted(set(units) & set(nodes))
-    depends_on = _nearest_chosen_dependencies(nodes, set(chosen))
+    chosen = set(units) & set(nodes)
+    depends_on = nearest_in(chosen, {path: set(u.depends_on) for path, u in nodes.items()})
     order: dict[str | None, int | None] = {a.name: a.deploy_order for a in lineage.accounts}
-    waves = _waves(chosen, depends_on, {u: order.get(nodes[u].account) for u in chosen})
+    tiers = {u: math.inf if (o := order.get(nodes[u].account)) is None else float(o) for u in chosen}
+    wave_of, _ = waves(depends_on, tiers)
     # a reconcile has no triggering file: it applies the unit as the deploy branch has it
     changes = sorted((InfraChange(type=ChangeType.MODULE_CHANGED, unit=u, account=nodes[u].account,
-                                  action=Action.APPLY, wave=waves[u], depends_on=depends_on[u],
+                                  action=Action.APPLY, wave=wave_of[u], depends_on=sorted(depends_on[u]),
                                   kind=UnitKind(nodes[u].kind)) for u in chosen), key=lambda c: (c.wave, c.unit))
     spec = RunSpec(event=Event.PUSH, base=lineage.commit, head=lineage.commit)
     return StepChanges(changes=changes, spec=spec), sorted(set(units) - set(nodes))
-
-
-def _nearest_chosen_dependencies(nodes: dict, chosen: set[str]) -> dict[str, list[str]]:
-    """For each chosen unit, the chosen units it depends on, looking through units that are not chosen."""
-    found = {}
-    for unit in chosen:
-        deps, seen, stack = set(), set(), list(nodes[unit].depends_on)
-        while stack:
-            dep = stack.pop()
-            if dep in seen or dep not in nodes:
-                continue
-            seen.add(dep)
-            if dep in chosen:
-                deps.add(dep)
-            else:
-                stack.extend(nodes[dep].depends_on)
-        found[unit] = sorted(deps - {unit})
-    return found
-
-
-def _waves(units: list[str], depends_on: dict[str, list[str]], deploy_order: dict[str, int | None]) -> dict[str, int]:
-    """Dependencies first; accounts in deploy_order (none last) unless that contradicts a dependency."""
-    tier = {u: float("inf") if (o := deploy_order[u]) is None else float(o) for u in units}
-    if any(tier[d] > tier[u] for u in units for d in depends_on[u]):
-        tier = dict.fromkeys(units, 0.0)
-    wave: dict[str, int] = {}
-    floor = 0
-    for level in sorted(set(tier.values())):
-        members = [u for u in units if tier[u] == level]
-        for root in members:  # longest dependency path, depth first without recursion (the lineage is acyclic)
-            stack = [root]
-            while stack:
-                unit = stack[-1]
-                pending = [d for d in depends_on[unit] if d not in wave and d not in stack]
-                if pending:
-                    stack.extend(pending)
-                    continue
-                stack.pop()
-                wave[unit] = max([floor] + [wave[d] + 1 for d in depends_on[unit] if d in wave])
-        floor = max(wave[u] for u in members) + 1
-    return wave
 
 
 def run_step(item: StepChanges, prepared: CommitExecutor | None, repo, max_parallel: int = 4,

@@ -3,11 +3,9 @@ contracts that travel between the pipeline's steps (validated by pydantic when t
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from enum import Enum
 
 from pydantic import BaseModel, Field
-from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 
 class ChangeType(str, Enum):
@@ -25,6 +23,7 @@ class ChangeType(str, Enum):
 
     @property
     def precedence(self) -> int:
+        """Where a unit hit by several triggers takes its type from: the lowest."""
         return _PRECEDENCE[self]
 
 
@@ -72,15 +71,6 @@ class UnitKind(str, Enum):
     TERRAFORM = "terraform"
 
 
-@dataclass(frozen=True)
-class Unit:
-    """A deployable folder: a Terragrunt unit or a plain Terraform root module."""
-
-    path: str  # repo-relative, forward slashes, no trailing slash
-    kind: UnitKind
-    account: str | None = None
-
-
 class Status(str, Enum):
     """The one vocabulary for where a change stands, from the executor to the report."""
 
@@ -117,17 +107,16 @@ _ICONS = {Status.PENDING: "⏳", Status.SUCCEEDED: "✅", Status.NO_CHANGES: "�
           Status.SKIPPED: "⏭️", Status.REFUSED: "⛔"}
 
 
-@pydantic_dataclass
-class InfraChange:
+class InfraChange(BaseModel):
     """One infrastructure change: a unit (or an account entry), its type, action, triggers and order."""
 
     type: ChangeType
     unit: str | None
     account: str | None
     action: Action
-    triggers: list[str] = field(default_factory=list)
+    triggers: list[str] = Field(default_factory=list)
     wave: int = 0
-    depends_on: list[str] = field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
     kind: UnitKind | None = None
 
     @property
@@ -144,21 +133,7 @@ class InfraChange:
 
     def to_dict(self) -> dict:
         """The contract's JSON (`pipelines-dagster changes`)."""
-        return {
-            "type": self.type.value,
-            "unit": self.unit,
-            "account": self.account,
-            "action": self.action.value,
-            "triggers": list(self.triggers),
-            "wave": self.wave,
-            "depends_on": list(self.depends_on),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "InfraChange":
-        return cls(type=data["type"], unit=data["unit"], account=data["account"], action=data["action"],
-                   triggers=list(data.get("triggers", [])), wave=int(data.get("wave", 0)),
-                   depends_on=list(data.get("depends_on", [])), kind=data.get("kind"))
+        return self.model_dump(mode="json", exclude={"kind"})
 
 
 class ResourceChange(BaseModel):
@@ -327,8 +302,7 @@ class Plan(BaseModel):
                 "their assets (Materialize) if needed")
 
 
-@dataclass
-class Problem:
+class Problem(BaseModel):
     """An error or warning about the repository, naming the file (and line when known)."""
 
     file: str | None
@@ -342,17 +316,19 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-@dataclass
-class ChangeSet:
+class ChangeSet(BaseModel):
+    """What changed between two commits: the changes, and what the repository says about them."""
+
     base: str
     head: str
     event: Event
-    changes: list[InfraChange] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-    errors: list[Problem] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)  # for the people reviewing the change (shown as warnings)
+    changes: list[InfraChange] = Field(default_factory=list)
+    warnings: list[Problem] = Field(default_factory=list)
+    errors: list[Problem] = Field(default_factory=list)
+    notices: list[str] = Field(default_factory=list)  # for the people reviewing the change (shown as warnings)
 
     def to_dict(self) -> dict:
+        """The contract's JSON (`pipelines-dagster changes`)."""
         return {
             "base": self.base,
             "head": self.head,

@@ -21,10 +21,6 @@ def _dir_is_ancestor(ancestor: str, path: str) -> bool:
     return ancestor == "" or path == ancestor or path.startswith(ancestor + "/")
 
 
-_ORDER = list(ChangeType)
-_RANK = {t: i for i, t in enumerate(_ORDER)}
-
-
 def _unit_of(change: InfraChange) -> str:
     assert change.unit is not None, "a unit change names its unit"
     return change.unit
@@ -36,12 +32,12 @@ class _Hit:
     __slots__ = ("rank", "triggers", "changed_in_folder")
 
     def __init__(self) -> None:
-        self.rank = len(_ORDER)
+        self.rank = len(ChangeType)
         self.triggers: set[str] = set()
         self.changed_in_folder = False
 
     def add(self, change_type: ChangeType, trigger: str) -> None:
-        rank = _RANK[change_type]
+        rank = change_type.precedence
         if rank < self.rank:
             self.rank = rank
         if change_type is ChangeType.MODULE_CHANGED:
@@ -49,8 +45,9 @@ class _Hit:
         self.triggers.add(trigger)
 
 
-class _Side:
-    """One side of the comparison: configuration and accounts, and on demand the tree and the unit index."""
+class Revision:
+    """One commit of the repository as detection reads it: its configuration and accounts, and on demand its tree and
+    unit index (the base and the head of a comparison are two)."""
 
     def __init__(self, repo, sha: str, config: PipelinesConfig | None = None):
         """`config`: the trusted configuration to read this commit with; None reads the commit's own."""
@@ -101,7 +98,7 @@ class Orchestrator:
         self.deploy_branch = deploy_branch
         self.builder = IndexBuilder(lambda blobs: git_tree.read_blobs(repo, blobs), cache_dir or None)
 
-    def index(self, side: _Side, other: _Side | None = None) -> RepoIndex:
+    def index(self, side: Revision, other: Revision | None = None) -> RepoIndex:
         """The unit index of one side; the other side's stored evaluations are the best starting point."""
         if side.index is None:
             side.index = self.builder.build(side.key, lambda: side.tree, side.config.units,
@@ -109,9 +106,9 @@ class Orchestrator:
                                             extra_dependencies=side.config.dependencies)
         return side.index
 
-    def repository_at(self, sha: str) -> tuple[_Side, RepoIndex]:
+    def repository_at(self, sha: str) -> tuple[Revision, RepoIndex]:
         """One commit's configuration, accounts and unit index (the same cached index detection uses)."""
-        side = _Side(self.repo, sha)
+        side = Revision(self.repo, sha)
         try:
             return side, self.index(side)
         finally:
@@ -132,7 +129,7 @@ class Orchestrator:
         head_sha = gitio.resolve(self.repo, head_ref)
         result = ChangeSet(base=base_sha, head=head_sha, event=event)
         config = self._trusted_config(result)
-        head, base = _Side(self.repo, head_sha, config), _Side(self.repo, base_sha, config)
+        head, base = Revision(self.repo, head_sha, config), Revision(self.repo, base_sha, config)
         ignore = config.ignore_spec()
         diff = git_tree.diff(self.repo, base_sha, head_sha)
         changed = [c for c in diff if not ignore.match_file(c.path)]
@@ -163,7 +160,7 @@ class Orchestrator:
                               "configuration takes effect after merge; until then runs use the configuration, "
                               "accounts and roles of the deploy branch.")
         if PIPELINES_FILE in edited:
-            result.errors.extend(_Side(self.repo, head_sha).config_problems)
+            result.errors.extend(Revision(self.repo, head_sha).config_problems)
 
 
 def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=None,
@@ -172,12 +169,14 @@ def detect_changes(repo, base_ref: str, head_ref: str, event: Event, cache_dir=N
 
 
 class _Detection:
-    def __init__(self, orch: Orchestrator, base: _Side, head: _Side, changed, event: Event,
+    def __init__(self, orch: Orchestrator, base: Revision, head: Revision, changed, event: Event,
                  result: ChangeSet):
         self.orch, self.base, self.head, self.changed, self.event, self.result = \
             orch, base, head, changed, event, result
         self.hits: dict[str, _Hit] = {}
         self.deleted_hits: dict[str, _Hit] = {}
+        self._trigger: dict[str, str] = {}  # a path shown through a link -> the changed file that shows it
+        self._account_entries: list[InfraChange] = []
 
     def run(self) -> ChangeSet:
         head_index = self.orch.index(self.head, self.base)
@@ -185,7 +184,7 @@ class _Detection:
         # retargeted link to a folder showed)
         need_base = any(c.status in "DT" or c.path in head_index.dir_links for c in self.changed)
         base_index = self.orch.index(self.base, self.head) if need_base else None
-        self.result.errors.extend(Problem(link, message) for link, message in head_index.link_problems)
+        self.result.errors.extend(Problem(file=link, message=message) for link, message in head_index.link_problems)
         self._through_links(head_index, base_index)
         for change in self.changed:
             self._classify_file(change, head_index, base_index)
@@ -199,7 +198,6 @@ class _Detection:
     def _through_links(self, head: RepoIndex, base: RepoIndex | None) -> None:
         """Changes seen through symlinks are changes of the paths that show them, triggered by the changed file:
         a file that links show elsewhere, and every file a changed link to a folder shows."""
-        self._trigger: dict[str, str] = {}
         seen = {c.path for c in self.changed}
         shown: list[git_tree.FileChange] = []
         for change in self.changed:
@@ -258,25 +256,27 @@ class _Detection:
         changes: list[InfraChange] = []
         base_units = self._base_unit_paths(head, base)
         for unit_path, hit in self.hits.items():
-            change_type = _ORDER[hit.rank]
+            change_type = list(ChangeType)[hit.rank]
             if hit.changed_in_folder and unit_path not in base_units:
                 change_type = ChangeType.MODULE_ADDED
             account = self._account(unit_path, self.head, head.config_file(unit_path))
-            changes.append(InfraChange(change_type, unit_path, account, action_for(change_type, self.event),
-                                       sorted(hit.triggers), kind=head.kind(unit_path)))
+            changes.append(InfraChange(type=change_type, unit=unit_path, account=account,
+                                       action=action_for(change_type, self.event), triggers=sorted(hit.triggers),
+                                       kind=head.kind(unit_path)))
             if head.has_problems(unit_path):
                 unit = head.units[unit_path]
                 self._unit_problems(unit.problems)
                 for dep, (file, line) in sorted(unit.dependencies.items()):
                     if dep not in head.units:
-                        self.result.errors.append(Problem(file, f"dependency {dep!r} is not a unit", line))
+                        self.result.errors.append(Problem(file=file, message=f"dependency {dep!r} is not a unit",
+                                                          line=line))
         for unit_path, hit in self.deleted_hits.items():
             assert base is not None  # deleted units are units of the base
             unit = base.units[unit_path]
             account = self._account(unit_path, self.base, unit.config_file)
-            changes.append(InfraChange(ChangeType.MODULE_DELETED, unit_path, account,
-                                       action_for(ChangeType.MODULE_DELETED, self.event), sorted(hit.triggers),
-                                       kind=unit.kind))
+            changes.append(InfraChange(type=ChangeType.MODULE_DELETED, unit=unit_path, account=account,
+                                       action=action_for(ChangeType.MODULE_DELETED, self.event),
+                                       triggers=sorted(hit.triggers), kind=unit.kind))
         return changes
 
     def _base_unit_paths(self, head: RepoIndex, base: RepoIndex | None) -> set[str]:
@@ -295,17 +295,17 @@ class _Detection:
     def _unit_problems(self, problems: list[EvalProblem]) -> None:
         for p in problems:
             target = self.result.errors if p.severity == "error" else self.result.warnings
-            problem = Problem(p.file, p.message, p.line)
+            problem = Problem(file=p.file, message=p.message, line=p.line)
             if str(problem) not in {str(x) for x in target}:
                 target.append(problem)
 
-    def _account(self, unit_path: str, side: _Side, config_file: str) -> str | None:
+    def _account(self, unit_path: str, side: Revision, config_file: str) -> str | None:
         account = side.config.account_for(unit_path, side.accounts)
         if account is None or side.accounts is None:
             return account
         if account not in side.accounts.entries and account not in side.accounts.raw:
             self.result.errors.append(Problem(
-                config_file, f"unit {unit_path} belongs to account {account!r}, which is not in "
+                file=config_file, message=f"unit {unit_path} belongs to account {account!r}, which is not in "
                              f"{side.accounts.file}"))
         return account
 
@@ -318,7 +318,6 @@ class _Detection:
         base_raw = base.accounts.raw if base.accounts else {}
         lines = head.accounts.lines if head.accounts else {}
         file = head.config.accounts_file
-        self._account_entries: list[InfraChange] = []
         for name in sorted(set(head_raw) | set(base_raw)):
             if name in head_raw and name not in base_raw:
                 change_type = ChangeType.ACCOUNT_ADDED
@@ -327,16 +326,17 @@ class _Detection:
                 remaining = [u for u in (self.head.index.units if self.head.index else ())
                              if u.split("/", 1)[0] == name]
                 note = f"; {len(remaining)} unit(s) under {name}/ remain and are not destroyed" if remaining else ""
-                self.result.warnings.append(Problem(file, f"account {name!r} was removed{note}"))
+                self.result.warnings.append(Problem(file=file, message=f"account {name!r} was removed{note}"))
             elif head_raw[name] != base_raw[name]:
                 change_type = ChangeType.ACCOUNT_CHANGED
             else:
                 continue
             entry = head_raw.get(name)
             if isinstance(entry, dict) and not entry.get("email"):
-                self.result.errors.append(Problem(file, f"account {name!r}: email is missing", lines.get(name)))
-            self._account_entries.append(InfraChange(change_type, None, name, action_for(change_type, self.event),
-                                                     [file]))
+                self.result.errors.append(Problem(file=file, message=f"account {name!r}: email is missing",
+                                                  line=lines.get(name)))
+            self._account_entries.append(InfraChange(type=change_type, unit=None, account=name,
+                                                     action=action_for(change_type, self.event), triggers=[file]))
 
     # ---- ordering ----
 
@@ -371,14 +371,14 @@ class _Detection:
         ordered = sorted(changes, key=lambda c: (c.wave, c.unit or ""))
         self.result.changes = self._account_entries + ordered
 
-    def _deploy_order(self, account: str | None, side: _Side) -> float:
+    def _deploy_order(self, account: str | None, side: Revision) -> float:
         entry = side.accounts.entries.get(account) if (side.accounts and account) else None
         return float(entry.deploy_order) if entry is not None and entry.deploy_order is not None else float("inf")
 
     def _waves(self, graph: dict[str, set[str]], tiers: dict[str, float] | None) -> dict[str, int]:
         ordered, tiers_kept = waves(graph, tiers)
         if not tiers_kept:
-            self.result.warnings.append(Problem(None, "deploy_order conflicts with unit dependencies; "
+            self.result.warnings.append(Problem(file=None, message="deploy_order conflicts with unit dependencies; "
                                                       "dependency order is used"))
         return ordered
 
@@ -390,6 +390,6 @@ class _Detection:
             if not reached.intersection(cycle):
                 continue
             first = index.units[cycle[0]]
-            self.result.errors.append(Problem(first.config_file,
-                                              "dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
+            self.result.errors.append(Problem(file=first.config_file,
+                                              message="dependency cycle: " + " -> ".join(cycle + [cycle[0]])))
 

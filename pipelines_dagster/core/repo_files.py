@@ -172,18 +172,19 @@ def _check_yaml(text: str, file: str) -> None:
     """Refuse what could make loading unbounded: huge files, anchors and aliases (one alias of an alias of ...
     expands exponentially: "billion laughs"), and deep nesting (loading recurses)."""
     if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError([Problem(file, f"is {len(text):,} characters long; configuration files are limited to "
-                                         f"{MAX_CONFIG_BYTES:,}", None)])
+        raise ConfigError([Problem(file=file, message=f"is {len(text):,} characters long; configuration files are "
+                                                      f"limited to {MAX_CONFIG_BYTES:,}")])
     depth = 0
     for event in yaml.parse(text, Loader=_LOADER):
         line = event.start_mark.line + 1 if event.start_mark else None
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise ConfigError([Problem(file, "YAML anchors and aliases (&name, *name) are not allowed: write the "
-                                             "values out", line)])
+            raise ConfigError([Problem(file=file, message="YAML anchors and aliases (&name, *name) are not allowed: "
+                                                          "write the values out", line=line)])
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_YAML_DEPTH:
-                raise ConfigError([Problem(file, f"nested more than {MAX_YAML_DEPTH} levels deep", line)])
+                raise ConfigError([Problem(file=file, message=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                           line=line)])
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
 
@@ -195,9 +196,10 @@ def _load_yaml(text: str, file: str):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([Problem(file, f"malformed YAML: {problem}", mark.line + 1 if mark else None)]) from exc
+        raise ConfigError([Problem(file=file, message=f"malformed YAML: {problem}",
+                                   line=mark.line + 1 if mark else None)]) from exc
     except ValueError as exc:  # a scalar YAML cannot convert, e.g. an integer of thousands of digits
-        raise ConfigError([Problem(file, f"malformed YAML: {str(exc)[:200]}", None)]) from exc
+        raise ConfigError([Problem(file=file, message=f"malformed YAML: {str(exc)[:200]}")]) from exc
 
 
 def _pydantic_message(exc: ValidationError) -> str:
@@ -216,13 +218,13 @@ def load_pipelines_config(text: str | None, file: str = PIPELINES_FILE) -> Pipel
     if data is None:
         return PipelinesConfig()
     if not isinstance(data, dict):
-        raise ConfigError([Problem(file, "must be a mapping of settings", 1)])
+        raise ConfigError([Problem(file=file, message="must be a mapping of settings", line=1)])
     try:
         return PipelinesConfig.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
         first = exc.errors()[0]["loc"][0] if exc.errors() and exc.errors()[0]["loc"] else None
-        raise ConfigError([Problem(file, _pydantic_message(exc), lines.get(str(first)))]) from exc
+        raise ConfigError([Problem(file=file, message=_pydantic_message(exc), line=lines.get(str(first)))]) from exc
 
 
 def load_accounts(text: str, file: str = DEFAULT_ACCOUNTS_FILE) -> tuple[Accounts, list[Problem]]:
@@ -232,7 +234,7 @@ def load_accounts(text: str, file: str = DEFAULT_ACCOUNTS_FILE) -> tuple[Account
     if data is None:
         return accounts, []
     if not isinstance(data, dict):
-        raise ConfigError([Problem(file, "must be a mapping of account name to {id, email, ...}", 1)])
+        raise ConfigError([Problem(file=file, message="must be a mapping of account name to {id, email, ...}", line=1)])
     problems: list[Problem] = []
     seen_ids: dict[str, str] = {}
     for name, entry in data.items():
@@ -240,20 +242,21 @@ def load_accounts(text: str, file: str = DEFAULT_ACCOUNTS_FILE) -> tuple[Account
         line = accounts.lines.get(name)
         accounts.raw[name] = entry
         if not ACCOUNT_NAME_RE.match(name) or name in (".", ".."):
-            problems.append(Problem(file, f"account {name!r}: name must be usable as a folder name "
-                                          "(letters, digits, '.', '_', '-', starting with a letter or digit)", line))
+            problems.append(Problem(file=file, line=line, message=f"account {name!r}: name must be usable as a folder "
+                                    "name (letters, digits, '.', '_', '-', starting with a letter or digit)"))
             continue
         if not isinstance(entry, dict):
-            problems.append(Problem(file, f"account {name!r}: must be a mapping with at least 'id'", line))
+            problems.append(Problem(file=file, message=f"account {name!r}: must be a mapping with at least 'id'",
+                                    line=line))
             continue
         try:
             account = Account.model_validate(entry)
         except ValidationError as exc:
-            problems.append(Problem(file, f"account {name!r}: {_pydantic_message(exc)}", line))
+            problems.append(Problem(file=file, message=f"account {name!r}: {_pydantic_message(exc)}", line=line))
             continue
         if account.id in seen_ids:
-            problems.append(Problem(file, f"account {name!r}: id {account.id} is already used by account "
-                                          f"{seen_ids[account.id]!r}", line))
+            problems.append(Problem(file=file, message=f"account {name!r}: id {account.id} is already used by account "
+                                          f"{seen_ids[account.id]!r}", line=line))
             continue
         seen_ids[account.id] = name
         accounts.entries[name] = account

@@ -78,8 +78,8 @@ def trusted_config(repo, override: str | None = None, accounts: bool = True) -> 
     branch = deploy_branch(repo, override)
     sha = branch_sha(repo, branch)
     if sha is None:
-        raise ConfigError([Problem(None, f"the deploy branch {branch!r} does not exist: configuration, accounts and "
-                                         "roles are only read from it")])
+        raise ConfigError([Problem(file=None, message=f"the deploy branch {branch!r} does not exist: configuration, "
+                                                      "accounts and roles are only read from it")])
     found = load_repo_config(repo, sha) if accounts else RepoConfig(config_at(repo, sha), None)
     return TrustedConfig(found.config, found.accounts, branch=branch, sha=sha)
 

@@ -6,7 +6,8 @@ from pipelines_dagster.core.model import InfraChange, Outcome, Plan, RunSpec, St
 
 
 def change(unit, wave=0, deps=(), action="plan"):
-    return InfraChange("ModuleChanged", unit, "dev", action, [], wave, list(deps))
+    return InfraChange(type="ModuleChanged", unit=unit, account="dev", action=action, wave=wave,
+                       depends_on=list(deps))
 
 
 def plan(changes, event="pull_request", blocked=None):

@@ -7,7 +7,7 @@ from tests.gfm import github, visible
 
 
 def outcome(i, status="succeeded", output="", unit=None, account="prod", message=None, resources=()):
-    change = InfraChange("ModuleChanged", unit or f"prod/us-east-1/app{i}", account, "plan")
+    change = InfraChange(type="ModuleChanged", unit=unit or f"prod/us-east-1/app{i}", account=account, action="plan")
     changes = [ResourceChange(address=address, action=action, actions=[action]) for address, action in resources]
     return Outcome.note(change, Status(status), message if message is not None else
                         ("Error: boom" if status == "failed" else ""),

@@ -76,7 +76,7 @@ def test_the_failure_issue_of_a_push_through_github(github_fake):
     """The reporter's issue for a failed apply, written through the client to the GitHub fake: a one-line title,
     and a body in which the hostile unit and its output are text."""
     unit = "prod/evil\n# <img src=x> @alice"
-    change = InfraChange("ModuleChanged", unit, "prod", "apply")
+    change = InfraChange(type="ModuleChanged", unit=unit, account="prod", action="apply")
     outcomes = [Outcome.note(change, Status.FAILED, output="Error: </details><h3>Apply complete!</h3>\n```")]
     github_fake.add_commit(REPO, SHA)
     client = GitHubClient(REPO, token=github_fake.token, base_url=github_fake.url, seconds_between_requests=0,
