@@ -5,15 +5,40 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
+from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
+
+from tests.conftest import GitRepo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_definitions_object():
-    from pipelines_dagster.definitions import defs
+def test_each_code_location_holds_its_role_and_nothing_of_the_other(tmp_path, monkeypatch):
+    """On Kubernetes the apply identity is the apply location's: the plan location must offer nothing that applies,
+    and the apply location nothing that plans a pull request's code."""
+    from pipelines_dagster import apply_location, definitions, plan_location
 
-    assert isinstance(defs(), dg.Definitions)
+    repo = GitRepo(tmp_path / "live")
+    repo.commit({"accounts.yml": 'dev:\n  id: "111111111111"\n  email: dev@example.com\n',
+                 "dev/app/main.tf": 'terraform {\n  backend "local" {}\n}\n'})
+    monkeypatch.setenv("PIPELINES_REPO_URL", str(repo.path))
+    monkeypatch.setenv("PIPELINES_CACHE_DIR", str(tmp_path / "cache"))
+
+    def held(module) -> tuple[set[str], set[str], set[str]]:
+        DefinitionsLoadContext._instance = None  # as in a code server of its own
+        repository = module.defs().get_repository_def()
+        return ({j.name for j in repository.get_all_jobs() if not j.name.startswith("__")},
+                {s.name for s in repository.sensor_defs},
+                {k.to_user_string() for k in repository.asset_graph.get_all_asset_keys()})
+
+    plan_jobs, plan_sensors, plan_assets = held(plan_location)
+    apply_jobs, apply_sensors, apply_assets = held(apply_location)
+    all_jobs, all_sensors, all_assets = held(definitions)
+    assert plan_jobs == {"infrastructure_plan"} and plan_assets == set()
+    assert plan_sensors == {"pull_request_sensor", "run_failure_sensor", "asset_graph_sensor"}
+    assert apply_jobs == {"infrastructure_apply", "drift_detection"}
+    assert apply_sensors == {"deploy_branch_sensor", "run_failure_sensor", "asset_graph_sensor"}
+    assert apply_assets == {"accounts/dev", "units/dev/app"}
+    assert (all_jobs, all_sensors, all_assets) == (plan_jobs | apply_jobs, plan_sensors | apply_sensors, apply_assets)
 
 
 def test_workspace_validates_with_the_dagster_cli(tmp_path):

@@ -16,8 +16,8 @@ from pipelines_dagster.defs.jobs import make_apply_job, make_plan_job
 from pipelines_dagster.defs.resources import resources_from_settings
 from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
+from tests.defs.conftest import GH_REPO
 from tests.fakes.github_fake import GitHubFake
-from tests.pipeline.conftest import GH_REPO
 
 FORK = "mallory/infrastructure-live"
 UI = "http://dagster.example"

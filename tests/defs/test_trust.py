@@ -4,8 +4,8 @@ import dagster as dg
 
 from pipelines_dagster.core.model import Status
 from tests.conftest import ACCOUNTS, null_unit
-from tests.pipeline.jobs import run_job
-from tests.pipeline.test_job import env  # noqa: F401 (a fixture)
+from tests.defs.jobs import run_job
+from tests.defs.test_job import env  # noqa: F401 (a fixture)
 
 
 def test_a_pull_request_cannot_choose_its_deploy_branch_roles_or_engine(repo, aws, env):  # noqa: F811

@@ -13,9 +13,9 @@ from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
 from pipelines_dagster.settings import Settings
 from tests.conftest import null_unit
-from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.jobs import launch
-from tests.pipeline.test_job import env  # noqa: F401 (a fixture)
+from tests.defs.conftest import GH_REPO
+from tests.defs.jobs import launch
+from tests.defs.test_job import env  # noqa: F401 (a fixture)
 
 
 def feature_branch(repo, aws, unit: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ from pipelines_dagster.core.isolation.users import UnitUser, resolve_unit_user
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.settings import Settings
 from tests.conftest import OIDC_TOKEN, env_file, null_unit, s3_backend, terraform_binary
-from tests.executor.test_engine import request
+from tests.core.test_engine import request
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="units switch users only when the pipeline runs as root")
 EVIL = "terraform.d/plugins/registry.terraform.io/hashicorp/evil/1.0.0/linux_amd64/terraform-provider-evil_v1.0.0"

@@ -17,7 +17,7 @@ from pathlib import Path
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.core.statelock import parse_created
 from tests.conftest import ACCOUNTS, LOCK_TABLE, Aws, null_unit
-from tests.executor.test_engine import request
+from tests.core.test_engine import request
 
 DEV = ACCOUNTS["dev"]
 ROOT = Path(__file__).resolve().parents[2]

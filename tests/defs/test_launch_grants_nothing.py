@@ -18,9 +18,9 @@ from pipelines_dagster.defs.drift import JOB_NAME as DRIFT_JOB
 from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
 from pipelines_dagster.settings import Settings
 from tests.conftest import ACCOUNTS, null_unit
-from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.jobs import launch
-from tests.pipeline.test_job import env  # noqa: F401 (a fixture)
+from tests.defs.conftest import GH_REPO
+from tests.defs.jobs import launch
+from tests.defs.test_job import env  # noqa: F401 (a fixture)
 
 ATTACKS = [  # what issue 18 found settable at launch, by the resource names of then and of now
     ("infra_repo", {"deploy_branch": "evil"}),
@@ -154,7 +154,7 @@ def test_after_a_rewrite_of_the_deploy_branch_nothing_of_the_dropped_commits_is_
     old_tip = repo.commit({"dev/dropped/main.tf": null_unit(aws.endpoint, "dev/dropped")}, "later dropped")
     repo.git("reset", "-q", "--hard", fork)
     head = repo.commit({"dev/new/main.tf": null_unit(aws.endpoint, "dev/new")}, "the rewritten history")
-    # what the deploy-branch sensor asks for after the rewrite (tests/pipeline/test_sensors.py)
+    # what the deploy-branch sensor asks for after the rewrite (tests/defs/test_sensors.py)
     run = launch(repo, env, {"event": "push", "head_ref": head, "base_ref": fork}, github_repo=GH_REPO,
                  tags={run_requests.TAG_REPLACED_TIP: old_tip})
     assert not run.success

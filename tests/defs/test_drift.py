@@ -13,7 +13,7 @@ from pipelines_dagster.core.executor import ExecuteRequest
 from pipelines_dagster.core.model import Action, Event
 from pipelines_dagster.definitions import defs
 from tests.conftest import ACCOUNTS, REGION, null_unit, terraform_binary
-from tests.pipeline.conftest import GH_REPO
+from tests.defs.conftest import GH_REPO
 
 DEV = ACCOUNTS["dev"]
 

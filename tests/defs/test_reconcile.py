@@ -15,8 +15,8 @@ from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode, unit_
 from pipelines_dagster.definitions import defs
 from pipelines_dagster.demo.aws import backend_settings, state_bucket
 from tests.conftest import ACCOUNTS, REGION, null_unit
-from tests.pipeline.jobs import run_job
-from tests.pipeline.test_drift import (
+from tests.defs.jobs import run_job
+from tests.defs.test_drift import (
     BehindTerraformsBack,
     applied_units,
     env,  # noqa: F401 (a fixture)

@@ -6,7 +6,7 @@ import uuid
 
 from pipelines_dagster.core.model import Status
 from tests.conftest import ACCOUNTS, null_unit
-from tests.executor.test_engine import request
+from tests.core.test_engine import request
 
 
 def test_a_destroy_gets_the_apply_role_only_when_its_base_is_a_deploy_branch_commit(repo, aws, make_executor):

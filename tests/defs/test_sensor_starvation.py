@@ -11,9 +11,9 @@ import pytest
 from pipelines_dagster.definitions import run_in_process
 from pipelines_dagster.settings import Settings
 from tests.conftest import GitRepo
+from tests.defs.conftest import GH_REPO
+from tests.defs.test_sensors import deploy_sensor, pr_sensor, resources_from_settings, tick
 from tests.githttp import served_stalling
-from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.test_sensors import deploy_sensor, pr_sensor, resources_from_settings, tick
 
 GIT_TIMEOUT_S = 3
 

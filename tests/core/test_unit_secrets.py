@@ -15,8 +15,8 @@ from pipelines_dagster.core.isolation.cli_config import cli_config_without_crede
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.demo.terraform import install_null_provider
 from tests.conftest import env_file, null_unit, s3_backend
-from tests.executor.test_engine import request
-from tests.executor.test_isolation import EVIL
+from tests.core.test_engine import request
+from tests.core.test_isolation import EVIL
 
 REGISTRY_TOKEN = "registry-token-" + uuid.uuid4().hex
 HELPER_TOKEN = "registry-token-of-terragrunt-" + uuid.uuid4().hex

@@ -17,7 +17,7 @@ from pipelines_dagster.core.isolation.access import IsolationError
 from pipelines_dagster.core.isolation.users import _uids_in_use, lease_uid, resolve_unit_user
 from pipelines_dagster.core.model import Status
 from tests.conftest import null_unit
-from tests.executor.test_engine import request
+from tests.core.test_engine import request
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="units switch users only when the pipeline runs as root")
 

@@ -18,8 +18,8 @@ from pipelines_dagster.defs import jobs
 from pipelines_dagster.defs.jobs import make_apply_job
 from pipelines_dagster.demo.aws import state_bucket
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
-from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.jobs import launch, run_job
+from tests.defs.conftest import GH_REPO
+from tests.defs.jobs import launch, run_job
 
 
 @pytest.fixture
@@ -329,7 +329,7 @@ def test_github_failing_beyond_its_client_retries_gets_the_report_retried_by_dag
 def test_reexecute_from_failure_runs_only_the_failed_change_and_updates_the_same_comment(repo, aws, env, github):
     """The UI's "Re-execute from failure": the failed change's step runs again (its cause fixed meanwhile: the
     state it reads now exists), the others' plans are reused, and the report edits the pull request's comment."""
-    from tests.pipeline.test_reconcile import reads_state_of
+    from tests.defs.test_reconcile import reads_state_of
 
     tag = uuid.uuid4().hex[:6]
     ok, needs, missing = f"dev/ok-{tag}", f"dev/needs-{tag}", f"dev/later-{tag}"

@@ -7,8 +7,8 @@ import pytest
 
 from pipelines_dagster.core.model import Status
 from tests.conftest import GitRepo, accounts_yml, terraform_binary
-from tests.pipeline.conftest import GH_REPO
-from tests.pipeline.jobs import run_job
+from tests.defs.conftest import GH_REPO
+from tests.defs.jobs import run_job
 
 BRANCH = "pipelines/account-baseline-sandbox"
 SANDBOX = 'sandbox:\n  id: "333333333333"\n  email: sandbox@example.com\n'
