@@ -59,7 +59,10 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None, r
                                             default_status=dg.DefaultSensorStatus(status.value)))
     sensors.append(make_run_failure_sensor(jobs, settings))
     located = dg.Definitions(jobs=jobs, assets=assets, sensors=sensors,
-                             resources=resources_from_settings(settings, lineage.accounts))
+                             resources=resources_from_settings(settings, lineage.accounts),
+                             # Materialize's runs: fixed, so a run's config cannot change how its steps start
+                             executor=dg.multiprocess_executor.configured({"max_concurrent": settings.max_parallel},
+                                                                          name="assets_multiprocess"))
     return dg.Definitions.merge(located, drift)
 
 

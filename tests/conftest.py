@@ -122,6 +122,7 @@ def repo(tmp_path) -> GitRepo:
 def token_file(tmp_path) -> Path:
     path = tmp_path / "oidc-token"
     path.write_text(OIDC_TOKEN + "\n")
+    path.chmod(0o600)
     return path
 
 

@@ -71,6 +71,10 @@ class FileTokenSource(TokenSource):
     def token(self) -> str:
         try:
             with open(self.path, encoding="utf-8") as fh:
+                if os.geteuid() == 0 and os.fstat(fh.fileno()).st_mode & 0o077:  # units run as other users then
+                    raise CredentialsError(f"the OIDC token file {self.path} can be read by other users (mode "
+                                           f"{os.fstat(fh.fileno()).st_mode & 0o777:o}): units, which run as "
+                                           "other users, could read it; make it readable by its owner only (0600)")
                 value = fh.read().strip()
         except OSError as exc:
             raise CredentialsError(f"cannot read the OIDC token file {self.path}: {exc.strerror}") from exc

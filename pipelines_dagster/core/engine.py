@@ -56,11 +56,11 @@ TIMED_OUT_EXIT = 124  # as timeout(1)
 def child_environment(credentials_env: Mapping[str, str] | None, settings: EngineSettings,
                       base: Mapping[str, str] | None = None, folder: RunFolder | None = None) -> dict[str, str]:
     """The child's environment: the allowlisted part of ours (see `core.isolation`; the ambient AWS variables only
-    when the unit gets no credentials of its own), the deployment's extras, the unit's credentials, a private HOME
-    and TMPDIR in the run folder, and the non-interactive switches."""
+    when the unit gets no credentials of its own), the deployment's extras, the unit's credentials, a private HOME,
+    TMPDIR and Terraform data folder in the run folder, and the non-interactive switches."""
     fixed = dict(NON_INTERACTIVE_ENV)
-    if folder is not None:
-        fixed.update(HOME=str(folder.home), TMPDIR=str(folder.tmp))
+    if folder is not None:  # TF_DATA_DIR: a `.terraform` committed in the unit (providers, modules) is never used
+        fixed.update(HOME=str(folder.home), TMPDIR=str(folder.tmp), TF_DATA_DIR=str(folder.work / "terraform-data"))
     return unit_environment(os.environ if base is None else base, extra_names=settings.unit_env,
                             settings_env=settings.env, credentials_env=credentials_env, fixed=fixed)
 

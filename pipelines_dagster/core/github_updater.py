@@ -117,6 +117,10 @@ class Updater:
             return f"reported in issue #{issue.number}" if issue else "could not be reported"
         if target.pr is None:
             return "has no pull request to report to"
-        self.comment(target.pr, body, comment_key(target.sha))
-        self.status(target.sha, "error", "the pipeline run crashed", run_url)
+        # beside the plan's comment and status, never over them: a run's tags name its target, and whoever starts
+        # a run sets its tags
+        self.comment(target.pr, body, f"crash={target.sha}")
+        self._guard("setting the commit status", lambda: self.client.set_status(
+            target.sha, "error", context=f"{STATUS_CONTEXT}/crash", description="the pipeline run crashed",
+            target_url=run_url))
         return f"reported on #{target.pr}" if not self.problems else "could not be reported"

@@ -102,6 +102,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, *, cach
     """The accounts and units at the head of the deploy branch of `location` (a path or a mirrored URL);
     `cache_root` holds the mirrors, `index_cache` the parse cache (None: none)."""
     from ..integrations.git import GitError, branch_sha, open_git_dir
+    from .repo_files import ConfigError
     from .trust import deploy_branch as find_deploy_branch
 
     if not location:
@@ -110,7 +111,7 @@ def read_lineage(location: str | None, deploy_branch: str | None = None, *, cach
         git_dir = open_git_dir(location, fetch=False, clone=False, cache_root=cache_root)
         branch = find_deploy_branch(git_dir, deploy_branch)
         sha = branch_sha(git_dir, branch)
-    except GitError as exc:
+    except (GitError, ConfigError) as exc:
         return Lineage(location=location, deploy_branch=deploy_branch,
                        notes=[f"{exc}: there are no unit assets until the asset graph sensor can read it"])
     if sha is None:

@@ -91,7 +91,9 @@ class Status(str, Enum):
 
     @property
     def failed(self) -> bool:
-        return self in (Status.FAILED, Status.STATE_LOCKED, Status.TIMED_OUT, Status.TOOL_MISSING)
+        """The change did not do what it should have: its step fails, a push's report opens an issue. A refused
+        apply counts (what was merged was not applied)."""
+        return self in (Status.FAILED, Status.STATE_LOCKED, Status.TIMED_OUT, Status.TOOL_MISSING, Status.REFUSED)
 
     @property
     def icon(self) -> str:

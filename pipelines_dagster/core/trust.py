@@ -53,8 +53,10 @@ def load_repo_config(repo, sha: str) -> RepoConfig:
 
 
 def deploy_branch(repo, override: str | None = None) -> str:
-    """The deploy branch: the deployment's `override` (resource or PIPELINES_DEPLOY_BRANCH), else `deploy_branch`
-    of `.pipelines.yml` on the default branch, else the default branch itself, else "main"."""
+    """The deploy branch: the deployment's `override` (PIPELINES_DEPLOY_BRANCH), else the repository's default
+    branch, else "main". A `.pipelines.yml` on the default branch naming another deploy branch is a ConfigError:
+    whoever can push the default branch would otherwise choose which branch is applied, so only the deployment
+    may name one that is not the default branch."""
     from ..integrations.git import branch_sha, default_branch
 
     if override:
@@ -67,7 +69,12 @@ def deploy_branch(repo, override: str | None = None) -> str:
         config = config_at(repo, sha)
     except ConfigError:
         return default
-    return config.deploy_branch if "deploy_branch" in config.model_fields_set else default
+    named = config.deploy_branch if "deploy_branch" in config.model_fields_set else default
+    if named != default:
+        raise ConfigError([Problem(file=PIPELINES_FILE, message=(
+            f"names the deploy branch {named!r}, which is not the default branch {default!r}: only the deployment "
+            f"may choose it (set PIPELINES_DEPLOY_BRANCH={named}); until then nothing is planned or applied"))])
+    return default
 
 
 def trusted_config(repo, override: str | None = None, accounts: bool = True) -> TrustedConfig:
@@ -114,3 +121,21 @@ def push_range(repo, branch: str, head: str, base: str | None = None, head_ref: 
     if base != head and not is_ancestor(repo, base, head):
         raise LaunchRefused(f"base {base[:12]} comes after head {head[:12]} on the deploy branch {branch}")
     return base, head
+
+
+def check_push_changes(repo, base: str, head: str, changes) -> None:
+    """What a push's step is asked to do must be what its range says: a unit is destroyed only when the head no
+    longer has it, and applied only when the head has it (a step's input comes from storage, which another run's
+    worker could write). LaunchRefused otherwise."""
+    from .executor import unit_kind
+    from .model import Action
+
+    for change in changes:
+        if change.unit is None:
+            continue
+        at_head = unit_kind(repo, head, change.unit) is not None
+        if change.action is Action.DESTROY and (at_head or unit_kind(repo, base, change.unit) is None):
+            raise LaunchRefused(f"{change.unit}: a destroy of a unit that {head[:12]} still has, or {base[:12]} "
+                                "does not: refused")
+        if change.action is Action.APPLY and not at_head:
+            raise LaunchRefused(f"{change.unit}: an apply of a unit that {head[:12]} does not have: refused")

@@ -32,16 +32,30 @@ def previous_findings(instance, lineage: Lineage, skip: set[str], check_name: st
     keys = {dg.AssetCheckKey(dg.AssetKey(unit_key(u.path)), check_name): u.path
             for u in lineage.units if u.path not in skip}
     found = {}
-    for key, summary in instance.event_log_storage.get_asset_check_summary_records(list(keys)).items():
+    storage = instance.event_log_storage
+    for key, summary in storage.get_asset_check_summary_records(list(keys)).items():
         record = summary.last_completed_check_execution_record if summary else None
-        evaluation = record.event.dagster_event.event_specific_data if record and record.event else None
-        if evaluation is not None:
+        if record is not None and record.event is not None and not _checked_by_a_run(instance, record.event.run_id):
+            # a result reported by hand (the UI, the API) says nothing of the unit: the latest a check run wrote
+            record = next((r for r in storage.get_asset_check_execution_history(key, limit=20)
+                           if r.event is not None and r.event.dagster_event is not None
+                           and isinstance(r.event.dagster_event.event_specific_data, dg.AssetCheckEvaluation)
+                           and _checked_by_a_run(instance, r.event.run_id)), None)
+        if record is None or record.event is None or record.event.dagster_event is None:
+            continue
+        evaluation = record.event.dagster_event.event_specific_data
+        if isinstance(evaluation, dg.AssetCheckEvaluation):
             metadata = dict(evaluation.metadata or {})
             table = metadata.pop("resource_changes", None)
             rows = [r.data for r in table.records] if isinstance(table, dg.TableMetadataValue) else []
             found[keys[key]] = core.Finding.from_metadata(
                 keys[key], {k: getattr(v, "value", v) for k, v in metadata.items()}, rows)
     return found
+
+
+def _checked_by_a_run(instance, run_id: str) -> bool:
+    run = instance.get_run_by_id(run_id) if run_id else None
+    return run is not None and run.job_name in (JOB_NAME, "__ASSET_JOB")
 
 
 def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths: Sequence[str] = (),
@@ -67,7 +81,8 @@ def make_drift_definitions(lineage: Lineage, *, cron: str = DEFAULT_CRON, paths:
                                        CHECK_NAME)
 
     job = dg.define_asset_job(JOB_NAME, selection=dg.AssetSelection.checks(drift_plans),
-                              executor_def=dg.in_process_executor, tags=tags or {},
+                              executor_def=dg.in_process_executor.configured({}, name="drift_in_process"),
+                              tags=tags or {},
                               description="Plans every unit at the deploy-branch head and records its drift check.")
     try:
         schedule = dg.ScheduleDefinition(

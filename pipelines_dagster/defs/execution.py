@@ -15,7 +15,7 @@ from ..core import drift as drift_core
 from ..core.dispatch import AssetRecord, StepChanges
 from ..core.engine_settings import EngineSettings
 from ..core.lineage import AccountNode, Lineage, unit_key
-from ..core.model import Outcome, ResourceChange, Status
+from ..core.model import Event, Outcome, ResourceChange, Status
 from ..settings import Settings
 from .resources import GitHub, InfraRepo, apply_lock
 
@@ -73,27 +73,30 @@ class ChangeRunner:
 
     # -- the three surfaces
 
-    def run(self, context: dg.OpExecutionContext, item: StepChanges) -> Iterator:
-        """A change step: the item's changes with their accounts' credentials. The outcomes are the step's output;
-        a failed change then fails the step (the report has what it needs)."""
+    def run(self, context: dg.OpExecutionContext, item: StepChanges, event: Event) -> Iterator:
+        """A change step of `event`'s job: the item's changes with their accounts' credentials. The outcomes are
+        the step's output; a failed change then fails the step (the report has what it needs). An item of the other
+        job (a re-execution across jobs) runs nothing."""
         from ..core.repo_files import ConfigError
-        from ..core.trust import LaunchRefused, push_range
+        from ..core.trust import LaunchRefused, check_push_changes, push_range
 
         spec = item.spec
         repo = self.infra_repo.git_dir(fetch=False)
-        prepared = None
+        prepared, baseline = None, None
         try:
-            if spec.event.value == "push":  # again here: a step's input comes from storage, not from orchestrate
-                push_range(repo, self.infra_repo.deploy_branch(repo), spec.head, spec.base)
+            if spec.event is not event:
+                raise LaunchRefused(f"this job runs {event.value} changes, not {spec.event.value} ones")
+            branch = self.infra_repo.deploy_branch(repo)
+            if spec.event is Event.PUSH:  # again here: a step's input comes from storage, not from orchestrate
+                push_range(repo, branch, spec.head, spec.base)
+                check_push_changes(repo, spec.base, spec.head, item.changes)
             if any(c.unit is not None for c in item.changes):  # account entries need no executor
                 prepared = self._prepare(context, repo, spec.head)
         except (ConfigError, LaunchRefused) as exc:
             outcomes = [Outcome.note(c, Status.FAILED, f"configuration: {exc}") for c in item.changes]
             yield from self._finish(context, outcomes, [])
             return
-        baseline = None
         if any(c.action.value == "baseline" for c in item.changes):
-            branch = prepared.deploy_branch if prepared else self.infra_repo.deploy_branch(repo)
             baseline = dispatch.Baseline(self.infra_repo.location, branch, self.github.client(),
                                          self.github.push_token(self.infra_repo.location))
         outcomes = dispatch.run_step(item, prepared, repo, self.max_parallel, baseline,
@@ -119,7 +122,7 @@ class ChangeRunner:
                 raise GitError("; ".join(lineage.notes) or "no deploy branch")
             branch, tip = lineage.deploy_branch, lineage.commit
             asked = resolve(repo, commit) if commit else tip
-        except GitError as exc:
+        except (GitError, ConfigError) as exc:
             raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
         if asked != tip:
             raise dg.Failure(description=f"refused: {commit} ({asked[:12]}) is not the tip of the deploy branch "
@@ -158,7 +161,7 @@ class ChangeRunner:
         try:
             repo, branch, _ = self.infra_repo.deploy_head()
             head = resolve(repo, f"refs/heads/{branch}")
-        except GitError as exc:
+        except (GitError, ConfigError) as exc:
             raise dg.Failure(description=f"cannot read the deploy branch: {exc}") from None
         context.log.info(f"planning {len(todo)} unit(s) at {branch} {head[:12]}")
         try:
@@ -262,12 +265,27 @@ def transient_problems(outcomes: list[Outcome]) -> list[str]:
             if (o.status is Status.STATE_LOCKED and not (o.lock and o.lock.stale)) or o.transient]
 
 
+APPLYING_JOBS = ("infrastructure_apply", "__ASSET_JOB")  # the jobs whose runs apply units (Materialize: assets')
+
+
 def applied_commit(instance: dg.DagsterInstance, unit: str) -> str | None:
-    """The commit of the unit asset's latest materialization: where the unit was last applied or destroyed."""
-    event = instance.get_latest_materialization_event(dg.AssetKey(unit_key(unit)))
-    materialization = event.asset_materialization if event else None
-    commit = materialization.metadata.get("commit") if materialization else None
-    return commit.value if isinstance(commit, dg.TextMetadataValue) else None  # asset records' commit is text
+    """The commit the unit was last applied or destroyed at: its latest materialization by a run of an applying job.
+    A materialization reported without a run (the UI's or the API's "report materialization"), or by another job,
+    is no record of an apply: believing it would let whoever reaches the UI block an apply or allow a rollback."""
+    records = instance.fetch_materializations(dg.AssetKey(unit_key(unit)), limit=50).records
+    jobs: dict[str, str | None] = {}
+    for record in records:
+        entry = record.event_log_entry
+        if not entry.run_id:
+            continue
+        if entry.run_id not in jobs:
+            run = instance.get_run_by_id(entry.run_id)
+            jobs[entry.run_id] = run.job_name if run else None
+        materialization = entry.asset_materialization
+        if jobs[entry.run_id] in APPLYING_JOBS and materialization is not None:
+            commit = materialization.metadata.get("commit")
+            return commit.value if isinstance(commit, dg.TextMetadataValue) else None  # asset records' commit is text
+    return None
 
 
 def resource_table(rows: Sequence[ResourceChange]) -> dg.TableMetadataValue:

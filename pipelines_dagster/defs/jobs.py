@@ -49,6 +49,9 @@ def step_limits(max_parallel: int) -> dict:
 
 def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfig, infra_repo: InfraRepo,
                  github: GitHub, changes: ChangeRunner, stages: int):
+    if isinstance(config, PlanConfig) and run_requests.TAG_APPLY_LOCK in context.run.tags:
+        raise dg.Failure(description=f"cannot start: a plan carries no {run_requests.TAG_APPLY_LOCK} tag (the run "
+                                     "queue would hold the repository's applies back behind it)")
     client = github.client()
     spec, branch, repo, pull = run_spec(config, infra_repo, client)
     event = spec.event
@@ -151,7 +154,7 @@ def make_plan_job(*, max_parallel: int = 4, executor_def: dg.ExecutorDefinition 
     @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
     def plan(context: dg.OpExecutionContext, item: StepChanges, changes: dg.ResourceParam[ChangeRunner]):
         """Plan one change of a pull request with its account's plan role."""
-        yield from changes.run(context, item)
+        yield from changes.run(context, item, Event.PULL_REQUEST)
 
     @dg.job(name=PLAN_JOB, tags={"pipelines/job": PLAN_JOB}, executor_def=_executor(max_parallel, executor_def),
             description="Plans a pull request's infrastructure changes: one step per change, each with its "
@@ -178,7 +181,7 @@ def make_apply_job(*, stages: int = 8, max_parallel: int = 4,
     @dg.op(out=dg.Out(list[Outcome]), tags=CHANGE_STEP_TAGS)
     def apply(context: dg.OpExecutionContext, item: StepChanges, changes: dg.ResourceParam[ChangeRunner]):
         """Apply (or destroy) one change of a deploy-branch commit with its account's apply role."""
-        yield from changes.run(context, item)
+        yield from changes.run(context, item, Event.PUSH)
 
     def stage_op(stage: int):
         @dg.op(name=f"wave_{stage}", out={"progress": dg.Out(Progress), "changes": dg.DynamicOut(StepChanges)},

@@ -59,6 +59,10 @@ def plan_refs(config: PlanConfig, repo, client) -> "tuple[str | None, str, PullR
             pr = client.get_pull_request(number)
         except GitHubError as exc:
             raise LaunchError(f"pull request #{number}: {exc}") from None
+    if client is not None:
+        _github_plan_refs(number, head, base, pr)
+        if pr is None:
+            head = f"refs/heads/{head}"  # a branch of the repository, never a pull request's ref or a sha
     if head is None and pr is not None:
         head, base = pr.head_sha, base or pr.base_ref
     elif head is None:
@@ -70,6 +74,20 @@ def plan_refs(config: PlanConfig, repo, client) -> "tuple[str | None, str, PullR
                               "request's head is that ref of the remote, as GitHub serves it); give head_ref, the "
                               "branch to plan, instead") from None
     return base, head, pr
+
+
+def _github_plan_refs(number: int | None, head: str | None, base: str | None, pr) -> None:
+    """With GitHub, a plan writes a pull request's comment and a commit status that branch protection may require:
+    only a pull request's own head and base, or a branch of the repository against the deploy branch, are
+    planned (a fork's commit never is; a base chosen to hide changes is not)."""
+    if pr is not None:
+        if head not in (None, pr.head_sha) or base not in (None, pr.base_ref):
+            raise LaunchError(f"pull request #{number} is planned at its own head {pr.head_sha[:12]} against its base "
+                              f"branch {pr.base_ref}: give pr_number alone")
+    elif base is not None or head is None or not re.fullmatch(r"[\w./-]+", head) or head.startswith("refs/") or \
+            re.fullmatch(r"[0-9a-f]{7,40}", head):
+        raise LaunchError("with GitHub a plan is of a pull request (pr_number alone) or of a branch of the "
+                          "repository against the deploy branch (head_ref: the branch's name, no base_ref)")
 
 
 def refs_named(pr_number: int | None, *names: str | None) -> list[str]:
@@ -84,6 +102,7 @@ def run_spec(config: PlanConfig | ApplyConfig, infra_repo: InfraRepo,
              client) -> "tuple[RunSpec, str, object, PullRequestInfo | None]":
     """The run's spec (full shas), the deploy branch, the git dir, and the pull request a plan was asked for.
     dg.Failure ("cannot start: ...") names what is wrong before anything runs."""
+    from ..core.repo_files import ConfigError
     from ..core.trust import LaunchRefused, push_range
     from ..integrations.git import GitError, merge_base, resolve
 
@@ -110,7 +129,7 @@ def run_spec(config: PlanConfig | ApplyConfig, infra_repo: InfraRepo,
             base = merge_base(repo, base, head) or base
         else:  # the deploy branch's own history only: what pushing it applied
             base, head = push_range(repo, branch, head, base, head_ref)
-    except (GitError, LaunchRefused, ValueError) as exc:
+    except (GitError, ConfigError, LaunchRefused, ValueError) as exc:
         raise dg.Failure(description=f"cannot start: {exc}") from None
     event = Event.PULL_REQUEST if plan else Event.PUSH
     return RunSpec(event=event, base=base, head=head, pr=pr_number), branch, repo, pull

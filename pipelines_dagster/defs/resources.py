@@ -210,6 +210,13 @@ class ContractsIOManager(dg.IOManager):
         upstream = context.upstream_output
         assert upstream is not None  # inputs of this job all come from outputs
         identifier, typing_type = upstream.get_identifier(), upstream.dagster_type.typing_type
+        step = context.step_context
+        if upstream.run_id != step.run_id:  # a re-execution: its parent must be a run of this very job
+            parent = step.instance.get_run_by_id(upstream.run_id)
+            if parent is None or parent.job_name != step.job_name:
+                raise dg.Failure(f"the output {upstream.step_key}.{upstream.name} comes from run {upstream.run_id} "
+                                 f"of {parent.job_name if parent else 'no known job'}, not of {step.job_name}: a "
+                                 "re-execution runs what its own job produced, nothing else")
         where, data = self._where(identifier), self._read(identifier)
         if data is None:
             elsewhere = "" if self.bucket or upstream.run_id == context.step_context.run_id else (

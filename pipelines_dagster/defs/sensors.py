@@ -48,12 +48,15 @@ def _redacted(text: str) -> str:
 
 def _deploy_head(infra_repo: InfraRepo):
     """(git dir, deploy branch, its head sha), only that branch fetched, or the SkipReason saying why not."""
+    from ..core.repo_files import ConfigError
     from ..integrations.git import GitError
 
     try:
         git_dir, deploy, head = infra_repo.deploy_head()
     except GitError as exc:
         return dg.SkipReason(_redacted(f"git: {exc}"))
+    except ConfigError as exc:
+        return dg.SkipReason(_redacted(f"configuration: {exc}"))
     if head is None:
         return dg.SkipReason(_redacted(f"the deploy branch {deploy!r} is not in {infra_repo.location}"))
     return git_dir, deploy, head

@@ -116,6 +116,7 @@ def create(folder: Path) -> Demo:
     install_null_provider(demo.folder / "plugins")
     write_cli_config(demo.folder / "terraformrc")
     demo.token.write_text(UNVERIFIED_TOKEN + "\n")
+    demo.token.chmod(0o600)  # units run as other users: they must not read it
     demo.home.mkdir(exist_ok=True)
     demo.logs.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", demo.home / "dagster.yaml")
@@ -139,6 +140,8 @@ def create(folder: Path) -> Demo:
 
 def environment(demo: Demo, aws_endpoint: str, port: int, base: dict | None = None) -> dict:
     """`dagster dev`'s environment: local mode on the demo remote, OIDC through the emulator's STS."""
+    if demo.token.exists():
+        demo.token.chmod(0o600)  # a demo made before the token was its owner's alone
     env = dict(os.environ if base is None else base)
     for var in ("PIPELINES_GITHUB_REPO", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", *AMBIENT_AWS_ENV):
         env.pop(var, None)

@@ -97,6 +97,11 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
         return env.get("GITHUB_TOKEN") or None
     try:
         with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            if os.geteuid() == 0 and mode & 0o077:  # units run as other users then
+                raise ValueError(f"{TOKEN_FILE_VAR}={path}: the GitHub token can be read by other users (mode "
+                                 f"{mode:o}): units, which run as other users, could read it; make it readable by "
+                                 "its owner only (0600)")
             token = fh.read().strip()
     except OSError as exc:
         raise ValueError(f"{TOKEN_FILE_VAR}={path}: cannot read the GitHub token: {exc.strerror}") from None

@@ -2,6 +2,7 @@
 
 import http.server
 import json
+import os
 import re
 import sys
 import threading
@@ -33,6 +34,7 @@ PROD = Account(id=ACCOUNTS["prod"])
 def test_token_file_is_read_again_on_every_use(tmp_path):
     path = tmp_path / "token"
     path.write_text("first-token-value\n")
+    path.chmod(0o600)
     source = FileTokenSource(str(path))
     assert source.token() == "first-token-value"
     path.write_text("rotated-token-value")
@@ -43,6 +45,15 @@ def test_token_file_is_read_again_on_every_use(tmp_path):
     path.unlink()
     with pytest.raises(CredentialsError, match="cannot read the OIDC token file"):
         source.token()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="units run as other users only when the pipeline is root")
+def test_a_token_file_other_users_can_read_is_refused(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("readable-by-all")
+    path.chmod(0o644)
+    with pytest.raises(CredentialsError, match=r"can be read by other users \(mode 644\).*0600"):
+        FileTokenSource(str(path)).token()
 
 
 def test_token_source_from_env_prefers_the_pipelines_file_then_aws_file_then_actions_then_command(tmp_path):

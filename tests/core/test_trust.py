@@ -34,15 +34,22 @@ def test_a_branch_naming_itself_the_deploy_branch_is_not_believed(work):
     assert trusted.config.roles.plan == "pipelines-plan"
 
 
-def test_the_deploy_branch_comes_from_the_default_branch_of_a_bare_remote(work, tmp_path):
+def test_the_deploy_branch_is_the_default_branch_unless_the_deployment_names_another(work, tmp_path):
     work.git("checkout", "-q", "-b", "release")
     work.commit({".pipelines.yml": "deploy_branch: release\n"})
     work.git("checkout", "-q", "main")
     work.commit({".pipelines.yml": "deploy_branch: release\n"})
     bare = tmp_path / "remote.git"
     work.git("clone", "-q", "--bare", str(work.path), str(bare))
-    assert deploy_branch(bare) == "release"
-    assert deploy_branch(bare, "main") == "main"  # the deployment's override wins
+    # whoever can push the default branch must not choose what is applied: only the deployment names another
+    with pytest.raises(ConfigError, match="names the deploy branch 'release', which is not the default branch "
+                                          "'main': only the deployment may choose it .set PIPELINES_DEPLOY_BRANCH"):
+        deploy_branch(bare)
+    assert deploy_branch(bare, "release") == "release"
+    work.commit({".pipelines.yml": "deploy_branch: main\n"})
+    bare_again = tmp_path / "remote-again.git"
+    work.git("clone", "-q", "--bare", str(work.path), str(bare_again))
+    assert deploy_branch(bare_again) == "main"  # naming the default branch itself is fine
 
 
 def test_a_missing_deploy_branch_is_an_error_not_a_fallback_to_the_ref_under_review(work):
@@ -101,3 +108,25 @@ def test_a_pull_requests_broken_configuration_is_reported_while_the_deploy_branc
     found = detect_changes(work.path / ".git", base, "broken", Event.PULL_REQUEST)
     assert [c.unit for c in found.changes] == ["dev/a"]
     assert any(e.file == ".pipelines.yml" and "nonsense" in e.message for e in found.errors)
+
+
+def test_a_pushs_step_destroys_only_what_its_head_removed_and_applies_only_what_it_has(work):
+    """A step's changes come from storage: a destroy of a unit the head still has (or an apply of one it does not)
+    is refused, whatever the storage says."""
+    from pipelines_dagster.core.model import InfraChange
+    from pipelines_dagster.core.trust import LaunchRefused, check_push_changes
+
+    base = work.git("rev-parse", "HEAD")
+    head = work.commit({"dev/b/main.tf": 'terraform {\n  backend "s3" {}\n}\n'})
+    git_dir = work.path / ".git"
+
+    def change(unit: str, action: str) -> InfraChange:
+        return InfraChange(type="ModuleChanged", unit=unit, account="dev", action=action)
+
+    check_push_changes(git_dir, base, head, [change("dev/b", "apply"), change("dev/a", "apply")])
+    with pytest.raises(LaunchRefused, match="dev/a: a destroy of a unit that .* still has"):
+        check_push_changes(git_dir, base, head, [change("dev/a", "destroy")])
+    with pytest.raises(LaunchRefused, match="dev/c: an apply of a unit that .* does not have"):
+        check_push_changes(git_dir, base, head, [change("dev/c", "apply")])
+    gone = work.commit({"dev/b/main.tf": None})
+    check_push_changes(git_dir, head, gone, [change("dev/b", "destroy")])

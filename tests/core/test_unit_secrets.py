@@ -5,6 +5,7 @@ the run."""
 
 import base64
 import dataclasses
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -244,3 +245,27 @@ host "example.com" {
     for broken in ('credentials "x" {', 'host = "unterminated', "}", "a b", "[1, 2]"):
         with pytest.raises(ValueError):
             cli_config_without_credentials(broken)
+
+
+def test_a_provider_committed_in_the_units_terraform_folder_never_runs(repo, aws, make_executor, drop_box):
+    """A `.terraform/providers/...` committed with the unit, and a lock file naming its hash: Terraform would use
+    it as already installed, despite -plugin-dir, and run it during the plan with the plan role's credentials."""
+    name = "terraform-provider-null_v2.1.2_x4"
+    script = f"#!/bin/sh\necho \"uid=$(id -u) key=${{AWS_ACCESS_KEY_ID:-none}}\" > {drop_box}/ran-$$\nexit 1\n"
+    line = hashlib.sha256(script.encode()).hexdigest() + "  " + name + "\n"
+    h1 = "h1:" + base64.b64encode(hashlib.sha256(line.encode()).digest()).decode()
+    unit = f"dev/plugged-{uuid.uuid4().hex[:6]}"
+    tf = null_unit(aws.endpoint, unit).replace("terraform {\n", 'terraform {\n  required_providers {\n    null = { '
+                                               'source = "hashicorp/null", version = "2.1.2" }\n  }\n', 1)
+    provider = repo.path / unit / ".terraform/providers/registry.terraform.io/hashicorp/null/2.1.2/linux_amd64" / name
+    provider.parent.mkdir(parents=True)
+    provider.write_text(script)
+    provider.chmod(0o755)
+    head = repo.commit({f"{unit}/main.tf": tf, f"{unit}/.terraform.lock.hcl": (
+        'provider "registry.terraform.io/hashicorp/null" {\n  version     = "2.1.2"\n  constraints = "2.1.2"\n'
+        f'  hashes = [\n    "{h1}",\n  ]\n}}\n')})
+
+    result = make_executor().execute(request(unit, "plan", head))
+
+    assert list(drop_box.iterdir()) == [], [p.read_text() for p in drop_box.iterdir()]
+    assert result.status is Status.FAILED and "checksum" in result.message.lower()  # the lock file's hash is not ours

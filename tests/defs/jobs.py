@@ -51,22 +51,26 @@ class Run:
 
 def run_job(repo, env: dict, event: str, base: str, head: str, pr: int | None = None, github_repo: str | None = None,
             instance: dg.DagsterInstance | None = None, **settings: str) -> Run:
-    """One run for `repo`; `env` from the tests' fixtures (the plugin folder); `settings` more variables."""
-    return launch(repo, env, {"event": event, "base_ref": base, "head_ref": head, "pr_number": pr},
-                  github_repo=github_repo, instance=instance, **settings)
+    """One run for `repo`; `env` from the tests' fixtures (the plugin folder); `settings` more variables. With
+    GitHub, a pull request's run is launched by its number alone, as its sensor and the Launchpad do (GitHub gives
+    its head and base)."""
+    config = {"pr_number": pr} if github_repo and pr is not None and event == "pull_request" else {
+        "event": event, "base_ref": base, "head_ref": head, "pr_number": pr}
+    return launch(repo, env, config, github_repo=github_repo, instance=instance, **settings)
 
 
 def launch(repo, env: dict, config: dict | None, github_repo: str | None = None,
            instance: dg.DagsterInstance | None = None, reexecution: dg.ReexecutionOptions | None = None,
-           tags: dict | None = None, run_config: dict | None = None, **settings: str) -> Run:
+           tags: dict | None = None, run_config: dict | None = None, event: str | None = None,
+           **settings: str) -> Run:
     """A run with `config` as orchestrate's run config, as the Launchpad gives it (its `event`, pull_request by
     default, picks the plan or the apply job); with `reexecution` (and `config` None), what the UI's re-execute
     buttons launch; `run_config`: more of the run's configuration."""
     environment = {"PIPELINES_REPO_URL": str(repo.path), "PIPELINES_TF_PLUGIN_DIR": env["plugin_dir"],
                    "PIPELINES_GITHUB_WRITE_PAUSE_S": "0", "PIPELINES_GITHUB_REPO": github_repo or "", **settings}
     config = dict(config) if config is not None else None
-    event = (config or {}).pop("event", None) or (reexecution and instance and _event_of(instance, reexecution)) \
-        or "pull_request"
+    event = (config or {}).pop("event", None) or event or (
+        reexecution and instance and _event_of(instance, reexecution)) or "pull_request"
     if config is not None:
         if event == "push":
             config.pop("pr_number", None)

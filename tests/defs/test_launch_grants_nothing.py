@@ -13,6 +13,7 @@ import yaml
 
 from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode
+from pipelines_dagster.core.model import Status
 from pipelines_dagster.definitions import build_definitions
 from pipelines_dagster.defs.drift import JOB_NAME as DRIFT_JOB
 from pipelines_dagster.defs.jobs import APPLY_JOB, PLAN_JOB
@@ -171,3 +172,82 @@ def test_after_a_rewrite_of_the_deploy_branch_nothing_of_the_dropped_commits_is_
     honest = launch(repo, env, {"event": "push", "head_ref": head, "base_ref": fork},
                     tags={run_requests.TAG_REPLACED_TIP: fork})
     assert honest.success and "rewritten" not in honest.report()
+
+
+def test_a_materialization_reported_by_hand_is_no_record_of_an_apply(repo, aws, env):  # noqa: F811
+    """The UI and the API report materializations without a run: one must neither block the next apply (a later
+    commit named) nor allow a rollback (an older one named)."""
+    instance = dg.DagsterInstance.ephemeral()
+    unit = "dev/recorded"
+    key = dg.AssetKey(["units", "dev", "recorded"])
+    c0 = repo.git("rev-parse", "HEAD")
+    c1 = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, trigger="v1")})
+    c2 = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, trigger="v2")})
+    assert launch(repo, env, {"event": "push", "head_ref": c1, "base_ref": c0}, instance=instance).success
+    assert launch(repo, env, {"event": "push", "head_ref": c2, "base_ref": c1}, instance=instance).success
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"commit": c1}))
+    rollback = launch(repo, env, {"event": "push", "head_ref": c1, "base_ref": c0}, instance=instance)
+    assert rollback.by_unit()[unit].status is Status.REFUSED and not rollback.success  # refused, and it says so
+
+    repo.git("checkout", "-q", "-b", "later")
+    later = repo.commit({"README.md": "not merged\n"})
+    repo.git("checkout", "-q", "main")
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, metadata={"commit": later}))
+    c3 = repo.commit({f"{unit}/main.tf": null_unit(aws.endpoint, unit, trigger="v3")})
+    applied = launch(repo, env, {"event": "push", "head_ref": c3, "base_ref": c2}, instance=instance)
+    assert applied.success and applied.by_unit()[unit].status is Status.SUCCEEDED
+
+
+def test_with_github_a_plan_is_of_a_pull_requests_own_head_and_base_or_of_a_branch(repo, aws, env, github):  # noqa: F811
+    """A fork's commit planned by its sha, its pull request ref, or under another pull request's number; a green
+    status faked by a base equal to the head: each refused before anything runs or is written."""
+    repo.git("checkout", "-q", "-b", "ours")
+    ours_head = repo.commit({"dev/ours/main.tf": null_unit(aws.endpoint, "dev/ours")})
+    repo.git("checkout", "-q", "-b", "theirs", "main")
+    fork_head = repo.commit({"dev/theirs/main.tf": null_unit(aws.endpoint, "dev/theirs")})
+    repo.git("checkout", "-q", "main")
+    github.add_repo("mallory/infrastructure-live", fork_of=GH_REPO)
+    ours = github.add_pull_request(GH_REPO, "ours", head_sha=ours_head)
+    fork = github.add_pull_request(GH_REPO, "theirs", head_repo="mallory/infrastructure-live", head_sha=fork_head)
+    repo.git("update-ref", f"refs/pull/{fork}/head", fork_head)
+    github.clear_log()
+    for config in ({"head_ref": fork_head}, {"head_ref": f"refs/pull/{fork}/head"}, {"head_ref": f"pull/{fork}/head"},
+                   {"pr_number": ours, "head_ref": fork_head}, {"pr_number": ours, "base_ref": ours_head},
+                   {"head_ref": "ours", "base_ref": "ours"}):
+        run = launch(repo, env, config, github_repo=GH_REPO)
+        assert not run.success and started_steps(run) == {"orchestrate"}, config
+        assert "cannot start" in failure(run), config
+    assert github.writes() == []
+    planned = launch(repo, env, {"pr_number": ours}, github_repo=GH_REPO)  # what is allowed still is
+    assert planned.success and [o.change.unit for o in planned.outcomes] == ["dev/ours"]
+    branch = launch(repo, env, {"head_ref": "ours"}, github_repo=GH_REPO)
+    assert branch.success and [o.change.unit for o in branch.outcomes] == ["dev/ours"]
+
+
+def test_a_plan_run_tagged_with_the_apply_lock_fails_at_once(repo, env):  # noqa: F811
+    """The run queue holds a repository's applies behind any run carrying its apply-lock tag."""
+    run = launch(repo, env, {"head_ref": "main"}, tags={run_requests.TAG_APPLY_LOCK: "anything"})
+    assert not run.success and "a plan carries no pipelines/apply-lock tag" in failure(run)
+
+
+def test_a_reexecution_runs_only_what_its_own_job_produced(repo, aws, env):  # noqa: F811
+    """Re-executing a plan run's steps under the apply job (GraphQL lets a launcher name any job and any parent)
+    runs nothing: on Kubernetes the apply job's pods hold the apply identity."""
+    instance = dg.DagsterInstance.ephemeral()
+    repo.git("checkout", "-q", "-b", "pr-code")
+    repo.commit({"dev/prcode/main.tf": null_unit(aws.endpoint, "dev/prcode")})
+    repo.git("checkout", "-q", "main")
+    plan = launch(repo, env, {"head_ref": "pr-code"}, instance=instance)
+    assert plan.success
+    [step] = [e.step_key for e in plan.all_events if e.event_type_value == "STEP_SUCCESS"
+              and e.step_key.startswith("plan[")]
+    crossed = dg.ReexecutionOptions(parent_run_id=plan.run_id,
+                                    step_selection=[step.replace("plan[", "apply_wave_0[")])
+    run = launch(repo, env, None, instance=instance, reexecution=crossed, event="push")  # Dagster lets it start
+    [refused] = run.failures()
+    assert refused.step_key == step.replace("plan[", "apply_wave_0[")
+    message = refused.event_specific_data.error.message
+    assert f"comes from run {plan.run_id} of infrastructure_plan, not of infrastructure_apply" in message
+    assert [e for e in run.all_events if e.event_type_value == "STEP_OUTPUT"] == []  # nothing ran
+    assert aws.state(ACCOUNTS["dev"], "dev/prcode/terraform.tfstate") is None

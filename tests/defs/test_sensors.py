@@ -332,7 +332,10 @@ def test_run_crashed_in_orchestrate_is_reported_on_its_pull_request(remote, gith
     body = comments[0]["body"]
     assert "crashed" in body and "orchestrate" in body and "no-such-branch" in body
     assert f"{UI}/runs/{result.run_id}" in body
-    assert [s["state"] for s in github.statuses(GH_REPO, sha)] == ["error"]
+    assert body.startswith(f"<!-- pipelines-dagster:crash={sha} -->")  # beside the plan's comment, never over it
+    # a status of its own: a run's tags name its target, so a crash never turns the plan's required status
+    assert [(s["context"], s["state"]) for s in github.statuses(GH_REPO, sha)] == [("pipelines-dagster/crash",
+                                                                                     "error")]
 
 
 def test_push_run_crash_opens_an_issue_even_without_sensor_tags(remote, github):
@@ -391,17 +394,20 @@ def test_dagster_yaml_serialises_push_runs_per_repository_only(remote):
     assert not counter.is_blocked(run({"pipelines/pr": "1", "pipelines/event": "pull_request"}))  # plans: run
 
 
-def test_deploy_branch_comes_from_the_resource_or_the_repository_config(remote):
+def test_the_deploy_branch_is_the_deployments_or_the_default_branch_never_a_pushed_file(remote):
     remote.work.commit({".pipelines.yml": "deploy_branch: live\n"})
     remote.work.git("branch", "live", "main")
     remote.push("main:refs/heads/main", "live:refs/heads/live")
-    assert json.loads(tick(deploy_sensor, resources(remote.bare))[1])["branch"] == "live"
-    pinned = resources_from_settings(Settings.from_env(repo_url=str(remote.bare), deploy_branch="main"))
-    assert json.loads(tick(deploy_sensor, pinned)[1])["branch"] == "main"
-    # local mode: main is now a change request against live
+    # a push to the default branch naming another deploy branch changes nothing: nothing is applied until the
+    # deployment names it
+    runs, cursor, skipped = tick(deploy_sensor, resources(remote.bare))
+    assert runs == [] and cursor is None and "only the deployment may choose it" in skipped
+    pinned = resources_from_settings(Settings.from_env(repo_url=str(remote.bare), deploy_branch="live"))
+    assert json.loads(tick(deploy_sensor, pinned)[1])["branch"] == "live"
+    # local mode, the deploy branch named by the deployment: main is now a change request against live
     head = remote.work.commit({"dev/z/main.tf": "# z\n"})
     remote.push("main:refs/heads/main")
-    runs, _, _ = tick(pr_sensor, resources(remote.bare))
+    runs, _, _ = tick(pr_sensor, pinned)
     assert [(r.run_key, r.tags["pipelines/base-branch"]) for r in runs] == [(f"branch-main-{head}", "live")]
 
 

@@ -1,6 +1,8 @@
 """The GitHub token read from a file (PIPELINES_GITHUB_TOKEN_FILE), so that no process needs it in its
 environment: the client authenticates with it, and baseline pushes use it."""
 
+import os
+
 import pytest
 
 from pipelines_dagster.defs.resources import GitHub
@@ -35,6 +37,7 @@ def test_a_token_file_that_cannot_be_read_is_an_error_naming_it(tmp_path):
         token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(missing)})
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(ValueError, match="the file is empty"):
         token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(empty)})
     assert token_from_env({"GITHUB_TOKEN": "from-the-variable"}) == "from-the-variable"
@@ -43,6 +46,7 @@ def test_a_token_file_that_cannot_be_read_is_an_error_naming_it(tmp_path):
 def test_baseline_pushes_use_the_token_file(tmp_path, monkeypatch):
     token_file = tmp_path / "token"
     token_file.write_text("ghs_fromthefile\n")
+    token_file.chmod(0o600)
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
     monkeypatch.setenv("PIPELINES_GITHUB_TOKEN_FILE", str(token_file))
 
@@ -50,3 +54,12 @@ def test_baseline_pushes_use_the_token_file(tmp_path, monkeypatch):
 
     assert token == "ghs_fromthefile"
     assert GitHub(None, API, 0).push_token("https://github.com/acme/infrastructure-live.git") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="units run as other users only when the pipeline is root")
+def test_a_token_file_other_users_can_read_is_refused(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("ghs_readablebyall\n")
+    token_file.chmod(0o644)
+    with pytest.raises(ValueError, match=r"can be read by other users \(mode 644\).*0600"):
+        token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(token_file)})
