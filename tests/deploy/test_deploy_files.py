@@ -400,6 +400,7 @@ def test_run_pods_hold_no_github_secret_in_their_environment_and_run_units_as_an
     fake = tmp_path / token_path.relative_to("/")
     fake.parent.mkdir(parents=True)
     fake.write_text("ghs_fromthemountedsecret\n")
+    fake.chmod(volume["secret"]["defaultMode"])  # as the mount has it
     assert token_from_env({"PIPELINES_GITHUB_TOKEN_FILE": str(fake)}) == "ghs_fromthemountedsecret"
     # the OIDC token is root's too
     assert oidc_volume(pod)["projected"]["defaultMode"] == 0o400
