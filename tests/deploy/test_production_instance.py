@@ -167,7 +167,8 @@ def stack(tmp_path, infra, postgres, pg_database, moto_endpoint, plugin_dir, tf_
                DAGSTER_PG_USERNAME=postgres.user, DAGSTER_PG_PASSWORD=postgres.password,
                DAGSTER_COMPUTE_LOG_BUCKET=BUCKET, AWS_ENDPOINT_URL=moto_endpoint, AWS_REGION="us-east-1",
                AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
+               PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_DEPLOY_BRANCH="main",
+               PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
                PIPELINES_CACHE_DIR=str(tmp_path / "cache"), PIPELINES_UI_URL=ui, PIPELINES_SENSOR_INTERVAL_S="1",
                PIPELINES_SENSORS_DEFAULT_STATUS="stopped", TF_CLI_CONFIG_FILE=str(tf_cli_config),
                TF_IN_AUTOMATION="1")

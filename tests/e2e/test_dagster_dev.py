@@ -88,7 +88,8 @@ def dagster_dev(tmp_path, infra, plugin_dir, tf_cli_config):
     number = fake.add_pull_request(GH_REPO, "feature", head_sha=infra["head"], title="Two units")
     subprocess.run(["git", "--git-dir", str(infra["bare"]), "update-ref", f"refs/pull/{number}/head", infra["head"]],
                    check=True)
-    settings = dict(PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
+    settings = dict(PIPELINES_REPO_URL=str(infra["bare"]), PIPELINES_DEPLOY_BRANCH="main",
+                    PIPELINES_TF_PLUGIN_DIR=str(plugin_dir),
                     PIPELINES_GITHUB_REPO=GH_REPO, GITHUB_API_URL=fake.url, GITHUB_TOKEN=fake.token,
                     PIPELINES_MAX_WAVES="2", TF_CLI_CONFIG_FILE=str(tf_cli_config),
                     # the GraphQL launch is the subject here: sensors would add runs of their own for the same PR
@@ -110,9 +111,7 @@ def test_pull_request_run_launched_over_graphql_comments_on_the_pull_request(dag
 
     params = {"selector": {"repositoryLocationName": location["name"], "repositoryName": repository["name"],
                            "jobName": JOB},
-              "runConfigData": {"ops": {"orchestrate": {"config": {
-                  "base_ref": infra["base"], "head_ref": infra["head"],
-                  "pr_number": dev["pr"]}}}},
+              "runConfigData": {"ops": {"orchestrate": {"config": {"pr_number": dev["pr"]}}}},  # GitHub gives the rest
               "executionMetadata": {"tags": [{"key": "pipelines/pr", "value": str(dev["pr"])},
                                              {"key": "pipelines/sha", "value": infra["head"]}]}}
     launched = dev["graphql"](LAUNCH, {"params": params})["launchRun"]
