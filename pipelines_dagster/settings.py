@@ -173,10 +173,6 @@ class Settings(BaseModel):
             raise SettingsError("; ".join(problems)) from None
 
     @property
-    def local_mode(self) -> bool:
-        return not self.github_repo
-
-    @property
     def cache_root(self) -> Path:
         base = self.cache_dir or os.path.join(self.xdg_cache_home or os.path.expanduser("~/.cache"),
                                               DEFAULT_CACHE_FOLDER)
@@ -191,9 +187,6 @@ class Settings(BaseModel):
     def effective_unit_user(self) -> str | None:
         """What units run as: the setting, else a uid of their own when the pipeline is root."""
         return self.unit_user or default_unit_user()
-
-    def run_url(self, run_id: str) -> str | None:
-        return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
 
 
 def default_unit_user() -> str | None:
