@@ -144,6 +144,7 @@ class ResourceChange(BaseModel):
     address: str
     action: str  # create, update, delete, replace, ...
     actions: list[str]
+    reason: str = ""  # why Terraform chose it, when it says: "forces replacement: triggers", "tainted", ...
 
 
 class PlanSummary(BaseModel):
@@ -181,12 +182,28 @@ class PlanSummary(BaseModel):
             summary.destroy += "delete" in actions
             summary.change += "update" in actions
             summary.resources.append(ResourceChange(address=str(rc.get("address")), action=_action_label(actions),
-                                                    actions=actions))
+                                                    actions=actions, reason=_reason(rc)))
         for name, oc in sorted((plan.get("output_changes") or {}).items()):
             actions = list((oc or {}).get("actions") or [])
             if actions and actions != ["no-op"]:
                 summary.outputs.append(ResourceChange(address=name, action=_action_label(actions), actions=actions))
         return summary
+
+
+_REASONS = {"replace_because_tainted": "tainted", "replace_by_request": "replacement requested (-replace)",
+            "replace_by_triggers": "replace_triggered_by", "delete_because_no_resource_config": "no longer in the code",
+            "delete_because_no_module": "its module is gone", "delete_because_count_index": "count shrank",
+            "delete_because_each_key": "for_each key gone", "delete_because_wrong_repetition": "count/for_each changed"}
+
+
+def _reason(rc: dict) -> str:
+    """Terraform's reason for a resource change (`action_reason`, with `replace_paths` for a replacement the code
+    forces), as people read it."""
+    why = str(rc.get("action_reason") or "")
+    if why == "replace_because_cannot_update":
+        paths = [".".join(str(p) for p in path) for path in (rc.get("change") or {}).get("replace_paths") or []]
+        return "forces replacement" + (f": {', '.join(paths)}" if paths else "")
+    return _REASONS.get(why, why.replace("_", " "))
 
 
 def _action_label(actions: list[str]) -> str:
@@ -292,6 +309,7 @@ class Plan(BaseModel):
     blocked: str | None = None  # why nothing runs
     pull_request: int | None = None  # the run's pull request, or for a push the merged one (found on GitHub)
     replaced_tip: str | None = None  # a push after a rewrite of the deploy branch: the tip it no longer has
+    subject: str | None = None  # what the run is of, for people: "pull request #3", "branch x", "main"
 
     def rewrite_message(self) -> str | None:
         """What a push after a rewrite of the deploy branch must say (and fail for)."""

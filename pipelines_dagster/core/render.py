@@ -11,6 +11,7 @@ core.markdown: it renders as itself, never as HTML, markup, a link or a mention.
 """
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 
 from . import markdown as md
@@ -62,10 +63,13 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _resource_list(outcome: Outcome) -> str:
+    """The resources and outputs a plan changes, each with its action and, when Terraform says it, why."""
     resources = outcome.summary.resources
-    lines = [f"- {md.code(r.address)}: {md.text(r.action)}" for r in resources[:RESOURCES_PER_UNIT]]
+    lines = [f"- {md.code(r.address)}: {md.text(r.action)}" + (f" ({md.text(r.reason)})" if r.reason else "")
+             for r in resources[:RESOURCES_PER_UNIT]]
     if len(resources) > RESOURCES_PER_UNIT:
         lines.append(f"- … and {len(resources) - RESOURCES_PER_UNIT} more (the unit's asset in Dagster lists them)")
+    lines += [f"- {md.code('output.' + o.address)}: {md.text(o.action)}" for o in outcome.summary.outputs[:20]]
     return "\n".join(lines)
 
 
@@ -95,14 +99,29 @@ def _details(outcome: Outcome, limit: int, collapsible: bool = True) -> str:
                     collapsible)
 
 
+def _subject(subject: str) -> str:
+    """What a run is of: its pull request linked as GitHub links `#N` (the pipeline's own words), anything else
+    (a branch name) as text."""
+    number = re.fullmatch(r"pull request #(\d+)", subject)
+    return f"pull request #{number.group(1)}" if number else md.text(subject)
+
+
+def unit_plan(outcome: Outcome, limit: int = 20_000) -> str:
+    """One unit's plan as markdown of its own (Dagster shows each as an entry of the report step's metadata): its
+    resource changes and outputs, then its output, shortened to `limit`."""
+    return _details(outcome, limit, collapsible=False)
+
+
 def run_report(*, title: str, head_sha: str, outcomes: list[Outcome], errors: Sequence[str] = (),
-                   warnings: Sequence[str] = (), run_url: str | None = None, note: str | None = None,
-                   limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True) -> str:
-    """The PR comment (or issue body) for one run; never longer than `limit` characters. `collapsible=False`:
-    sections with bold titles instead of `<details>` (for Dagster's markdown, which drops raw HTML)."""
+               warnings: Sequence[str] = (), run_url: str | None = None, note: str | None = None,
+               limit: int = GITHUB_COMMENT_LIMIT, collapsible: bool = True, subject: str | None = None) -> str:
+    """The PR comment (or issue body) for one run; never longer than `limit` characters. `subject`: what the run
+    is of (a pull request, a branch, the deploy branch). `collapsible=False`: sections with bold titles instead of
+    `<details>` (for Dagster's markdown, which drops raw HTML)."""
     status = overall_status(outcomes, list(errors))
     head = [f"### {status.icon} pipelines-dagster {md.text(title)}: {status.label}",
-            f"Commit {md.code(head_sha[:12])} · {len(outcomes)} change(s)"
+            (f"{_subject(subject)} · commit" if subject else "Commit") + f" {md.code(head_sha[:12])} · "
+            f"{len(outcomes)} change(s)"
             + (f" · {md.link('Dagster run', run_url)}" if run_url else ""), ""]
     if note:
         head += [md.text(note), ""]

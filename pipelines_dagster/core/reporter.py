@@ -32,7 +32,7 @@ class Reporter:
         return run_report(title=title_for(self.spec.event), head_sha=self.spec.head, outcomes=outcomes,
                           errors=plan.errors if plan else [], warnings=plan.warnings if plan else [],
                           run_url=self.run_url, note=note, limit=self.updater.budget(comment_key(self.spec.head)),
-                          collapsible=not self.updater.local)
+                          collapsible=not self.updater.local, subject=plan.subject if plan else None)
 
     def _comment(self, body: str) -> None:
         if self.pull_request is None:

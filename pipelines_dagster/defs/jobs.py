@@ -12,12 +12,13 @@ executor's `require_upstream_step_success: false`), the report reports it, and "
 runs exactly the failed changes again (and the stages and report after them), updating the same comment.
 """
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import dagster as dg
 
-from ..core import dispatch, run_requests
+from ..core import dispatch, render, run_requests
 from ..core.detection_process import detect_changes_bounded
 from ..core.dispatch import Progress, StepChanges
 from ..core.github_updater import Updater
@@ -76,7 +77,8 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
             reporter.detecting()
             change_set = detection.result()
     plan = dispatch.make_plan(spec, change_set, blocked, pull_request).model_copy(update={
-        "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None})
+        "replaced_tip": replaced_tip(context, repo, branch) if event is Event.PUSH else None,
+        "subject": _subject(context, config, spec, branch)})
     reporter.planned(plan)
     context.instance.add_run_tags(context.run_id, run_requests.run_tags(
         event.value, spec.head, plan.pull_request, [c.account for c in plan.changes]))
@@ -88,6 +90,16 @@ def _orchestrate(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfi
         "waves": 1 + max((c.wave for c in plan.changes), default=-1), "blocked": plan.blocked or ""})
     for item in items:
         yield _dynamic(item)
+
+
+def _subject(context: dg.OpExecutionContext, config: PlanConfig | ApplyConfig, spec, branch: str) -> str:
+    """What the run is of, for its report's heading: its pull request, its branch, or the deploy branch."""
+    if spec.event is Event.PUSH:
+        return branch
+    if spec.pr is not None:
+        return f"pull request #{spec.pr}"
+    name = context.run.tags.get(run_requests.TAG_BRANCH) or config.head_ref or ""
+    return f"branch {name}" if name and not re.fullmatch(r"[0-9a-f]{40}", name) else "a change"
 
 
 def _dynamic(item: StepChanges) -> dg.DynamicOutput:
@@ -118,10 +130,28 @@ def _report(context: dg.OpExecutionContext, progress: Progress, results: list[li
     body = Reporter(updater, plan.spec, changes.run_url(context.run_id), plan.pull_request).finished(plan, outcomes)
     changes.retry_if_transient(context, updater.problems if updater.transient else [])  # the writes are idempotent
     yield dg.Output(progress, metadata={"report": dg.MetadataValue.md(body), "statuses": summary_counts(outcomes),
-                                        "github_problems": updater.problems})
+                                        "github_problems": updater.problems, **report_metadata(outcomes)})
     if run_failed(plan, outcomes) and not failed_outcomes(outcomes):  # failed steps already fail the run
         raise dg.Failure(description=plan.rewrite_message() or f"{len(plan.errors)} repository error(s)",
                          metadata={REPORTED: True})
+
+
+UNITS_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("unit", "string"), dg.TableColumn("account", "string"), dg.TableColumn("action", "string"),
+    dg.TableColumn("status", "string"), dg.TableColumn("plan", "string"), dg.TableColumn("duration_s", "float")])
+PLANS_SHOWN = 50  # units whose plan is an entry of its own in the report step's metadata
+
+
+def report_metadata(outcomes: list[Outcome]) -> dict:
+    """The report as Dagster shows it best: a table of the changes, and each unit's plan as a markdown entry of its
+    own (`plan: <unit>`), the units with destroys first."""
+    rows = [dg.TableRecord({"unit": o.change.name, "account": o.change.account or "", "action": o.change.action.value,
+                            "status": o.status.label, "plan": o.summary.line() if o.change.unit else "",
+                            "duration_s": round(o.duration_s, 1)}) for o in outcomes]
+    planned = sorted((o for o in outcomes if o.change.unit and (o.summary.has_changes or o.output or o.message)),
+                     key=lambda o: (not o.summary.destroy, not o.status.failed))
+    return {"changes": dg.MetadataValue.table(rows, schema=UNITS_SCHEMA),
+            **{f"plan: {o.change.unit}": dg.MetadataValue.md(render.unit_plan(o)) for o in planned[:PLANS_SHOWN]}}
 
 
 def _executor(max_parallel: int, executor_def: dg.ExecutorDefinition | None) -> dg.ExecutorDefinition:

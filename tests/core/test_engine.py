@@ -62,6 +62,7 @@ def test_apply_then_replan_has_no_changes_and_a_trigger_change_is_a_replacement(
     assert changed.status is Status.SUCCEEDED
     assert (changed.summary.add, changed.summary.change, changed.summary.destroy) == (2, 0, 2)
     assert {r.action for r in changed.summary.resources} == {"replace"}
+    assert {r.reason for r in changed.summary.resources} == {"forces replacement: triggers"}  # Terraform's why
 
 
 def test_detailed_exitcode_is_2_with_a_diff_0_without_and_errors_still_fail(repo, aws, make_executor, settings):

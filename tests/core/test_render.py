@@ -2,7 +2,7 @@
 repository text rendering as text (rendered with GitHub's cmark-gfm, tests/gfm.py)."""
 
 from pipelines_dagster.core.model import InfraChange, Outcome, PlanSummary, ResourceChange, Status
-from pipelines_dagster.core.render import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, run_report
+from pipelines_dagster.core.render import GITHUB_COMMENT_LIMIT, RESOURCES_PER_UNIT, run_report, unit_plan
 from tests.gfm import github, visible
 
 
@@ -135,3 +135,20 @@ def test_without_html_sections_get_bold_titles_that_render_as_text():
                                   "code"}
     assert f"{HOSTILE_UNIT}: plan, 1 resource change" in visible(rendered.text)
     assert rendered.mentions == [] and rendered.references == []
+
+
+def test_a_units_plan_lists_its_outputs_and_why_a_resource_is_replaced_and_the_run_names_its_subject():
+    change = InfraChange(type="ModuleChanged", unit="dev/app", account="dev", action="plan")
+    summary = PlanSummary(add=1, destroy=1, resources=[
+        ResourceChange(address="null_resource.x", action="replace", actions=["delete", "create"],
+                       reason="forces replacement: triggers")],
+        outputs=[ResourceChange(address="endpoint", action="update", actions=["update"])])
+    outcome = Outcome.note(change, Status.SUCCEEDED, "Plan: 1 to add, 0 to change, 1 to destroy.").model_copy(
+        update={"summary": summary})
+    body = run_report(title="plan", head_sha="a" * 40, outcomes=[outcome], subject="pull request #7")
+    assert "pull request #7 · commit `aaaaaaaaaaaa` · 1 change(s)" in body
+    assert "- `null_resource.x`: replace (forces replacement: triggers)" in body
+    assert "- `output.endpoint`: update" in body
+    alone = unit_plan(outcome)  # the unit's own entry in Dagster: no HTML, which Dagster does not render
+    assert alone.startswith("**dev/app: plan, 1 resource change**") and "<details>" not in alone
+    assert "forces replacement: triggers" in alone and "output.endpoint" in alone

@@ -15,6 +15,7 @@ from pipelines_dagster.core import run_requests
 from pipelines_dagster.core.credentials import CredentialProvider
 from pipelines_dagster.core.model import Status
 from pipelines_dagster.defs import jobs
+from pipelines_dagster.defs import jobs as pipeline_jobs
 from pipelines_dagster.defs.jobs import make_apply_job
 from pipelines_dagster.demo.aws import state_bucket
 from tests.conftest import ACCOUNTS, null_unit, terraform_binary
@@ -57,6 +58,14 @@ def test_pull_request_plans_three_units_and_reports_in_dagster(repo, aws, env):
     assert all(o.role_arn.endswith(":role/pipelines-plan") for o in plans.values())
     md = run.report()  # local mode: the report is markdown metadata on the report step
     assert md.count("| ✅ succeeded | ModuleAdded |") == 3 and "2 to add, 0 to change, 0 to destroy" in md
+    assert "branch feature · commit" in md  # what the run is of
+    # and as Dagster shows it best: a table of the changes, each unit's plan an entry of its own (no HTML)
+    metadata = pipeline_jobs.report_output(run.all_events).event_specific_data.metadata
+    rows = {r.data["unit"]: r.data for r in metadata["changes"].records}
+    assert {u: (r["status"], r["plan"]) for u, r in rows.items()} == {
+        f"dev/u{i}": ("succeeded", f"{i + 1} to add, 0 to change, 0 to destroy, 1 output change") for i in range(3)}
+    entry = metadata["plan: dev/u1"].value
+    assert "`null_resource.item[1]`: create" in entry and "`output.items`: create" in entry and "<" not in entry
 
 
 def test_push_applies_in_dependency_order_and_skips_dependents_of_a_failure(repo, aws, env):
