@@ -9,15 +9,17 @@ its own whose container context names that service account (deploy/helm/values.y
 """
 
 import os
+from functools import partial
 from typing import Literal
 
 import dagster as dg
 
-from .core.lineage import Lineage, read_lineage
+from .core.lineage import AccountNode, Lineage, read_lineage
 from .core.run_requests import TAG_APPLY_LOCK, repo_identity
-from .defs.assets import DeployBranchLineage, code_location_name, lineage_assets, reconcile_sensor
+from .defs.assets import code_location_name, lineage_assets, reconcile_sensor
 from .defs.drift import make_drift_definitions
 from .defs.jobs import APPLY_JOB, PLAN_JOB, in_process_executor, k8s_step_executor, make_apply_job, make_plan_job
+from .defs.loading import DeployBranchLineage
 from .defs.resources import InfraRepo, resources_from_settings
 from .defs.sensors import (
     make_asset_graph_sensor,
@@ -28,26 +30,37 @@ from .defs.sensors import (
 from .settings import Settings
 
 Role = Literal["all", "plan", "apply"]
+ROLE_JOBS: dict[Role, tuple[str, ...]] = {"all": (PLAN_JOB, APPLY_JOB), "plan": (PLAN_JOB,), "apply": (APPLY_JOB,)}
+
+
+def _jobs(settings: Settings, executor_def, role: Role) -> list[dg.JobDefinition]:
+    if settings.step_executor == "k8s":  # a pod per step, with its run's identity
+        executor_def = executor_def or k8s_step_executor(settings.max_parallel)
+    return [make_plan_job(max_parallel=settings.max_parallel, executor_def=executor_def) if name == PLAN_JOB
+            else make_apply_job(stages=settings.wave_stages, max_parallel=settings.max_parallel,
+                                executor_def=executor_def)
+            for name in ROLE_JOBS[role]]
+
+
+def run_job_definitions(settings: Settings, accounts: list[AccountNode], job_name: str,
+                        executor_def=None) -> dg.Definitions:
+    """The plan or apply job alone with its resources, for the deploy branch's `accounts`: all that a run of it
+    needs, whatever the number of units."""
+    return dg.Definitions(jobs=_jobs(settings, executor_def, "apply" if job_name == APPLY_JOB else "plan"),
+                          resources=resources_from_settings(settings, accounts))
 
 
 def build_definitions(settings: Settings, lineage: Lineage, executor_def=None, role: Role = "all") -> dg.Definitions:
     """What a code location of `role` holds, for the deploy branch's `lineage` (its accounts and units)."""
-    if settings.step_executor == "k8s":  # a pod per step, with its run's identity
-        executor_def = executor_def or k8s_step_executor(settings.max_parallel)
     status = dg.DefaultScheduleStatus.RUNNING if settings.sensors_running else dg.DefaultScheduleStatus.STOPPED
-    jobs: list[dg.JobDefinition] = []
+    jobs = _jobs(settings, executor_def, role)
     sensors: list = [make_asset_graph_sensor(lineage, code_location_name(), settings)]
     assets: list = []
     drift = dg.Definitions()
-    if role in ("all", "plan"):
-        plan = make_plan_job(max_parallel=settings.max_parallel, executor_def=executor_def)
-        jobs.append(plan)
-        sensors.append(make_pull_request_sensor(plan, settings))
+    for job in jobs:
+        sensors.append((make_pull_request_sensor if job.name == PLAN_JOB else make_deploy_branch_sensor)(
+            job, settings))
     if role in ("all", "apply"):
-        apply = make_apply_job(stages=settings.wave_stages, max_parallel=settings.max_parallel,
-                               executor_def=executor_def)
-        jobs.append(apply)
-        sensors.append(make_deploy_branch_sensor(apply, settings))
         # drift plans and materialized units queue behind applies of the same repository (dagster.yaml's tag
         # limit), and vice versa
         lock = {TAG_APPLY_LOCK: repo_identity(settings.github_repo or settings.repo_url or ".")}
@@ -66,14 +79,16 @@ def build_definitions(settings: Settings, lineage: Lineage, executor_def=None, r
     return dg.Definitions.merge(located, drift)
 
 
-def location(role: Role) -> dg.Definitions:
+def location(role: Role) -> dg.Definitions | dg.RepositoryDefinition:
     """The code location of `role`, from this process's environment."""
     settings = Settings.from_env()
-    return DeployBranchLineage(settings, lambda lineage: build_definitions(settings, lineage, role=role)).load()
+    return DeployBranchLineage(
+        settings, whole=lambda lineage: build_definitions(settings, lineage, role=role),
+        run_jobs={name: partial(run_job_definitions, settings, job_name=name) for name in ROLE_JOBS[role]}).load()
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+@dg.definitions  # type: ignore[arg-type]  # a RepositoryDefinition is loaded too (when reconstructed)
+def defs() -> dg.Definitions | dg.RepositoryDefinition:
     return location("all")
 
 
@@ -86,8 +101,8 @@ def in_process_job(event: str = "pull_request", environment: dict[str, str] | No
         InfraRepo.from_settings(settings).deploy_head()
     lineage = read_lineage(settings.repo_url, settings.deploy_branch, cache_root=settings.cache_root,
                            index_cache=settings.index_cache)
-    return build_definitions(settings, lineage, in_process_executor()).resolve_job_def(
-        APPLY_JOB if event == "push" else PLAN_JOB)
+    job_name = APPLY_JOB if event == "push" else PLAN_JOB
+    return run_job_definitions(settings, lineage.accounts, job_name, in_process_executor()).resolve_job_def(job_name)
 
 
 def run_in_process(event: str, run_config: dict | None, *, instance: dg.DagsterInstance,

@@ -5,6 +5,6 @@ import dagster as dg
 from .definitions import location
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+@dg.definitions  # type: ignore[arg-type]  # a RepositoryDefinition is loaded too (when reconstructed)
+def defs() -> dg.Definitions | dg.RepositoryDefinition:
     return location("plan")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
 
 from tests.conftest import GitRepo
@@ -49,3 +50,43 @@ def test_workspace_validates_with_the_dagster_cli(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful for code location pipelines_dagster" in proc.stderr + proc.stdout
+
+
+def test_a_run_of_the_plan_or_apply_job_rebuilds_its_job_alone_and_the_same_job(tmp_path, monkeypatch):
+    """Run workers and step processes reconstruct the code location from what the code server recorded. A plan or
+    apply run gets its job without the unit assets (a step costs the same however many units the repository
+    has), and exactly the job the code server offered; Materialize's job still gets the unit assets."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.reconstruct import ReconstructableRepository, initialize_repository_def_from_pointer
+    from dagster._core.definitions.repository_definition import RepositoryLoadData
+
+    from pipelines_dagster.defs.loading import ACCOUNTS_KEY, LINEAGE_KEY
+
+    repo = GitRepo(tmp_path / "live")
+    repo.commit({"accounts.yml": 'dev:\n  id: "111111111111"\n  email: dev@example.com\n',
+                 **{f"dev/app{i}/main.tf": 'terraform {\n  backend "local" {}\n}\n' for i in range(3)}})
+    monkeypatch.setenv("PIPELINES_REPO_URL", str(repo.path))
+    monkeypatch.setenv("PIPELINES_CACHE_DIR", str(tmp_path / "cache"))
+    pointer = ModuleCodePointer("pipelines_dagster.definitions", "defs", str(ROOT))
+    DefinitionsLoadContext._instance = None
+    served = initialize_repository_def_from_pointer(pointer)
+    recorded = served.repository_load_data
+    assert recorded is not None and ACCOUNTS_KEY in recorded.reconstruction_metadata
+
+    def reconstructed(job_name: str, lineage_state: str):
+        DefinitionsLoadContext._instance = None  # a fresh process
+        data = RepositoryLoadData(cacheable_asset_data={}, reconstruction_metadata={
+            **recorded.reconstruction_metadata, LINEAGE_KEY: lineage_state})
+        return ReconstructableRepository(pointer, repository_load_data=data).get_reconstructable_job(
+            job_name).get_definition()
+
+    # a lineage that cannot even be read: the plan and apply jobs never read the units
+    for name in ("infrastructure_plan", "infrastructure_apply"):
+        job = reconstructed(name, '"not a lineage"')
+        assert job.get_job_snapshot_id() == served.get_job(name).get_job_snapshot_id()
+        assert set(job.resource_defs) >= {"changes", "github", "infra_repo", "io_manager", "aws_dev"}
+    with pytest.raises(ValueError):
+        reconstructed("__ASSET_JOB", '"not a lineage"')
+    assets = reconstructed("__ASSET_JOB", recorded.reconstruction_metadata[LINEAGE_KEY])
+    assert {k.to_user_string() for k in assets.asset_layer.asset_graph.get_all_asset_keys()} >= {
+        f"units/dev/app{i}" for i in range(3)}

@@ -7,22 +7,17 @@ back to an older commit than it was last applied at; any other commit is refused
 units depend on (the accounts file decides them): materializing an account's group applies its units. With
 PIPELINES_RECONCILE_DRIFT, a unit whose drift check fails is applied by Dagster's automation, once per failure.
 
-State-backed, as Dagster's own integrations are: the code server reads the deploy branch once when it loads
-(from the local mirror: no network, no long wait), and run workers rebuild the very same graph from the
-lineage Dagster hands them as reconstruction metadata instead of reading git again. When the deploy branch
-moves, the asset graph sensor reloads the code location, which reads it anew.
+The code server reads the lineage once when it loads (defs/loading.py); when the deploy branch moves, the asset
+graph sensor reloads the code location, which reads it anew.
 """
 
-import warnings
-
 import dagster as dg
-from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext, StateBackedDefinitionsLoader
+from dagster._core.definitions.definitions_load_context import DefinitionsLoadContext
 from pydantic import Field
 
-from ..core.lineage import AccountNode, Lineage, account_key, group_name, read_lineage, unit_key
+from ..core.lineage import AccountNode, Lineage, account_key, group_name, unit_key
 from .execution import ChangeRunner
 
-log = dg.get_dagster_logger("pipelines_dagster.lineage")
 DEFAULT_LOCATION_NAME = "pipelines_dagster"
 RECONCILE_OP = "reconcile_units"
 RECONCILE_SENSOR = "drift_reconcile_sensor"
@@ -94,43 +89,6 @@ def reconcile_sensor(lineage: Lineage, run_tags: dict, *, interval_s: int,
         run_tags=run_tags, minimum_interval_seconds=interval_s, default_status=default_status,
         description="Applies a unit at the deploy-branch tip when its drift check has failed "
                     "(PIPELINES_RECONCILE_DRIFT), once per failed check.")
-
-
-class DeployBranchLineage(StateBackedDefinitionsLoader[str]):
-    """Reads the lineage when the code server loads; `defs_from_state` turns it into definitions, also when a run
-    worker reconstructs them from the state the code server recorded."""
-
-    def __init__(self, settings, dependents):
-        """`dependents(lineage)`: the definitions built from the lineage (assets, jobs, resources, drift checks,
-        sensors). `settings`: the deployment's (pipelines_dagster.settings.Settings)."""
-        self.settings, self.dependents = settings, dependents
-        self.location, self.deploy_branch = settings.repo_url, settings.deploy_branch
-
-    @property
-    def defs_key(self) -> str:
-        return "pipelines_dagster/deploy_branch_lineage"
-
-    def fetch_state(self) -> str:
-        try:
-            lineage = read_lineage(self.location, self.deploy_branch, cache_root=self.settings.cache_root,
-                                   index_cache=self.settings.index_cache)
-        except Exception as exc:  # the code location loads whatever happens to the repository
-            lineage = Lineage(location=self.location, deploy_branch=self.deploy_branch,
-                              notes=[f"reading the deploy branch failed: {type(exc).__name__}: {exc}"])
-        for note in lineage.notes:
-            log.warning(f"asset lineage: {note}")
-        if lineage.commit:
-            log.info(f"asset lineage: {len(lineage.accounts)} account(s), {len(lineage.units)} unit(s) at "
-                     f"{lineage.deploy_branch} {lineage.commit[:12]}")
-        return lineage.to_json()
-
-    def defs_from_state(self, state: str) -> dg.Definitions:
-        return self.dependents(Lineage.from_json(state))
-
-    def load(self) -> dg.Definitions:
-        with warnings.catch_warnings():  # reconstruction metadata is "preview"; it is what state-backed defs use
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            return self.build_defs()
 
 
 def code_location_name() -> str:
