@@ -149,8 +149,8 @@ class ChangeRunner:
         if problems:
             raise dg.Failure(description="; ".join(p[:500] for p in problems))
 
-    def check_drift(self, context: dg.AssetCheckExecutionContext, lineage: Lineage, units: list[str],
-                    check_name: str) -> Iterator[dg.AssetCheckResult]:
+    def check_drift(self, context: dg.OpExecutionContext | dg.AssetCheckExecutionContext, lineage: Lineage,
+                    units: list[str], check_name: str) -> Iterator[dg.AssetCheckResult]:
         """Plans `units` at the deploy-branch head with the plan role and `-detailed-exitcode`: one check result
         each; the drift issue (GitHub) lists what the latest result of every unit's check says."""
         from ..core.repo_files import ConfigError

@@ -127,3 +127,22 @@ def test_local_mode_records_only_the_checks(repo, aws, make_executor, env, githu
     assert not check.passed and check.metadata["plan"].value == "1 to add, 0 to change, 0 to destroy"
     assert check.metadata["commit"].value == repo.git("rev-parse", "HEAD")
     assert github.log == []  # no GitHub request at all
+
+
+def test_every_unit_has_one_drift_check_in_definitions_of_bounded_size(monkeypatch):
+    """Dagster's asset job takes time quadratic in a check definition's size (38 s at 10,000 units in one): the
+    checks are defined per account, in slices."""
+    from pipelines_dagster.core.lineage import AccountNode, Lineage, UnitNode
+    from pipelines_dagster.defs import drift
+
+    monkeypatch.setattr(drift, "CHECKS_PER_OP", 3)
+    units = [UnitNode(path=f"dev/u{i}", kind="terraform", engine="terraform", account="dev") for i in range(7)]
+    units += [UnitNode(path="prod/app", kind="terraform", engine="terraform", account="prod"),
+              UnitNode(path="shared/x", kind="terraform", engine="terraform", account=None)]
+    lineage = Lineage(accounts=[AccountNode(name="dev", id="1"), AccountNode(name="prod", id="2")], units=units)
+    checks = drift.make_drift_definitions(lineage).asset_checks
+    sizes = {c.node_def.name: len(list(c.check_keys)) for c in checks}
+    assert sizes == {"drift_checks_dev": 3, "drift_checks_dev_2": 3, "drift_checks_dev_3": 1,
+                     "drift_checks_no_account": 1, "drift_checks_prod": 1}
+    keys = [k for c in checks for k in c.check_keys]
+    assert sorted(k.asset_key.to_user_string() for k in keys) == sorted(f"units/{u.path}" for u in units)
