@@ -10,7 +10,7 @@ one's values in its description; no value is a secret (tokens are read where the
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import dagster as dg
 from pydantic import TypeAdapter, ValidationError
 
 from ..core.lineage import AccountNode
+from ..integrations.github_etags import ETagCache
 from ..settings import Settings
 
 SET_BY_DEPLOYMENT = "Set by the deployment; a run's configuration cannot change it."
@@ -116,6 +117,8 @@ class GitHub:
     # a run makes a few writes and each step has its own client, so PyGithub's default 1 s pause between writes
     # would only slow the run; GitHub's secondary rate limits are honoured by the retries instead
     write_pause_s: float
+    # list pages' last answers, kept across sensor ticks (each tick has a client of its own)
+    etags: ETagCache = field(default_factory=ETagCache, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GitHub":
@@ -141,7 +144,7 @@ class GitHub:
         from ..integrations.github_retry import RetryPolicy
 
         return self.client(retry=RetryPolicy(total=1, backoff_factor=0.5, backoff_max=2, secondary_rate_wait=2,
-                                             max_rate_limit_wait=5), timeout=10)
+                                             max_rate_limit_wait=5), timeout=10, etags=self.etags)
 
     def push_token(self, location: str) -> str | None:
         """The GitHub token git pushes branches to an https remote with; None keeps git's own credentials."""

@@ -14,6 +14,7 @@ Transient failures are retried inside PyGithub's HTTP layer (github_retry.py). E
 one exception type, ``GitHubError``, carrying GitHub's status and message.
 """
 
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -24,9 +25,11 @@ import requests
 from github import Auth, Github, GithubException, GithubIntegration
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubObject import NotSet
+from github.PullRequest import PullRequest
 from github.Requester import Requester
 from urllib3.util.retry import Retry
 
+from .github_etags import ETagCache, ListPage
 from .github_records import CommentInfo, IssueInfo, PullRequestInfo, StatusInfo, issue_info, pull_request_info
 from .github_retry import RateLimitAwareRetry, RetryPolicy
 
@@ -117,6 +120,23 @@ class _HttpOptions(TypedDict):
     retry: Retry
 
 
+def _json_object(text: str) -> dict:
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        data = None
+    return data if isinstance(data, dict) else {"message": (text or "")[:500]}
+
+
+def _next_link(link: str) -> str | None:
+    """The `rel="next"` URL of a Link header."""
+    for part in link.split(","):
+        target, _, rel = part.partition(";")
+        if 'rel="next"' in rel:
+            return target.strip().strip("<>")
+    return None
+
+
 class GitHubClient:
     """The pipeline's GitHub operations on one repository (`owner/name`)."""
 
@@ -124,13 +144,15 @@ class GitHubClient:
                  private_key: str | None = None, installation_id: int | str | None = None,
                  base_url: str | None = None, retry: RetryPolicy | None = None, timeout: int = 15,
                  per_page: int = 100, seconds_between_requests: float | None = 0.25,
-                 seconds_between_writes: float | None = 0.1, user_agent: str = "pipelines-dagster"):
+                 seconds_between_writes: float | None = 0.1, user_agent: str = "pipelines-dagster",
+                 etags: ETagCache | None = None):
         if repo.count("/") != 1 or not all(repo.split("/")):
             raise ValueError(f"GitHub repository must be 'owner/name', not {repo!r}")
         self.repo_name = repo
         self.owner = repo.split("/")[0]
         self.base_url = (base_url or DEFAULT_API_URL).rstrip("/")
         self.retry_policy = retry or RetryPolicy()
+        self.per_page, self.etags = per_page, etags or ETagCache()
         self._app_auth: Auth.AppAuth | None = None
         if app_id is not None or installation_id is not None or private_key is not None:
             if app_id is None or installation_id is None or not private_key:
@@ -229,11 +251,37 @@ class GitHubClient:
     # ------------------------------------------------------------------ pull requests
 
     def list_open_pull_requests(self, base: str | None = None) -> list[PullRequestInfo]:
-        """Open pull requests (oldest first), optionally only those into `base`."""
+        """Open pull requests (oldest first), optionally only those into `base`. Conditional requests: a page
+        that did not change since this client's cache last read it costs no rate limit (304)."""
         with self._call(f"list open pull requests of {self.repo_name}"):
-            kwargs = {"base": base} if base else {}
-            return [pull_request_info(pr) for pr in self._repo.get_pulls(state="open", sort="created", direction="asc",
-                                                                 **kwargs)]
+            query = {"state": "open", "sort": "created", "direction": "asc", "per_page": self.per_page,
+                     **({"base": base} if base else {})}
+            return [pull_request_info(self._gh.create_from_raw_data(PullRequest, raw))
+                    for raw in self._pages(f"/repos/{self.repo_name}/pulls", query)]
+
+    def _pages(self, path: str, query: dict) -> list[dict]:
+        """Every item of a list endpoint, page by page, each asked with the ETag of its last answer."""
+        items: list[dict] = []
+        url: str | None = path
+        params: dict | None = query
+        while url:
+            key = url + "?" + "&".join(f"{k}={v}" for k, v in sorted((params or {}).items()))
+            known = self.etags.get(key)
+            status, headers, output = self._gh.requester.requestJson(
+                "GET", url, params, headers={"If-None-Match": known.etag} if known else None)
+            if status == 304 and known is not None:
+                page = known
+            elif status >= 400:
+                raise self._gh.requester.createException(status, headers, _json_object(output))
+            else:
+                headers = {k.lower(): v for k, v in headers.items()}
+                page = ListPage(etag=headers.get("etag", ""), items=json.loads(output),
+                                next_url=_next_link(headers.get("link", "")))
+                if page.etag:
+                    self.etags.put(key, page)
+            items.extend(page.items)
+            url, params = page.next_url, None
+        return items
 
     def get_pull_request(self, number: int) -> PullRequestInfo:
         with self._call(f"get pull request {self.repo_name}#{number}"):

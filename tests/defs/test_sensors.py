@@ -131,17 +131,30 @@ def test_plan_starts_at_the_merge_base_when_the_base_branch_moved_on(remote, git
     assert (plan.spec.base, plan.spec.head) == (remote.main0, sha) and remote.main0 != main1
 
 
-def test_an_idle_tick_makes_at_most_two_requests_and_no_writes(remote, github):
+def test_an_idle_tick_with_200_open_pull_requests_costs_no_rate_limit(remote, github):
+    """The pull request sensor's tick lists open pull requests (two pages of 100); asked again with their ETags,
+    unchanged pages are 304s, which GitHub does not count against the rate limit."""
     res = resources(remote.bare, GH_REPO)
-    for i in range(3):
-        open_pull_request(remote, github, f"feature-{i}", {f"dev/f{i}/main.tf": "# f\n"})
+    numbers = [github.add_pull_request(GH_REPO, f"feature-{i}", head_sha=f"{i + 1:040x}") for i in range(200)]
+    counted = github.counted()
     runs, cursor, _ = tick(pr_sensor, res)
-    assert len(runs) == 3
-    github.clear_log()
-    runs, _, _ = tick(pr_sensor, res, cursor)
-    assert runs == []
-    assert 1 <= len(github.log) <= 2, github.log
-    assert github.writes() == []
+    assert len(runs) == 200 and github.counted() - counted == 2  # the first look reads both pages
+    for _ in range(3):  # idle ticks, each with a client of its own, as the daemon's are
+        github.clear_log()
+        counted = github.counted()
+        runs, cursor, _ = tick(pr_sensor, res, cursor)
+        assert runs == [] and github.counted() == counted
+        assert [r.status for r in github.log] == [304, 304] and github.writes() == []
+    github.update_pull_request_head(GH_REPO, numbers[150], f"{999:040x}")  # a push: page 2 changed
+    counted = github.counted()
+    runs, cursor, _ = tick(pr_sensor, res, cursor)
+    assert [r.run_key for r in runs] == [f"pr-{numbers[150]}-{999:040x}"]
+    assert github.counted() - counted == 1
+    # a resource of its own (a code location reloaded): one full listing, then idle again
+    fresh = resources(remote.bare, GH_REPO)
+    counted = github.counted()
+    assert tick(pr_sensor, fresh, cursor)[0] == [] and github.counted() - counted == 2
+    assert tick(pr_sensor, fresh, cursor)[0] == [] and github.counted() - counted == 2
 
 
 def test_fork_pull_request_gets_no_run_and_exactly_one_comment(remote, github):

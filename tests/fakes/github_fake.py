@@ -16,7 +16,8 @@ notice the difference:
   exists for head/base, bodies over 65,536 characters, status descriptions over 140 characters, unknown states);
 - unknown objects are 404 ``{"message": "Not Found", ...}``; a wrong token is 401 ``Bad credentials``;
 - every response carries the primary rate-limit headers (``X-RateLimit-Limit/Remaining/Reset/Used/Resource``),
-  counted per identity; GitHub App installation tokens are issued for a JWT signed with the app's key;
+  counted per identity; a GET answers with an ``ETag``, and the same GET with it in ``If-None-Match`` gets ``304
+  Not Modified`` without a body while nothing it says changed, and is not counted; GitHub App installation tokens are issued for a JWT signed with the app's key;
 - ``GET /app`` ("Get the authenticated app") answers a JWT only, with the app (its ``slug``, ...); an installation
   token's ``GET /user`` is refused with 403, and what it writes carries the login ``<slug>[bot]``.
 
@@ -613,11 +614,32 @@ class GitHubFake:
                     if m and route_method == method:
                         status, body, extra = handler(self, ident, query, data, **m.groupdict())
                         headers.update(extra or {})
+                        if method == "GET" and status == 200:
+                            return self._conditional(ident, bucket, body, headers, req_headers)
                         return status, body, headers, False
                 return 404, {"message": "Not Found", "documentation_url": DOCS, "status": "404"}, headers, False
             except ApiError as e:
                 headers.update(e.headers)
                 return e.status, e.body(), headers, False
+
+    def _conditional(self, ident, bucket, body, headers, req_headers):
+        """GitHub's conditional requests: a GET's answer has an ETag (of what it says, for whom); asked again with
+        it in If-None-Match, an unchanged answer is a 304 without a body, not counted against the rate limit."""
+        seen = json.dumps([ident.login if ident else None, body, headers.get("Link")], sort_keys=True)
+        etag = f'W/"{hashlib.sha256(seen.encode()).hexdigest()[:40]}"'
+        headers["ETag"] = etag
+        asked = [t.strip() for t in (req_headers.get("If-None-Match") or "").split(",")]
+        if etag not in asked and etag.removeprefix("W/") not in asked:
+            return 200, body, headers, False
+        if bucket is not None:
+            bucket.used -= 1
+            headers.update(self._rate_headers(bucket))
+        return 304, None, headers, False
+
+    def counted(self, login: str | None = None) -> int:
+        """Requests counted against `login`'s primary rate limit (the token's user by default) in this hour."""
+        with self._lock:
+            return self._bucket(login or self.login).used
 
     def _take_injection(self, method: str, path: str) -> Injection | None:
         for inj in self._injections:

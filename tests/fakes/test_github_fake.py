@@ -76,6 +76,23 @@ def test_rate_limit_headers_count_requests_per_identity(github_fake, api):
     assert limits["resources"]["core"]["used"] == 2 == limits["rate"]["used"]  # /rate_limit itself is free
 
 
+def test_conditional_requests_answer_304_uncounted_until_something_changed(github_fake, api):
+    github_fake.add_repo(REPO)
+    github_fake.add_pull_request(REPO, "feature", head_sha=SHA_A)
+    first = api("GET", f"/repos/{REPO}/pulls")
+    etag = first.headers["ETag"]
+    again = api("GET", f"/repos/{REPO}/pulls", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["X-RateLimit-Used"] == first.headers["X-RateLimit-Used"]  # not counted
+    github_fake.add_token("other-token", "someone")
+    other = Api(github_fake, "other-token")
+    assert other("GET", f"/repos/{REPO}/pulls", headers={"If-None-Match": etag}).status_code == 200  # per identity
+    github_fake.add_pull_request(REPO, "feature-2", head_sha=SHA_B)
+    changed = api("GET", f"/repos/{REPO}/pulls", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and len(changed.json()) == 2 and changed.headers["ETag"] != etag
+    assert int(changed.headers["X-RateLimit-Used"]) == int(first.headers["X-RateLimit-Used"]) + 1
+
+
 def test_comment_pagination_follows_githubs_link_headers(github_fake, api):
     number = github_fake.add_issue(REPO, "many comments")
     for i in range(75):
