@@ -17,7 +17,8 @@ notice the difference:
 - unknown objects are 404 ``{"message": "Not Found", ...}``; a wrong token is 401 ``Bad credentials``;
 - every response carries the primary rate-limit headers (``X-RateLimit-Limit/Remaining/Reset/Used/Resource``),
   counted per identity; a GET answers with an ``ETag``, and the same GET with it in ``If-None-Match`` gets ``304
-  Not Modified`` without a body while nothing it says changed, and is not counted; GitHub App installation tokens are issued for a JWT signed with the app's key;
+  Not Modified`` without a body while nothing it says changed, and is not counted; GitHub App installation
+  tokens are issued for a JWT signed with the app's key;
 - ``GET /app`` ("Get the authenticated app") answers a JWT only, with the app (its ``slug``, ...); an installation
   token's ``GET /user`` is refused with 403, and what it writes carries the login ``<slug>[bot]``.
 
