@@ -2,6 +2,8 @@
 with what a step needs already loaded: the instance's SQLite storages (about 0.6 s of imports otherwise paid by
 every step) and the GitHub and AWS clients."""
 
+import gc
+
 import boto3  # noqa: F401
 import github  # noqa: F401
 from dagster._core.instance import factory  # noqa: F401
@@ -10,3 +12,7 @@ from dagster._core.storage.runs import sqlite as runs_sqlite  # noqa: F401
 from dagster._core.storage.schedules import sqlite as schedules_sqlite  # noqa: F401
 
 from . import definitions  # noqa: F401
+
+# what is loaded now lives as long as every step forked from here: out of the collector's sight, so that no step
+# process pays for a full collection of it (nor copies its pages by touching them)
+gc.freeze()

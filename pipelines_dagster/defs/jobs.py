@@ -158,9 +158,10 @@ def _executor(max_parallel: int, executor_def: dg.ExecutorDefinition | None) -> 
     return executor_def or dg.multiprocess_executor.configured({
         **step_limits(max_parallel),
         # steps fork from a server that has already imported Dagster and this code: no per-step start-up
-        # (dagster_postgres for the production profile; the forkserver skips a module that is not installed)
-        "start_method": {"forkserver": {"preload_modules": ["pipelines_dagster.step_preload",
-                                                            "dagster_postgres"]}}})
+        # (dagster_postgres for the production profile; the forkserver skips a module that is not installed;
+        # step_preload last, as it hides what is loaded from the garbage collector)
+        "start_method": {"forkserver": {"preload_modules": ["dagster_postgres",
+                                                            "pipelines_dagster.step_preload"]}}})
 
 
 @dg.op(name=REPORT_STEP, out=dg.Out(Progress), tags=REPORTER_TAGS)
